@@ -1,0 +1,91 @@
+//! Limits and timers of a connection.
+
+use std::time::Duration;
+
+/// The limits and timers of one connection. Every limit bounds memory that a peer can
+/// make us spend; each field documents its default and the attack it stops.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    /// The largest frame payload accepted, in bytes. Default: 16 MiB.
+    ///
+    /// Stops a peer from declaring a huge frame; the header alone is enough to refuse it
+    /// (close 1009) before any payload is buffered.
+    pub max_frame_size: usize,
+    /// The largest message accepted, in bytes, counting [`PART_OVERHEAD`] bytes per
+    /// fragment on top of the payload. Default: 64 MiB.
+    ///
+    /// Bounds what a fragmented message can make us buffer (close 1009).
+    pub max_message_size: usize,
+    /// The most frames one message may have. Default: 65 536 (enough for Autobahn's
+    /// 4 MiB-in-64-byte-fragments cases).
+    ///
+    /// Stops a flood of tiny (or empty) fragments that cost work per part (close 1009).
+    pub max_message_parts: usize,
+    /// Send a ping when this much time has passed since the last one. Default: `None`
+    /// (no keepalive at this layer; servers turn it on).
+    pub ping_interval: Option<Duration>,
+    /// How long the peer may stay silent after a ping before it is considered dead and
+    /// the connection is ended without a close handshake. Any bytes received count as a
+    /// sign of life. Default: 20 s.
+    pub pong_timeout: Duration,
+    /// How long to wait for the peer's close frame after sending ours. Default: 5 s.
+    ///
+    /// Stops a peer from holding a closing connection open forever.
+    pub close_timeout: Duration,
+}
+
+/// The bytes each fragment adds to a message's size for [`Config::max_message_size`]: the
+/// bookkeeping cost of a part, so that empty fragments are not free.
+pub const PART_OVERHEAD: usize = 16;
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_frame_size: 16 << 20,
+            max_message_size: 64 << 20,
+            max_message_parts: 65_536,
+            ping_interval: None,
+            pong_timeout: Duration::from_secs(20),
+            close_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Config {
+    /// Sets [`Config::max_frame_size`].
+    pub fn max_frame_size(mut self, bytes: usize) -> Self {
+        self.max_frame_size = bytes;
+        self
+    }
+
+    /// Sets [`Config::max_message_size`].
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Sets [`Config::max_message_parts`].
+    pub fn max_message_parts(mut self, parts: usize) -> Self {
+        self.max_message_parts = parts;
+        self
+    }
+
+    /// Sets [`Config::ping_interval`].
+    pub fn ping_interval(mut self, interval: Option<Duration>) -> Self {
+        self.ping_interval = interval;
+        self
+    }
+
+    /// Sets [`Config::pong_timeout`].
+    pub fn pong_timeout(mut self, timeout: Duration) -> Self {
+        self.pong_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Config::close_timeout`].
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
+        self
+    }
+}

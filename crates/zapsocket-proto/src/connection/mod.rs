@@ -1,0 +1,233 @@
+//! The connection state machine, for either role.
+//!
+//! # Call order
+//!
+//! A [`Connection`] never does I/O and never reads a clock. The I/O layer drives it:
+//!
+//! 1. **Inputs**: append received bytes with [`Connection::feed`] (or read straight into
+//!    [`Connection::read_buffer`]); report the end of the stream with
+//!    [`Connection::feed_eof`]; pass the current time to [`Connection::handle_timeout`]
+//!    when [`Connection::poll_timeout`] says so.
+//! 2. **Outputs**: call [`Connection::poll_event`] until it returns `None`; each call
+//!    decodes at most one event. Then write what [`Connection::outbound`] holds and call
+//!    [`Outbound::advance`](crate::Outbound::advance) with the bytes written.
+//! 3. **Commands** at any time: [`Connection::send`], [`Connection::send_fragment`],
+//!    [`Connection::send_encoded`], [`Connection::ping`], [`Connection::pong`],
+//!    [`Connection::close`]. They only queue bytes.
+//! 4. **Getters**: [`Connection::state`], [`Connection::is_closed`],
+//!    [`Connection::close_frame`] tell where the connection stands. When
+//!    [`Connection::is_closed`] is true and the outbound queue is empty, the transport can
+//!    be shut down.
+//!
+//! ```
+//! use zapsocket_proto::{Connection, Config, Event, Message, Role};
+//!
+//! let mut client = Connection::new(Role::Client, Config::default());
+//! let mut server = Connection::new(Role::Server, Config::default());
+//! client.send(Message::text("hello")).unwrap();
+//! let wire = client.outbound().first_chunk().to_vec();
+//! client.outbound().advance(wire.len());
+//! server.feed(&wire);
+//! assert_eq!(server.poll_event(), Some(Ok(Event::Message(Message::text("hello")))));
+//! ```
+
+mod read;
+mod timers;
+mod write;
+
+use bytes::BytesMut;
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+
+use crate::utf8::Utf8Validator;
+use crate::{CloseFrame, Config, Error, FrameHeader, Outbound};
+
+/// Which end of the connection this is. Clients mask what they send; servers do not
+/// (RFC 6455 §5.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The end that accepted the connection.
+    Server,
+    /// The end that opened the connection.
+    Client,
+}
+
+/// Where a connection stands, like the browser's `readyState` (after the handshake).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Messages flow both ways.
+    Open,
+    /// We sent a close frame and wait for the peer's.
+    CloseSent,
+    /// Closed: by a completed handshake (ours or the peer's, answered), a failure, a
+    /// timeout or the end of the stream.
+    Closed,
+}
+
+/// A fragmented message being received.
+#[derive(Debug)]
+struct Assembly {
+    text: bool,
+    buf: BytesMut,
+    parts: usize,
+    size: u64,
+}
+
+/// A frame whose header was decoded and whose payload is still arriving.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    header: FrameHeader,
+    header_len: usize,
+    /// Payload bytes already unmasked and checked (text only).
+    checked: usize,
+}
+
+/// The RFC 6455 state machine of one connection, sans I/O.
+///
+/// See the [module documentation](self) for the call order.
+#[derive(Debug)]
+pub struct Connection {
+    role: Role,
+    config: Config,
+    state: State,
+    rbuf: BytesMut,
+    pending: Option<Pending>,
+    assembly: Option<Assembly>,
+    utf8: Utf8Validator,
+    outbound: Outbound,
+    /// A fragmented message we are sending: `Some(true)` for text.
+    sending_fragmented: Option<bool>,
+    close_frame: Option<CloseFrame>,
+    close_sent: bool,
+    rng: Option<StdRng>,
+    timers: timers::Timers,
+    allow_rsv1: bool,
+}
+
+impl Connection {
+    /// A connection in the [`State::Open`] state, right after the handshake.
+    pub fn new(role: Role, config: Config) -> Self {
+        Connection {
+            role,
+            config,
+            state: State::Open,
+            rbuf: BytesMut::new(),
+            pending: None,
+            assembly: None,
+            utf8: Utf8Validator::new(),
+            outbound: Outbound::default(),
+            sending_fragmented: None,
+            close_frame: None,
+            close_sent: false,
+            rng: None,
+            timers: timers::Timers::default(),
+            allow_rsv1: false,
+        }
+    }
+
+    // Getters.
+
+    /// This end's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Whether the connection is closed (no more events; write out what is queued, then
+    /// end the transport).
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// The peer's close frame, once received (`code` 1005 if it had no status code).
+    pub fn close_frame(&self) -> Option<&CloseFrame> {
+        self.close_frame.as_ref()
+    }
+
+    /// How many more bytes the frame being received needs (0 when unknown), so the I/O
+    /// layer can size its next read without trusting the declared length for
+    /// allocation: reads should still be capped.
+    pub fn read_hint(&self) -> usize {
+        match self.pending {
+            Some(p) => (p.header_len as u64 + p.header.payload_len)
+                .saturating_sub(self.rbuf.len() as u64)
+                .try_into()
+                .unwrap_or(usize::MAX),
+            None => 0,
+        }
+    }
+
+    /// Bytes buffered for a message still being received (partial frame plus
+    /// assembled fragments).
+    pub fn buffered_incoming(&self) -> usize {
+        self.rbuf.len() + self.assembly.as_ref().map_or(0, |a| a.buf.len())
+    }
+
+    // Inputs.
+
+    /// The read buffer: append received bytes to it, then call
+    /// [`Connection::poll_event`]. Lets the I/O layer read without an extra copy.
+    pub fn read_buffer(&mut self) -> &mut BytesMut {
+        &mut self.rbuf
+    }
+
+    /// Appends received bytes.
+    pub fn feed(&mut self, data: &[u8]) {
+        self.rbuf.extend_from_slice(data);
+    }
+
+    /// The transport reached its end. Returns the error if that was not after a
+    /// completed close handshake.
+    pub fn feed_eof(&mut self) -> Result<(), Error> {
+        let clean = self.state == State::Closed;
+        self.finish();
+        if clean { Ok(()) } else { Err(Error::ConnectionReset) }
+    }
+
+    /// Enables RSV1 on received frames (for an extension that defines it).
+    pub fn set_allow_rsv1(&mut self, allow: bool) {
+        self.allow_rsv1 = allow;
+    }
+
+    // Internal helpers shared by the read, write and timer halves.
+
+    /// Ends the connection for good.
+    fn finish(&mut self) {
+        self.state = State::Closed;
+        self.rbuf = BytesMut::new();
+        self.pending = None;
+        self.assembly = None;
+    }
+
+    /// Fails the connection: queue a close frame carrying the error's code (unless one
+    /// was already sent), then close.
+    fn fail(&mut self, error: Error) -> Error {
+        if let Some(code) = error.close_code() {
+            if !self.close_sent {
+                self.queue_close(code, error.reason());
+            }
+        }
+        self.finish();
+        error
+    }
+
+    fn mask_key(&mut self) -> Option<[u8; 4]> {
+        if self.role == Role::Server {
+            return None;
+        }
+        let rng = self.rng.get_or_insert_with(StdRng::from_os_rng);
+        Some(rng.next_u32().to_ne_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests;

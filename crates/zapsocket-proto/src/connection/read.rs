@@ -1,0 +1,207 @@
+//! The receiving half: frames in, events out (RFC 6455 §5, §6.2).
+
+use bytes::{Buf, BytesMut};
+
+use super::{Assembly, Connection, Pending, State};
+use crate::close::MAX_CLOSE_REASON;
+use crate::config::PART_OVERHEAD;
+use crate::mask::apply_mask;
+use crate::message::Utf8Bytes;
+use crate::{CloseCode, CloseFrame, Error, Event, FrameHeader, Message, OpCode, Role};
+
+impl Connection {
+    /// Decodes the next event from the bytes fed so far.
+    ///
+    /// Returns `None` when more bytes are needed or the connection is closed. A protocol
+    /// violation returns the error once: the matching close frame is queued and the
+    /// connection is closed.
+    pub fn poll_event(&mut self) -> Option<Result<Event, Error>> {
+        loop {
+            if self.state == State::Closed || self.rbuf.is_empty() {
+                return None;
+            }
+            self.timers.heard();
+            let pending = match self.pending {
+                Some(p) => p,
+                None => match self.next_header() {
+                    Ok(Some(p)) => p,
+                    Ok(None) => return None,
+                    Err(e) => return Some(Err(self.fail(e))),
+                },
+            };
+            // Checked against max_frame_size, so it fits in usize.
+            let total = pending.header_len + pending.header.payload_len as usize;
+            if self.rbuf.len() < total {
+                if let Err(e) = self.check_partial_text() {
+                    return Some(Err(self.fail(e)));
+                }
+                return None;
+            }
+            self.pending = None;
+            let mut payload = self.rbuf.split_to(total);
+            payload.advance(pending.header_len);
+            if let Some(key) = pending.header.mask {
+                apply_mask(&mut payload[pending.checked..], key, pending.checked);
+            }
+            match self.on_frame(pending, payload) {
+                Ok(Some(event)) => return Some(Ok(event)),
+                Ok(None) => continue,
+                Err(e) => return Some(Err(self.fail(e))),
+            }
+        }
+    }
+
+    /// Decodes and checks the next frame header.
+    fn next_header(&mut self) -> Result<Option<Pending>, Error> {
+        let Some((header, header_len)) = FrameHeader::decode(&self.rbuf, self.allow_rsv1)? else {
+            return Ok(None);
+        };
+        self.check_header(&header)?;
+        let pending = Pending { header, header_len, checked: 0 };
+        self.pending = Some(pending);
+        Ok(Some(pending))
+    }
+
+    /// The rules that need the connection's state (RFC 6455 §5.1, §5.4) and the limits.
+    fn check_header(&mut self, header: &FrameHeader) -> Result<(), Error> {
+        if header.mask.is_some() != (self.role == Role::Server) {
+            return Err(Error::BadMasking);
+        }
+        if header.payload_len > self.config.max_frame_size as u64 {
+            return Err(Error::FrameTooLarge { size: header.payload_len, max: self.config.max_frame_size });
+        }
+        let (prior, parts) = match (header.opcode, &self.assembly) {
+            (OpCode::Text | OpCode::Binary, Some(_)) => return Err(Error::ExpectedContinuation),
+            (OpCode::Continuation, None) => return Err(Error::UnexpectedContinuation),
+            (OpCode::Text | OpCode::Binary, None) => {
+                self.utf8 = crate::utf8::Utf8Validator::new();
+                (0, 1)
+            }
+            (OpCode::Continuation, Some(a)) => (a.size + PART_OVERHEAD as u64, a.parts + 1),
+            _ => return Ok(()),
+        };
+        let size = prior + header.payload_len;
+        if size > self.config.max_message_size as u64 {
+            return Err(Error::MessageTooLarge { size, max: self.config.max_message_size });
+        }
+        if parts > self.config.max_message_parts {
+            return Err(Error::TooManyParts { max: self.config.max_message_parts });
+        }
+        Ok(())
+    }
+
+    /// Whether the frame being received carries text.
+    fn pending_is_text(&self, pending: &Pending) -> bool {
+        match pending.header.opcode {
+            OpCode::Text => true,
+            OpCode::Continuation => self.assembly.as_ref().is_some_and(|a| a.text),
+            _ => false,
+        }
+    }
+
+    /// Validates the part of a text frame's payload that has arrived, so that invalid
+    /// UTF-8 fails the connection at once rather than when the frame completes.
+    fn check_partial_text(&mut self) -> Result<(), Error> {
+        let Some(mut pending) = self.pending else { return Ok(()) };
+        if !self.pending_is_text(&pending) {
+            return Ok(());
+        }
+        let available = self.rbuf.len().saturating_sub(pending.header_len);
+        if available <= pending.checked {
+            return Ok(());
+        }
+        let range = pending.header_len + pending.checked..pending.header_len + available;
+        if let Some(key) = pending.header.mask {
+            apply_mask(&mut self.rbuf[range.clone()], key, pending.checked);
+        }
+        self.utf8.feed(&self.rbuf[range]).map_err(|()| Error::InvalidUtf8)?;
+        pending.checked = available;
+        self.pending = Some(pending);
+        Ok(())
+    }
+
+    /// Handles one complete, unmasked frame.
+    fn on_frame(&mut self, pending: Pending, payload: BytesMut) -> Result<Option<Event>, Error> {
+        let header = pending.header;
+        let text = self.pending_is_text(&pending);
+        if text {
+            self.validate_text(&payload[pending.checked..], pending.checked == 0 && header.fin && self.assembly.is_none(), header.fin)?;
+        }
+        match header.opcode {
+            OpCode::Text | OpCode::Binary if header.fin => Ok(Some(Event::Message(message(text, payload)))),
+            OpCode::Text | OpCode::Binary => {
+                let size = payload.len() as u64;
+                self.assembly = Some(Assembly { text, buf: payload, parts: 1, size });
+                Ok(None)
+            }
+            OpCode::Continuation => Ok(self.on_continuation(header.fin, &payload)),
+            OpCode::Ping => {
+                let payload = payload.freeze();
+                if !self.close_sent {
+                    self.queue_control(OpCode::Pong, &payload);
+                }
+                Ok(Some(Event::Ping(payload)))
+            }
+            OpCode::Pong => Ok(Some(Event::Pong(payload.freeze()))),
+            OpCode::Close => self.on_close(&payload).map(Some),
+        }
+    }
+
+    /// Validates text: the whole payload at once when it is a complete single-frame
+    /// message, else incrementally.
+    fn validate_text(&mut self, bytes: &[u8], whole: bool, fin: bool) -> Result<(), Error> {
+        if whole {
+            return simdutf8::basic::from_utf8(bytes).map(drop).map_err(|_| Error::InvalidUtf8);
+        }
+        self.utf8.feed(bytes).map_err(|()| Error::InvalidUtf8)?;
+        if fin {
+            self.utf8.finish().map_err(|()| Error::InvalidUtf8)?;
+        }
+        Ok(())
+    }
+
+    fn on_continuation(&mut self, fin: bool, payload: &[u8]) -> Option<Event> {
+        let assembly = self.assembly.as_mut()?;
+        assembly.buf.extend_from_slice(payload);
+        assembly.parts += 1;
+        assembly.size += (payload.len() + PART_OVERHEAD) as u64;
+        if !fin {
+            return None;
+        }
+        let assembly = self.assembly.take()?;
+        Some(Event::Message(message(assembly.text, assembly.buf)))
+    }
+
+    /// The peer's close frame (RFC 6455 §5.5.1): validate, answer if we had not sent
+    /// ours, and close.
+    fn on_close(&mut self, payload: &[u8]) -> Result<Event, Error> {
+        let frame = match payload {
+            [] => None,
+            [_] => return Err(Error::InvalidClosePayload),
+            [hi, lo, reason @ ..] => {
+                let code = CloseCode(u16::from_be_bytes([*hi, *lo]));
+                if !code.is_sendable() {
+                    return Err(Error::InvalidCloseCode(code.0));
+                }
+                let reason = simdutf8::basic::from_utf8(reason).map_err(|_| Error::InvalidUtf8)?;
+                debug_assert!(reason.len() <= MAX_CLOSE_REASON);
+                Some(CloseFrame::new(code, reason))
+            }
+        };
+        if !self.close_sent {
+            let (code, reason) = match &frame {
+                Some(f) => (f.code, ""),
+                None => (CloseCode::NO_STATUS, ""),
+            };
+            self.queue_close(code, reason);
+        }
+        self.close_frame = Some(frame.clone().unwrap_or(CloseFrame::new(CloseCode::NO_STATUS, "")));
+        self.finish();
+        Ok(Event::Close(frame))
+    }
+}
+
+fn message(text: bool, payload: BytesMut) -> Message {
+    let bytes = payload.freeze();
+    if text { Message::Text(Utf8Bytes::from_validated(bytes)) } else { Message::Binary(bytes) }
+}

@@ -1,0 +1,170 @@
+//! The sending half: commands in, encoded bytes out (RFC 6455 §5.2, §5.4, §5.5).
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::{Connection, State};
+use crate::close::MAX_CLOSE_REASON;
+use crate::{CloseCode, EncodedFrame, Error, FrameHeader, Message, OpCode, Outbound, Role};
+
+impl Connection {
+    /// Queues a complete message.
+    pub fn send(&mut self, message: Message) -> Result<(), Error> {
+        self.check_can_send()?;
+        if self.sending_fragmented.is_some() {
+            return Err(Error::FragmentOrder);
+        }
+        match message {
+            Message::Text(t) => self.queue_data(OpCode::Text, true, t.into_bytes()),
+            Message::Binary(b) => self.queue_data(OpCode::Binary, true, b),
+        }
+        Ok(())
+    }
+
+    /// Queues one fragment of a message (RFC 6455 §5.4): the first fragment of a message
+    /// sets its type (`text`), later ones must have the same type; `fin` ends the message.
+    ///
+    /// Text fragments may split a code point; the whole message must be valid UTF-8.
+    pub fn send_fragment(&mut self, text: bool, payload: Bytes, fin: bool) -> Result<(), Error> {
+        self.check_can_send()?;
+        let opcode = match self.sending_fragmented {
+            None if text => OpCode::Text,
+            None => OpCode::Binary,
+            Some(t) if t == text => OpCode::Continuation,
+            Some(_) => return Err(Error::FragmentOrder),
+        };
+        self.sending_fragmented = if fin { None } else { Some(text) };
+        self.queue_data(opcode, fin, payload);
+        Ok(())
+    }
+
+    /// Queues a frame encoded once for many connections (a broadcast), sharing its
+    /// buffer. On a client connection the frame is re-encoded with a mask.
+    pub fn send_encoded(&mut self, frame: &EncodedFrame) -> Result<(), Error> {
+        self.check_can_send()?;
+        if self.sending_fragmented.is_some() {
+            return Err(Error::FragmentOrder);
+        }
+        if self.role == Role::Server {
+            self.outbound.push(frame.bytes.clone());
+            return Ok(());
+        }
+        // Our own encoding always decodes.
+        if let Ok(Some((header, len))) = FrameHeader::decode(&frame.bytes, true) {
+            self.queue_data(header.opcode, header.fin, frame.bytes.slice(len..));
+        }
+        Ok(())
+    }
+
+    /// Queues a ping with `payload` (at most 125 bytes).
+    pub fn ping(&mut self, payload: &[u8]) -> Result<(), Error> {
+        self.queue_user_control(OpCode::Ping, payload)
+    }
+
+    /// Queues an unsolicited pong with `payload` (at most 125 bytes).
+    pub fn pong(&mut self, payload: &[u8]) -> Result<(), Error> {
+        self.queue_user_control(OpCode::Pong, payload)
+    }
+
+    /// Starts the close handshake (RFC 6455 §7.1.2): queues a close frame with `code` and
+    /// `reason` (at most 123 bytes). [`CloseCode::NO_STATUS`] sends a close frame with no
+    /// payload. The peer then has `Config::close_timeout` from `now` to answer.
+    ///
+    /// Closing twice is a no-op.
+    pub fn close(&mut self, now: Instant, code: CloseCode, reason: &str) -> Result<(), Error> {
+        if code != CloseCode::NO_STATUS && !code.is_sendable() {
+            return Err(Error::UnsendableCloseCode(code.0));
+        }
+        if reason.len() > MAX_CLOSE_REASON {
+            return Err(Error::ControlPayloadTooLong);
+        }
+        if self.close_sent || self.state == State::Closed {
+            return Ok(());
+        }
+        self.queue_close(code, reason);
+        self.state = State::CloseSent;
+        self.timers.close_started(now, self.config.close_timeout);
+        Ok(())
+    }
+
+    /// The queue of bytes to write.
+    pub fn outbound(&mut self) -> &mut Outbound {
+        &mut self.outbound
+    }
+
+    /// Releases the buffers of an idle connection (nothing buffered either way), so that
+    /// an idle connection costs no buffer memory.
+    pub fn release_buffers(&mut self) {
+        if self.rbuf.is_empty() {
+            self.rbuf = bytes::BytesMut::new();
+        }
+        self.outbound.shrink();
+    }
+
+    fn check_can_send(&self) -> Result<(), Error> {
+        if self.close_sent || self.state != State::Open { Err(Error::AlreadyClosed) } else { Ok(()) }
+    }
+
+    fn queue_user_control(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), Error> {
+        self.check_can_send()?;
+        if payload.len() > 125 {
+            return Err(Error::ControlPayloadTooLong);
+        }
+        self.queue_control(opcode, payload);
+        Ok(())
+    }
+
+    pub(super) fn queue_close(&mut self, code: CloseCode, reason: &str) {
+        let mut payload = [0u8; 125];
+        let mut len = 0;
+        if code != CloseCode::NO_STATUS {
+            payload[..2].copy_from_slice(&code.0.to_be_bytes());
+            let reason = truncate_utf8(reason, MAX_CLOSE_REASON);
+            payload[2..2 + reason.len()].copy_from_slice(reason.as_bytes());
+            len = 2 + reason.len();
+        }
+        self.queue_control(OpCode::Close, &payload[..len]);
+        self.close_sent = true;
+    }
+
+    pub(super) fn queue_control(&mut self, opcode: OpCode, payload: &[u8]) {
+        let mask = self.mask_key();
+        let out = self.outbound.tail(payload.len() + 6);
+        let start = out.len();
+        crate::frame::encode_frame(out, opcode, true, payload, mask);
+        let n = out.len() - start;
+        self.outbound.commit(n);
+    }
+
+    fn queue_data(&mut self, opcode: OpCode, fin: bool, payload: Bytes) {
+        let mask = self.mask_key();
+        if mask.is_some() || Outbound::copies(payload.len()) {
+            let out = self.outbound.tail(payload.len() + 14);
+            let start = out.len();
+            crate::frame::encode_frame(out, opcode, fin, &payload, mask);
+            let n = out.len() - start;
+            self.outbound.commit(n);
+            return;
+        }
+        let header = FrameHeader { fin, rsv1: false, opcode, mask: None, payload_len: payload.len() as u64 };
+        let out = self.outbound.tail(14);
+        let start = out.len();
+        header.encode(out);
+        let n = out.len() - start;
+        self.outbound.commit(n);
+        self.outbound.push(payload);
+    }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}

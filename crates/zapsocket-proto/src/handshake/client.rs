@@ -1,0 +1,143 @@
+//! The client side: build the request, validate the server's answer (RFC 6455 §4.1).
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use rand::RngCore;
+
+use super::{HandshakeError, HandshakeLimits, HeadBuffer, accept_key, has_token};
+
+/// A client's opening handshake in progress.
+///
+/// ```
+/// use zapsocket_proto::handshake::ClientHandshake;
+///
+/// let hs = ClientHandshake::new("example.com", "/chat", &[], &["chat.v1".into()]);
+/// let request = String::from_utf8(hs.request().to_vec()).unwrap();
+/// assert!(request.starts_with("GET /chat HTTP/1.1\r\n"));
+/// ```
+#[derive(Debug)]
+pub struct ClientHandshake {
+    request: Vec<u8>,
+    accept: String,
+    protocols: Vec<String>,
+    head: HeadBuffer,
+    limits: HandshakeLimits,
+    leftover: Vec<u8>,
+}
+
+/// The server's successful answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Response {
+    /// The subprotocol the server chose, if any.
+    pub protocol: Option<String>,
+    /// Every response header, in order.
+    pub headers: Vec<(String, Bytes)>,
+}
+
+impl Response {
+    /// The first value of header `name` (case-insensitive), if valid UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+}
+
+impl ClientHandshake {
+    /// Builds the request for `host` (with port when not the default) and `target`
+    /// (path and query), with extra `headers` and offered `protocols`.
+    pub fn new(host: &str, target: &str, headers: &[(String, String)], protocols: &[String]) -> Self {
+        let mut nonce = [0u8; 16];
+        rand::rng().fill_bytes(&mut nonce);
+        let key = STANDARD.encode(nonce);
+        let mut req = format!(
+            "GET {target} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        );
+        if !protocols.is_empty() {
+            req.push_str(&format!("Sec-WebSocket-Protocol: {}\r\n", protocols.join(", ")));
+        }
+        for (name, value) in headers {
+            if is_header_safe(name) && is_header_safe(value) {
+                req.push_str(&format!("{name}: {value}\r\n"));
+            }
+        }
+        req.push_str("\r\n");
+        ClientHandshake {
+            request: req.into_bytes(),
+            accept: accept_key(key.as_bytes()),
+            protocols: protocols.to_vec(),
+            head: HeadBuffer::default(),
+            limits: HandshakeLimits::default(),
+            leftover: Vec::new(),
+        }
+    }
+
+    /// The request bytes to write.
+    pub fn request(&self) -> &[u8] {
+        &self.request
+    }
+
+    /// Feeds the server's bytes; returns the validated response once complete.
+    ///
+    /// A non-101 status is an error carrying that status.
+    pub fn feed(&mut self, data: &[u8]) -> Result<Option<Response>, HandshakeError> {
+        let Some(len) = self.head.feed(data, self.limits.max_head_size)? else { return Ok(None) };
+        let response = self.validate(&self.head.buf[..len])?;
+        self.leftover = self.head.buf.split_off(len);
+        Ok(Some(response))
+    }
+
+    /// Bytes received after the head (the start of the WebSocket stream).
+    pub fn take_leftover(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.leftover)
+    }
+
+    fn validate(&self, head: &[u8]) -> Result<Response, HandshakeError> {
+        let mut headers = vec![httparse::EMPTY_HEADER; self.limits.max_headers];
+        let mut res = httparse::Response::new(&mut headers);
+        match res.parse(head) {
+            Ok(httparse::Status::Complete(_)) => {}
+            Ok(httparse::Status::Partial) => return Err(HandshakeError::new(400, "incomplete response")),
+            Err(e) => return Err(HandshakeError::new(400, format!("malformed response: {e}"))),
+        }
+        let status = res.code.unwrap_or(0);
+        if status != 101 {
+            return Err(HandshakeError::new(status, format!("server answered {status} instead of 101")));
+        }
+        let headers: Vec<(String, Bytes)> = res
+            .headers
+            .iter()
+            .map(|h| (h.name.to_owned(), Bytes::copy_from_slice(h.value)))
+            .collect();
+        let response = Response { protocol: None, headers };
+        let has = |name: &str, token: &str| {
+            response.headers.iter().any(|(n, v)| n.eq_ignore_ascii_case(name) && has_token(v, token))
+        };
+        if !has("upgrade", "websocket") {
+            return Err(HandshakeError::new(101, "response lacks Upgrade: websocket"));
+        }
+        if !has("connection", "upgrade") {
+            return Err(HandshakeError::new(101, "response lacks Connection: Upgrade"));
+        }
+        if response.header("sec-websocket-accept").map(str::trim) != Some(self.accept.as_str()) {
+            return Err(HandshakeError::new(101, "wrong Sec-WebSocket-Accept"));
+        }
+        if response.header("sec-websocket-extensions").is_some() {
+            return Err(HandshakeError::new(101, "server chose an extension that was not offered"));
+        }
+        let protocol = response.header("sec-websocket-protocol").map(|p| p.trim().to_owned());
+        if let Some(p) = &protocol {
+            if !self.protocols.iter().any(|o| o == p) {
+                return Err(HandshakeError::new(101, format!("server chose subprotocol {p:?}, not offered")));
+            }
+        }
+        Ok(Response { protocol, ..response })
+    }
+}
+
+/// No CR or LF: a header name or value that cannot split the head.
+fn is_header_safe(s: &str) -> bool {
+    !s.bytes().any(|b| b == b'\r' || b == b'\n')
+}

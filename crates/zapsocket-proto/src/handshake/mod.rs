@@ -1,0 +1,162 @@
+//! The opening handshake (RFC 6455 §4), both sides, parsed incrementally.
+//!
+//! Bytes are fed as they arrive; the end of the head (`\r\n\r\n`) is searched only in the
+//! new bytes, and the head is parsed once, with `httparse`, when it is complete. The head
+//! is bounded in bytes and in header count. Bytes that arrive after the head (a peer may
+//! send frames at once) are kept for the [`Connection`](crate::Connection).
+
+mod client;
+mod server;
+
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use sha1::{Digest, Sha1};
+
+pub use client::{ClientHandshake, Response};
+pub use server::{Request, RequestParser, ServerResponse};
+
+/// The GUID appended to the key (RFC 6455 §1.3).
+const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// `Sec-WebSocket-Accept` for a `Sec-WebSocket-Key` (RFC 6455 §4.2.2).
+pub fn accept_key(key: &[u8]) -> String {
+    let mut sha = Sha1::new();
+    sha.update(key);
+    sha.update(GUID);
+    STANDARD.encode(sha.finalize())
+}
+
+/// Limits on a handshake head. Both stop a peer from making us buffer or parse an
+/// unbounded request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HandshakeLimits {
+    /// The largest head (request line or status line plus headers) in bytes. Default:
+    /// 16 KiB, as Node's HTTP server. Past it: 431.
+    pub max_head_size: usize,
+    /// The most header lines. Default: 64. Past it: 431.
+    pub max_headers: usize,
+}
+
+impl Default for HandshakeLimits {
+    fn default() -> Self {
+        HandshakeLimits { max_head_size: 16 * 1024, max_headers: 64 }
+    }
+}
+
+/// Why a handshake failed, with the HTTP status a server answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandshakeError {
+    status: u16,
+    reason: String,
+}
+
+impl HandshakeError {
+    pub(crate) fn new(status: u16, reason: impl Into<String>) -> Self {
+        HandshakeError { status, reason: reason.into() }
+    }
+
+    /// The HTTP status for this failure: 400 malformed, 405 not GET, 426 wrong version or
+    /// not an upgrade, 431 head too large; for a client, the server's status.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// What was wrong, in words.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// The HTTP response a server sends for this failure (`Connection: close`, the
+    /// reason as a plain-text body; 426 adds `Sec-WebSocket-Version: 13`, 405 `Allow`).
+    pub fn to_response(&self) -> Vec<u8> {
+        let extra: &[(&str, &str)] = match self.status {
+            426 => &[("Sec-WebSocket-Version", "13"), ("Upgrade", "websocket")],
+            405 => &[("Allow", "GET")],
+            _ => &[],
+        };
+        error_response(self.status, extra, &self.reason)
+    }
+}
+
+impl fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "handshake failed ({}): {}", self.status, self.reason)
+    }
+}
+
+impl std::error::Error for HandshakeError {}
+
+/// An HTTP/1.1 response with a plain-text body that closes the connection.
+pub fn error_response(status: u16, headers: &[(&str, &str)], body: &str) -> Vec<u8> {
+    let mut out = format!("HTTP/1.1 {status} {}\r\n", status_text(status));
+    for (name, value) in headers {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    out.push_str(&format!(
+        "Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    out.into_bytes()
+}
+
+/// The reason phrase of common statuses.
+pub fn status_text(status: u16) -> &'static str {
+    match status {
+        101 => "Switching Protocols",
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Unknown",
+    }
+}
+
+/// Accumulates a head until `\r\n\r\n`, scanning only new bytes.
+#[derive(Debug, Default)]
+struct HeadBuffer {
+    buf: Vec<u8>,
+    /// Where the search for the end resumes.
+    scanned: usize,
+}
+
+impl HeadBuffer {
+    /// Appends `data`; returns the head length once the end is found.
+    fn feed(&mut self, data: &[u8], max: usize) -> Result<Option<usize>, HandshakeError> {
+        self.buf.extend_from_slice(data);
+        let from = self.scanned.saturating_sub(3);
+        let found = self.buf[from..].windows(4).position(|w| w == b"\r\n\r\n");
+        match found {
+            Some(i) if from + i + 4 <= max => Ok(Some(from + i + 4)),
+            Some(_) => Err(HandshakeError::new(431, "request head too large")),
+            None if self.buf.len() > max => Err(HandshakeError::new(431, "request head too large")),
+            None => {
+                self.scanned = self.buf.len();
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Whether a comma-separated header value contains `token` (case-insensitive).
+fn has_token(value: &[u8], token: &str) -> bool {
+    value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// The comma-separated items of a header value, trimmed.
+fn split_list(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+mod tests;
