@@ -91,6 +91,8 @@ pub struct Connection {
     config: Config,
     state: State,
     rbuf: BytesMut,
+    /// `rbuf.len()` when `poll_event` last returned: more means new bytes arrived.
+    rbuf_seen: usize,
     pending: Option<Pending>,
     assembly: Option<Assembly>,
     utf8: Utf8Validator,
@@ -112,6 +114,7 @@ impl Connection {
             config,
             state: State::Open,
             rbuf: BytesMut::new(),
+            rbuf_seen: 0,
             pending: None,
             assembly: None,
             utf8: Utf8Validator::new(),
@@ -183,6 +186,13 @@ impl Connection {
     /// Appends received bytes.
     pub fn feed(&mut self, data: &[u8]) {
         self.rbuf.extend_from_slice(data);
+        self.note_received();
+    }
+
+    /// Records that bytes were appended to [`Connection::read_buffer`]: the peer is alive
+    /// (for the keepalive timer), even if the bytes are decoded later.
+    pub fn note_received(&mut self) {
+        self.timers.heard();
     }
 
     /// The transport reached its end. Returns the error if that was not after a
@@ -204,6 +214,7 @@ impl Connection {
     fn finish(&mut self) {
         self.state = State::Closed;
         self.rbuf = BytesMut::new();
+        self.rbuf_seen = 0;
         self.pending = None;
         self.assembly = None;
     }

@@ -16,11 +16,22 @@ impl Connection {
     /// violation returns the error once: the matching close frame is queued and the
     /// connection is closed.
     pub fn poll_event(&mut self) -> Option<Result<Event, Error>> {
+        // Only new bytes are a sign of life: a partial frame polled again and again is
+        // not (bytes may also have been written straight into `read_buffer`).
+        if self.rbuf.len() > self.rbuf_seen {
+            self.timers.heard();
+        }
+        let event = self.decode_event();
+        self.rbuf_seen = self.rbuf.len();
+        event
+    }
+
+    /// Decodes frames until one yields an event or more bytes are needed.
+    fn decode_event(&mut self) -> Option<Result<Event, Error>> {
         loop {
             if self.state == State::Closed || self.rbuf.is_empty() {
                 return None;
             }
-            self.timers.heard();
             let pending = match self.pending {
                 Some(p) => p,
                 None => match self.next_header() {

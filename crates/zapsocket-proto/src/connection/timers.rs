@@ -62,8 +62,13 @@ impl Connection {
             Some(at) if now >= at => {
                 if self.state == State::Open {
                     self.queue_control(OpCode::Ping, b"");
-                    self.timers.heard = false;
-                    self.timers.pong_deadline = Some(now + self.config.pong_timeout);
+                    // A ping sent while an earlier one is unanswered must not push its
+                    // deadline back: with a pong timeout longer than the interval, a
+                    // silent peer would otherwise never time out.
+                    if self.timers.pong_deadline.is_none() {
+                        self.timers.heard = false;
+                        self.timers.pong_deadline = Some(now + self.config.pong_timeout);
+                    }
                 }
                 self.timers.next_ping = Some(now + interval);
             }

@@ -24,6 +24,8 @@ pub struct ClientHandshake {
     head: HeadBuffer,
     limits: HandshakeLimits,
     leftover: Vec<u8>,
+    /// The response was returned; later bytes belong to the WebSocket stream.
+    done: bool,
 }
 
 /// The server's successful answer.
@@ -71,6 +73,7 @@ impl ClientHandshake {
             head: HeadBuffer::default(),
             limits: HandshakeLimits::default(),
             leftover: Vec::new(),
+            done: false,
         }
     }
 
@@ -81,11 +84,18 @@ impl ClientHandshake {
 
     /// Feeds the server's bytes; returns the validated response once complete.
     ///
-    /// A non-101 status is an error carrying that status.
+    /// A non-101 status is an error carrying that status. Bytes fed after the response
+    /// was returned are added to the leftover.
     pub fn feed(&mut self, data: &[u8]) -> Result<Option<Response>, HandshakeError> {
+        if self.done {
+            self.leftover.extend_from_slice(data);
+            return Ok(None);
+        }
         let Some(len) = self.head.feed(data, self.limits.max_head_size)? else { return Ok(None) };
         let response = self.validate(&self.head.buf[..len])?;
         self.leftover = self.head.buf.split_off(len);
+        self.head = HeadBuffer::default();
+        self.done = true;
         Ok(Some(response))
     }
 

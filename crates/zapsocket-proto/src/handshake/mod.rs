@@ -132,14 +132,22 @@ struct HeadBuffer {
 
 impl HeadBuffer {
     /// Appends `data`; returns the head length once the end is found.
+    ///
+    /// Once the head was refused as too large, nothing more is buffered.
     fn feed(&mut self, data: &[u8], max: usize) -> Result<Option<usize>, HandshakeError> {
+        if self.buf.len() > max {
+            return Err(HandshakeError::new(431, "request head too large"));
+        }
         self.buf.extend_from_slice(data);
         let from = self.scanned.saturating_sub(3);
         let found = self.buf[from..].windows(4).position(|w| w == b"\r\n\r\n");
         match found {
             Some(i) if from + i + 4 <= max => Ok(Some(from + i + 4)),
             Some(_) => Err(HandshakeError::new(431, "request head too large")),
-            None if self.buf.len() > max => Err(HandshakeError::new(431, "request head too large")),
+            None if self.buf.len() > max => {
+                self.buf.truncate(max + 1);
+                Err(HandshakeError::new(431, "request head too large"))
+            }
             None => {
                 self.scanned = self.buf.len();
                 Ok(None)

@@ -111,23 +111,30 @@ pub struct RequestParser {
     head: HeadBuffer,
     limits: HandshakeLimits,
     leftover: Vec<u8>,
+    /// The request was returned; later bytes belong to the WebSocket stream.
+    done: bool,
 }
 
 impl RequestParser {
     /// A parser with these limits.
     pub fn new(limits: HandshakeLimits) -> Self {
-        RequestParser { head: HeadBuffer::default(), limits, leftover: Vec::new() }
+        RequestParser { head: HeadBuffer::default(), limits, leftover: Vec::new(), done: false }
     }
 
     /// Feeds received bytes; returns the request once its head is complete.
     ///
     /// Errors carry the status to answer: 400 for a malformed head, 431 for one over the
-    /// limits.
+    /// limits. Bytes fed after the request was returned are added to the leftover.
     pub fn feed(&mut self, data: &[u8]) -> Result<Option<Request>, HandshakeError> {
+        if self.done {
+            self.leftover.extend_from_slice(data);
+            return Ok(None);
+        }
         let Some(len) = self.head.feed(data, self.limits.max_head_size)? else { return Ok(None) };
         let request = parse_request(&self.head.buf[..len], self.limits.max_headers)?;
         self.leftover = self.head.buf.split_off(len);
-        self.head.buf = Vec::new();
+        self.head = HeadBuffer::default();
+        self.done = true;
         Ok(Some(request))
     }
 

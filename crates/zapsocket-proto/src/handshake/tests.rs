@@ -1,0 +1,398 @@
+//! Opening handshake tests (RFC 6455 §4): bytes in, a request or a status out.
+
+use super::*;
+
+/// The request of RFC 6455 §1.3, with its sample key.
+const HEADERS: [(&str, &str); 6] = [
+    ("Host", "server.example.com"),
+    ("Upgrade", "websocket"),
+    ("Connection", "Upgrade"),
+    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ("Origin", "http://example.com"),
+    ("Sec-WebSocket-Version", "13"),
+];
+
+/// A request head: `request_line`, the sample headers with `replace` swapped in (an
+/// empty value drops the header), then `\r\n\r\n`.
+fn head(request_line: &str, replace: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = format!("{request_line}\r\n");
+    for (name, value) in HEADERS {
+        let value = replace.iter().find(|(n, _)| *n == name).map_or(value, |(_, v)| *v);
+        if !value.is_empty() {
+            out.push_str(&format!("{name}: {value}\r\n"));
+        }
+    }
+    out.push_str("\r\n");
+    out.into_bytes()
+}
+
+fn sample() -> Vec<u8> {
+    head("GET /chat?room=1 HTTP/1.1", &[])
+}
+
+/// Parses a whole head at once.
+fn parse(bytes: &[u8]) -> Result<Option<Request>, HandshakeError> {
+    RequestParser::default().feed(bytes)
+}
+
+/// The status a server answers to `bytes`: 101 if the upgrade is valid.
+fn status(bytes: &[u8]) -> u16 {
+    match parse(bytes) {
+        Ok(Some(request)) => request.validate_upgrade().map_or_else(|e| e.status(), |_| 101),
+        Ok(None) => panic!("incomplete head"),
+        Err(e) => e.status(),
+    }
+}
+
+#[test]
+fn the_accept_key_matches_rfc_6455_section_1_3() {
+    assert_eq!(accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+}
+
+#[test]
+fn the_sample_request_is_valid_and_parsed() {
+    let request = parse(&sample()).unwrap().unwrap();
+    assert_eq!(request.method(), "GET");
+    assert_eq!(request.target(), "/chat?room=1");
+    assert_eq!((request.path(), request.query()), ("/chat", Some("room=1")));
+    assert_eq!(request.header("HOST"), Some("server.example.com"));
+    assert_eq!(request.header("origin"), Some("http://example.com"));
+    assert_eq!(request.headers().count(), 6);
+    assert!(request.is_upgrade());
+    assert_eq!(request.validate_upgrade(), Ok("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".to_owned()));
+}
+
+#[test]
+fn a_request_fed_byte_by_byte_is_parsed_once_complete() {
+    let bytes = sample();
+    let mut parser = RequestParser::default();
+    for &byte in &bytes[..bytes.len() - 1] {
+        assert_eq!(parser.feed(&[byte]), Ok(None));
+    }
+    let request = parser.feed(&bytes[bytes.len() - 1..]).unwrap().unwrap();
+    assert_eq!(request, parse(&bytes).unwrap().unwrap());
+    assert_eq!(parser.take_leftover(), b"");
+}
+
+#[test]
+fn bytes_after_the_head_are_kept_for_the_connection() {
+    let mut bytes = sample();
+    let frame = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
+    bytes.extend_from_slice(&frame);
+    let mut parser = RequestParser::default();
+    let split = bytes.len() - 20;
+    assert_eq!(parser.feed(&bytes[..split]), Ok(None));
+    assert!(parser.feed(&bytes[split..]).unwrap().is_some());
+    assert_eq!(parser.take_leftover(), frame);
+    assert_eq!(parser.take_leftover(), b"", "taken once");
+}
+
+#[test]
+fn bytes_fed_after_the_head_join_the_leftover() {
+    let mut parser = RequestParser::default();
+    let bytes = sample();
+    // In two pieces, so that the parser has scanned part of the head before.
+    assert_eq!(parser.feed(&bytes[..40]), Ok(None));
+    assert!(parser.feed(&bytes[40..]).unwrap().is_some());
+    assert_eq!(parser.feed(b"\x81"), Ok(None));
+    assert_eq!(parser.feed(b"\x80"), Ok(None));
+    assert_eq!(parser.take_leftover(), b"\x81\x80");
+}
+
+#[test]
+fn only_get_is_accepted() {
+    assert_eq!(status(&head("POST /chat HTTP/1.1", &[])), 405);
+    let error = parse(&head("PUT / HTTP/1.1", &[])).unwrap().unwrap().validate_upgrade().unwrap_err();
+    assert!(String::from_utf8(error.to_response()).unwrap().contains("\r\nAllow: GET\r\n"));
+}
+
+#[test]
+fn missing_or_bad_headers_are_400() {
+    assert_eq!(status(&head("GET / HTTP/1.1", &[("Host", "")])), 400);
+    assert_eq!(status(&head("GET / HTTP/1.1", &[("Connection", "")])), 400);
+    assert_eq!(status(&head("GET / HTTP/1.1", &[("Connection", "keep-alive")])), 400);
+    assert_eq!(status(&head("GET / HTTP/1.1", &[("Sec-WebSocket-Key", "")])), 400);
+    for bad_key in ["not base64!", "dGhlIHNhbXBsZQ==", "dGhlIHNhbXBsZSBub25jZSBub25jZQ=="] {
+        assert_eq!(status(&head("GET / HTTP/1.1", &[("Sec-WebSocket-Key", bad_key)])), 400, "{bad_key}");
+    }
+}
+
+#[test]
+fn header_tokens_are_case_insensitive_lists() {
+    let replace = [("Connection", "keep-alive, UPGRADE"), ("Upgrade", "WebSocket")];
+    assert_eq!(status(&head("GET / HTTP/1.1", &replace)), 101);
+}
+
+#[test]
+fn a_missing_upgrade_is_426() {
+    assert_eq!(status(&head("GET / HTTP/1.1", &[("Upgrade", "")])), 426);
+    assert_eq!(status(&head("GET / HTTP/1.1", &[("Upgrade", "h2c")])), 426);
+}
+
+#[test]
+fn an_unsupported_version_is_426_and_names_version_13() {
+    for version in ["8", "", "13, 8"] {
+        let request = parse(&head("GET / HTTP/1.1", &[("Sec-WebSocket-Version", version)])).unwrap().unwrap();
+        let error = request.validate_upgrade().unwrap_err();
+        assert_eq!(error.status(), 426, "version {version:?}");
+        let response = String::from_utf8(error.to_response()).unwrap();
+        assert!(response.starts_with("HTTP/1.1 426 Upgrade Required\r\n"), "{response}");
+        assert!(response.contains("\r\nSec-WebSocket-Version: 13\r\n"), "{response}");
+    }
+}
+
+#[test]
+fn http_1_0_and_garbage_are_400() {
+    assert_eq!(status(&head("GET / HTTP/1.0", &[])), 400);
+    assert_eq!(status(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n"), 400);
+    assert_eq!(status(b"GET\r\n\r\n"), 400);
+    assert_eq!(status(b"GET / HTTP/1.1\r\nno colon here\r\n\r\n"), 400);
+}
+
+#[test]
+fn a_head_over_max_head_size_is_431() {
+    let limits = HandshakeLimits { max_head_size: 200, ..HandshakeLimits::default() };
+    // Exactly at the limit: accepted.
+    let mut parser = RequestParser::new(limits.clone());
+    assert!(parser.feed(&head_of_len(200)).unwrap().is_some());
+    // One byte more: refused, whole or in pieces.
+    let over = head_of_len(201);
+    assert_eq!(RequestParser::new(limits.clone()).feed(&over).unwrap_err().status(), 431);
+    let mut parser = RequestParser::new(limits);
+    assert_eq!(parser.feed(&over[..150]), Ok(None));
+    assert_eq!(parser.feed(&over[150..]).unwrap_err().status(), 431);
+}
+
+/// A valid request head of exactly `len` bytes (padded in the Origin header).
+fn head_of_len(len: usize) -> Vec<u8> {
+    let base = head("GET / HTTP/1.1", &[("Origin", "o")]);
+    let origin = "o".repeat(1 + len - base.len());
+    let out = head("GET / HTTP/1.1", &[("Origin", &origin)]);
+    assert_eq!(out.len(), len);
+    out
+}
+
+#[test]
+fn a_head_that_never_ends_is_431_once_past_the_limit() {
+    let limits = HandshakeLimits { max_head_size: 1024, ..HandshakeLimits::default() };
+    let mut parser = RequestParser::new(limits);
+    assert_eq!(parser.feed(b"GET / HTTP/1.1\r\nX-Long: "), Ok(None));
+    let mut fed = 24;
+    let result = loop {
+        match parser.feed(&[b'a'; 100]) {
+            Ok(None) => fed += 100,
+            other => break other,
+        }
+    };
+    assert_eq!(result.unwrap_err().status(), 431);
+    assert!(fed <= 1024 && fed + 100 > 1024, "refused after {fed} bytes");
+}
+
+#[test]
+fn the_default_limits_refuse_an_endless_head() {
+    let mut parser = RequestParser::default();
+    let mut result = parser.feed(b"GET / HTTP/1.1\r\n");
+    let mut fed = 0;
+    while let Ok(None) = result {
+        result = parser.feed(&[b'x'; 1000]);
+        fed += 1000;
+        assert!(fed < 32 * 1024, "never refused");
+    }
+    assert_eq!(result.unwrap_err().status(), 431);
+}
+
+#[test]
+fn more_than_max_headers_is_431() {
+    let limits = HandshakeLimits { max_headers: 8, ..HandshakeLimits::default() };
+    let with = |extra: usize| {
+        let mut bytes = head("GET / HTTP/1.1", &[]);
+        bytes.truncate(bytes.len() - 2);
+        for i in 0..extra {
+            bytes.extend_from_slice(format!("X-Extra-{i}: {i}\r\n").as_bytes());
+        }
+        bytes.extend_from_slice(b"\r\n");
+        RequestParser::new(limits.clone()).feed(&bytes)
+    };
+    // Six sample headers plus two: exactly eight.
+    assert!(with(2).unwrap().is_some());
+    assert_eq!(with(3).unwrap_err().status(), 431);
+}
+
+#[test]
+fn sixteen_kib_fed_one_byte_at_a_time_is_parsed_incrementally() {
+    let mut bytes = head("GET / HTTP/1.1", &[]);
+    bytes.truncate(bytes.len() - 2);
+    let filler = 16 * 1024 - bytes.len() - "X-Fill: \r\n\r\n".len();
+    bytes.extend_from_slice(format!("X-Fill: {}\r\n\r\n", "f".repeat(filler)).as_bytes());
+    assert_eq!(bytes.len(), 16 * 1024);
+    let mut parser = RequestParser::default();
+    let mut parsed = None;
+    for (i, byte) in bytes.iter().enumerate() {
+        match parser.feed(std::slice::from_ref(byte)).unwrap() {
+            Some(request) => {
+                assert_eq!(i, bytes.len() - 1);
+                parsed = Some(request);
+            }
+            None => assert!(i < bytes.len() - 1),
+        }
+    }
+    let request = parsed.unwrap();
+    assert_eq!(request.header("x-fill").map(str::len), Some(filler));
+    assert!(request.validate_upgrade().is_ok());
+}
+
+#[test]
+fn subprotocols_are_listed_in_order() {
+    let mut bytes = sample();
+    bytes.truncate(bytes.len() - 2);
+    bytes.extend_from_slice(b"Sec-WebSocket-Protocol: chat.v2, chat.v1\r\nSec-WebSocket-Protocol: raw\r\n\r\n");
+    let request = parse(&bytes).unwrap().unwrap();
+    assert_eq!(request.subprotocols(), ["chat.v2", "chat.v1", "raw"]);
+}
+
+#[test]
+fn error_responses_are_complete_http() {
+    let response = String::from_utf8(HandshakeError::new(400, "bad").to_response()).unwrap();
+    assert_eq!(
+        response,
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbad"
+    );
+}
+
+// The client side.
+
+/// A client handshake answered by a server built from this crate.
+fn answer(client: &ClientHandshake, response: &ServerResponse) -> Vec<u8> {
+    let request = parse(client.request()).unwrap().unwrap();
+    response.encode(&request.validate_upgrade().unwrap())
+}
+
+#[test]
+fn a_client_request_is_accepted_by_the_server_and_the_answer_by_the_client() {
+    let headers = [("Origin".to_owned(), "https://app.example".to_owned())];
+    let mut client = ClientHandshake::new("example.com:8080", "/ws?x=1", &headers, &[]);
+    let request = parse(client.request()).unwrap().unwrap();
+    assert_eq!(request.target(), "/ws?x=1");
+    assert_eq!(request.header("host"), Some("example.com:8080"));
+    assert_eq!(request.header("origin"), Some("https://app.example"));
+    assert_eq!(request.subprotocols(), Vec::<&str>::new());
+    let accept = request.validate_upgrade().unwrap();
+    let mut bytes = ServerResponse::default().encode(&accept);
+    bytes.extend_from_slice(&[0x81, 0x00]);
+    let response = client.feed(&bytes).unwrap().unwrap();
+    assert_eq!(response.protocol, None);
+    assert_eq!(response.header("sec-websocket-accept"), Some(accept.as_str()));
+    assert_eq!(client.take_leftover(), [0x81, 0x00]);
+}
+
+#[test]
+fn the_client_reads_the_answer_byte_by_byte() {
+    let mut client = ClientHandshake::new("h", "/", &[], &[]);
+    let bytes = answer(&client, &ServerResponse::default());
+    for &byte in &bytes[..bytes.len() - 1] {
+        assert_eq!(client.feed(&[byte]), Ok(None));
+    }
+    assert!(client.feed(&bytes[bytes.len() - 1..]).unwrap().is_some());
+}
+
+#[test]
+fn the_chosen_subprotocol_is_reported() {
+    let offered = ["chat.v2".to_owned(), "chat.v1".to_owned()];
+    let mut client = ClientHandshake::new("h", "/", &[], &offered);
+    let request = parse(client.request()).unwrap().unwrap();
+    assert_eq!(request.subprotocols(), ["chat.v2", "chat.v1"]);
+    let chosen = ServerResponse { protocol: Some("chat.v1".into()), ..ServerResponse::default() };
+    let bytes = answer(&client, &chosen);
+    assert_eq!(client.feed(&bytes).unwrap().unwrap().protocol.as_deref(), Some("chat.v1"));
+}
+
+#[test]
+fn an_unrequested_subprotocol_is_refused() {
+    for offered in [vec![], vec!["chat.v1".to_owned()]] {
+        let mut client = ClientHandshake::new("h", "/", &[], &offered);
+        let chosen = ServerResponse { protocol: Some("other".into()), ..ServerResponse::default() };
+        let bytes = answer(&client, &chosen);
+        assert!(client.feed(&bytes).unwrap_err().reason().contains("not offered"));
+    }
+}
+
+#[test]
+fn an_unrequested_extension_is_refused() {
+    let mut client = ClientHandshake::new("h", "/", &[], &[]);
+    let deflate = ServerResponse { extensions: Some("permessage-deflate".into()), ..ServerResponse::default() };
+    let bytes = answer(&client, &deflate);
+    assert!(client.feed(&bytes).unwrap_err().reason().contains("extension"));
+}
+
+#[test]
+fn a_wrong_accept_is_refused() {
+    let mut client = ClientHandshake::new("h", "/", &[], &[]);
+    let bytes = ServerResponse::default().encode("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    let error = client.feed(&bytes).unwrap_err();
+    assert_eq!(error.reason(), "wrong Sec-WebSocket-Accept");
+}
+
+#[test]
+fn a_response_without_upgrade_headers_is_refused() {
+    let client = ClientHandshake::new("h", "/", &[], &[]);
+    let good = String::from_utf8(answer(&client, &ServerResponse::default())).unwrap();
+    for (from, to) in [("Upgrade: websocket", "Upgrade: h2c"), ("Connection: Upgrade", "Connection: close")] {
+        let mut client = ClientHandshake::new("h", "/", &[], &[]);
+        let bytes = answer(&client, &ServerResponse::default());
+        let bad = String::from_utf8(bytes).unwrap().replace(from, to);
+        assert_ne!(bad, good);
+        assert!(client.feed(bad.as_bytes()).is_err(), "{to}");
+    }
+}
+
+#[test]
+fn a_status_other_than_101_is_refused_with_that_status() {
+    let mut client = ClientHandshake::new("h", "/", &[], &[]);
+    let bytes = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n";
+    assert_eq!(client.feed(bytes).unwrap_err().status(), 403);
+    let mut client = ClientHandshake::new("h", "/", &[], &[]);
+    assert_eq!(client.feed(b"HTTP/1.1 200 OK\r\n\r\n").unwrap_err().status(), 200);
+    let mut client = ClientHandshake::new("h", "/", &[], &[]);
+    assert_eq!(client.feed(b"SSH-2.0-OpenSSH\r\n\r\n").unwrap_err().status(), 400);
+}
+
+#[test]
+fn header_injection_is_not_possible() {
+    let headers = [("X-Evil".to_owned(), "a\r\nInjected: yes".to_owned())];
+    let client = ClientHandshake::new("h", "/", &headers, &[]);
+    assert!(!String::from_utf8_lossy(client.request()).contains("Injected"));
+    let response = ServerResponse { headers: headers.to_vec(), ..ServerResponse::default() };
+    assert!(!String::from_utf8(response.encode("k")).unwrap().contains("Injected"));
+}
+
+#[test]
+fn each_client_uses_a_fresh_key() {
+    let key = |c: &ClientHandshake| parse(c.request()).unwrap().unwrap().header("sec-websocket-key").map(str::to_owned);
+    let a = ClientHandshake::new("h", "/", &[], &[]);
+    let b = ClientHandshake::new("h", "/", &[], &[]);
+    assert_ne!(key(&a), key(&b));
+}
+
+#[test]
+fn client_bytes_fed_after_the_answer_join_the_leftover() {
+    let mut client = ClientHandshake::new("h", "/", &[], &[]);
+    let bytes = answer(&client, &ServerResponse::default());
+    assert_eq!(client.feed(&bytes[..10]), Ok(None));
+    assert!(client.feed(&bytes[10..]).unwrap().is_some());
+    assert_eq!(client.feed(&[0x81]), Ok(None), "the response is returned once");
+    assert_eq!(client.feed(&[0x00]), Ok(None));
+    assert_eq!(client.take_leftover(), [0x81, 0x00]);
+}
+
+#[test]
+fn a_refused_head_stays_refused() {
+    let limits = HandshakeLimits { max_head_size: 64, ..HandshakeLimits::default() };
+    let mut parser = RequestParser::new(limits);
+    assert_eq!(parser.feed(&[b'a'; 65]).unwrap_err().status(), 431);
+    for _ in 0..3 {
+        assert_eq!(parser.feed(b"\r\n\r\n").unwrap_err().status(), 431);
+    }
+    let mut parser = RequestParser::default();
+    assert_eq!(parser.feed(b"garbage\r\n\r\n").unwrap_err().status(), 400);
+    assert_eq!(parser.feed(b"more").unwrap_err().status(), 400);
+}

@@ -1,0 +1,157 @@
+//! Limits, exactly at the boundary and one past it.
+//!
+//! The accounting of `Config::max_message_size` (see `check_header` in read.rs): the
+//! first frame of a message counts its payload; every continuation frame counts its
+//! payload plus [`PART_OVERHEAD`] (16) bytes. A message of `n` frames with payloads
+//! `p1..pn` has the size `p1 + ... + pn + 16 * (n - 1)`. Every frame is checked when its
+//! header arrives, before its payload.
+
+use super::*;
+use crate::PART_OVERHEAD;
+
+/// The header of a masked binary frame to a server, without its payload.
+fn masked_header(b0: u8, len: usize) -> Vec<u8> {
+    let mut frame = from_peer(Role::Server, b0, &vec![0; len]);
+    frame.truncate(frame.len() - len);
+    frame
+}
+
+#[test]
+fn a_frame_of_exactly_max_frame_size_is_accepted() {
+    let config = Config::default().max_frame_size(1000);
+    let mut server = Connection::new(Role::Server, config);
+    let data = vec![0xab; 1000];
+    assert_eq!(feed_all(&mut server, &from_peer(Role::Server, 0x82, &data)), [binary(data)]);
+}
+
+#[test]
+fn a_frame_one_byte_over_max_frame_size_is_refused_from_its_header() {
+    let config = Config::default().max_frame_size(1000);
+    let header = masked_header(0x82, 1001);
+    assert_eq!(header.len(), 8, "the payload is not needed to refuse it");
+    let error = Error::FrameTooLarge { size: 1001, max: 1000 };
+    assert_fails(Role::Server, config, &header, error.clone());
+    assert_eq!(error.close_code(), Some(CloseCode::MESSAGE_TOO_BIG));
+}
+
+#[test]
+fn a_declared_length_of_2_pow_63_minus_1_is_refused_without_buffering() {
+    let mut header = vec![0x82, 0x7f];
+    header.extend_from_slice(&(u64::MAX >> 1).to_be_bytes());
+    let error = Error::FrameTooLarge { size: u64::MAX >> 1, max: 16 << 20 };
+    assert_fails(Role::Client, Config::default(), &header, error);
+}
+
+#[test]
+fn the_frame_limit_applies_to_continuations() {
+    let config = Config::default().max_frame_size(10);
+    let mut bytes = from_peer(Role::Server, 0x02, &[1; 10]);
+    bytes.extend(masked_header(0x80, 11));
+    assert_fails(Role::Server, config, &bytes, Error::FrameTooLarge { size: 11, max: 10 });
+}
+
+#[test]
+fn a_single_frame_message_of_exactly_max_message_size_is_accepted() {
+    let config = Config::default().max_message_size(500);
+    let mut server = Connection::new(Role::Server, config.clone());
+    let data = vec![1; 500];
+    assert_eq!(feed_all(&mut server, &from_peer(Role::Server, 0x82, &data)), [binary(data)]);
+
+    let error = Error::MessageTooLarge { size: 501, max: 500 };
+    assert_fails(Role::Server, config, &masked_header(0x82, 501), error);
+}
+
+/// Three fragments of 400, 300 and `last` bytes: `700 + last + 2 * PART_OVERHEAD`.
+fn three_fragments(last: usize) -> Vec<u8> {
+    let mut bytes = from_peer(Role::Server, 0x02, &[1; 400]);
+    bytes.extend(from_peer(Role::Server, 0x00, &[2; 300]));
+    bytes.extend(from_peer(Role::Server, 0x80, &vec![3; last]));
+    bytes
+}
+
+#[test]
+fn a_fragmented_message_of_exactly_max_message_size_is_accepted() {
+    assert_eq!(PART_OVERHEAD, 16);
+    // 400 + (300 + 16) + (268 + 16) = 1000.
+    let config = Config::default().max_message_size(1000);
+    let mut server = Connection::new(Role::Server, config);
+    let events = feed_all(&mut server, &three_fragments(268));
+    let mut expected = vec![1; 400];
+    expected.extend([2; 300]);
+    expected.extend([3; 268]);
+    assert_eq!(events, [binary(expected)]);
+}
+
+#[test]
+fn a_fragmented_message_one_byte_over_max_message_size_is_refused_at_the_last_header() {
+    // 400 + (300 + 16) + (269 + 16) = 1001, refused before the last payload arrives.
+    let config = Config::default().max_message_size(1000);
+    let mut bytes = three_fragments(269);
+    bytes.truncate(bytes.len() - 269);
+    assert_fails(Role::Server, config, &bytes, Error::MessageTooLarge { size: 1001, max: 1000 });
+}
+
+#[test]
+fn empty_fragments_are_not_free() {
+    // 1 + 4 empty continuations at 16 bytes each = 65; the fifth makes 81.
+    let config = Config::default().max_message_size(80);
+    let mut bytes = wire(0x01, b"x", None);
+    for _ in 0..4 {
+        bytes.extend(wire(0x00, b"", None));
+    }
+    let mut client = Connection::new(Role::Client, config.clone());
+    assert_eq!(feed_all(&mut client, &bytes), []);
+    assert_eq!(feed_all(&mut client, &wire(0x80, b"", None)), [Err(Error::MessageTooLarge { size: 81, max: 80 })]);
+}
+
+#[test]
+fn exactly_max_message_parts_frames_are_accepted_and_one_more_is_refused() {
+    let config = Config::default().max_message_parts(4);
+    let mut bytes = wire(0x01, b"a", None);
+    bytes.extend(wire(0x00, b"b", None));
+    bytes.extend(wire(0x00, b"c", None));
+    let mut client = Connection::new(Role::Client, config.clone());
+    assert_eq!(feed_all(&mut client, &bytes), []);
+    assert_eq!(feed_all(&mut client, &wire(0x80, b"d", None)), [text("abcd")]);
+
+    bytes.extend(wire(0x00, b"d", None));
+    bytes.extend(wire(0x80, b"e", None));
+    assert_fails(Role::Client, config, &bytes, Error::TooManyParts { max: 4 });
+}
+
+#[test]
+fn control_frames_do_not_count_as_parts() {
+    let config = Config::default().max_message_parts(2);
+    let mut bytes = wire(0x01, b"a", None);
+    bytes.extend(wire(0x89, b"", None));
+    bytes.extend(wire(0x8a, b"", None));
+    bytes.extend(wire(0x80, b"b", None));
+    let mut client = Connection::new(Role::Client, config);
+    let events = feed_all(&mut client, &bytes);
+    assert_eq!(events, [Ok(Event::Ping(Bytes::new())), Ok(Event::Pong(Bytes::new())), text("ab")]);
+}
+
+#[test]
+fn limits_start_again_with_each_message() {
+    // Each message is 0 + (10 + 16) = 26 bytes in 2 parts: exactly at both limits.
+    let config = Config::default().max_message_size(26).max_message_parts(2);
+    let mut bytes = Vec::new();
+    for _ in 0..3 {
+        bytes.extend(wire(0x02, b"", None));
+        bytes.extend(wire(0x80, &[0; 10], None));
+    }
+    let mut client = Connection::new(Role::Client, config);
+    assert_eq!(feed_all(&mut client, &bytes).len(), 3);
+}
+
+#[test]
+fn read_hint_reports_the_rest_of_the_frame() {
+    let mut server = conn(Role::Server);
+    let bytes = from_peer(Role::Server, 0x82, &[9; 300]);
+    assert_eq!(server.read_hint(), 0);
+    assert_eq!(feed_all(&mut server, &bytes[..10]), []);
+    assert_eq!(server.read_hint(), bytes.len() - 10);
+    assert_eq!(server.buffered_incoming(), 10);
+    assert_eq!(feed_all(&mut server, &bytes[10..]).len(), 1);
+    assert_eq!((server.read_hint(), server.buffered_incoming()), (0, 0));
+}

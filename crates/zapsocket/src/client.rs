@@ -1,0 +1,132 @@
+//! The client: connect to a `ws://` URL.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use zapsocket_proto::handshake::ClientHandshake;
+use zapsocket_proto::{Connection, Role};
+
+use crate::config::WebSocketConfig;
+use crate::driver::Driver;
+use crate::error::{Error, Kind, Result};
+use crate::server::next_id;
+use crate::shared::Shared;
+use crate::socket::{Info, WebSocket};
+
+/// Opens client connections.
+///
+/// ```no_run
+/// # async fn run() -> zapsocket::Result<()> {
+/// let ws = zapsocket::Client::builder()
+///     .header("Authorization", "Bearer t0ken")
+///     .protocol("chat.v1")
+///     .connect("ws://127.0.0.1:8080/chat")
+///     .await?;
+/// println!("subprotocol: {:?}", ws.protocol());
+/// # Ok(()) }
+/// ```
+pub struct Client;
+
+impl Client {
+    /// Connects to `url` with the defaults.
+    pub async fn connect(url: &str) -> Result<WebSocket> {
+        Client::builder().connect(url).await
+    }
+
+    /// A builder for headers, subprotocols and settings.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder {
+            headers: Vec::new(),
+            protocols: Vec::new(),
+            config: WebSocketConfig::default(),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Settings for a client connection.
+#[derive(Clone, Debug)]
+pub struct ClientBuilder {
+    headers: Vec<(String, String)>,
+    protocols: Vec<String>,
+    config: WebSocketConfig,
+    connect_timeout: Duration,
+}
+
+impl ClientBuilder {
+    /// Adds a request header.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Offers a subprotocol (may be given several times, in order of preference).
+    pub fn protocol(mut self, name: impl Into<String>) -> Self {
+        self.protocols.push(name.into());
+        self
+    }
+
+    /// The connection's settings. Default: [`WebSocketConfig::default`] (no heartbeat).
+    pub fn config(mut self, config: WebSocketConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// How long the TCP connect and the handshake may take. Default: 10 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Connects and performs the handshake.
+    pub async fn connect(self, url: &str) -> Result<WebSocket> {
+        let url = url::Url::parse(url).map_err(|e| Error::invalid(format!("bad URL {url:?}: {e}")))?;
+        match url.scheme() {
+            "ws" => {}
+            "wss" => return Err(Error::invalid("wss:// needs TLS support, which is not built in yet")),
+            other => return Err(Error::invalid(format!("unsupported scheme {other:?}"))),
+        }
+        let host = url.host_str().ok_or_else(|| Error::invalid("URL has no host"))?.to_owned();
+        let port = url.port_or_known_default().unwrap_or(80);
+        let host_header = match url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.clone(),
+        };
+        let mut target = url.path().to_owned();
+        if let Some(q) = url.query() {
+            target.push('?');
+            target.push_str(q);
+        }
+        let timeout = self.connect_timeout;
+        tokio::time::timeout(timeout, self.open(&host, port, &host_header, &target))
+            .await
+            .map_err(|_| Error::new(Kind::Timeout("connect")))?
+    }
+
+    async fn open(self, host: &str, port: u16, host_header: &str, target: &str) -> Result<WebSocket> {
+        let connect_host = host.trim_matches(['[', ']']);
+        let mut stream = TcpStream::connect((connect_host, port)).await?;
+        let _ = stream.set_nodelay(true);
+        let peer_addr = stream.peer_addr().ok();
+        let mut handshake = ClientHandshake::new(host_header, target, &self.headers, &self.protocols);
+        stream.write_all(handshake.request()).await?;
+        let mut buf = [0u8; 2048];
+        let response = loop {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+            }
+            if let Some(response) = handshake.feed(&buf[..n])? {
+                break response;
+            }
+        };
+        let mut conn = Connection::new(Role::Client, self.config.protocol.clone());
+        conn.feed(&handshake.take_leftover());
+        let shared = Shared::new(next_id(), conn, &self.config);
+        let info = Info { request: None, protocol: response.protocol, peer_addr };
+        let ws = WebSocket::new(shared.clone(), info);
+        tokio::spawn(Driver::new(stream, shared));
+        Ok(ws)
+    }
+}

@@ -1,0 +1,275 @@
+//! The driver task of one connection: moves bytes between the socket and the protocol
+//! state machine, runs the timers, and ends the transport.
+//!
+//! Decoding happens in `recv()`, on the reader's task: the driver only reads bytes into
+//! the connection's buffer (up to `max_read_buffer`, plus the frame in progress) and
+//! writes what is queued, coalescing every queued frame into one vectored write.
+
+use std::future::Future;
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Sleep;
+use zapsocket_proto::{CloseCode, Role};
+
+use crate::error::Error;
+use crate::shared::{Inner, Shared};
+
+/// The most slices in one vectored write.
+const MAX_IO_SLICES: usize = 64;
+/// Reads are at least this large (when the frame in progress needs more, up to
+/// `MAX_READ`).
+const MIN_READ: usize = 4 * 1024;
+const MAX_READ: usize = 256 * 1024;
+
+pub(crate) struct Driver<S> {
+    stream: S,
+    shared: Arc<Shared>,
+    sleep: Option<Pin<Box<Sleep>>>,
+    sleep_at: Option<Instant>,
+    /// The socket's write side was shut down.
+    shut_down: bool,
+    /// When a closed client stops waiting for the server to end the TCP connection.
+    linger_until: Option<Instant>,
+    on_done: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl<S> Driver<S> {
+    pub(crate) fn new(stream: S, shared: Arc<Shared>) -> Self {
+        Driver { stream, shared, sleep: None, sleep_at: None, shut_down: false, linger_until: None, on_done: None }
+    }
+
+    /// Runs `f` when the connection is finished (e.g. to leave a registry).
+    pub(crate) fn on_done(mut self, f: impl FnOnce() + Send + 'static) -> Self {
+        self.on_done = Some(Box::new(f));
+        self
+    }
+}
+
+enum Step {
+    /// Something changed: go round again.
+    Progress,
+    /// Nothing to do until woken.
+    Idle,
+    /// The connection is over.
+    Done,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let shared = this.shared.clone();
+        let mut inner = shared.lock();
+        match &inner.driver_waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => inner.driver_waker = Some(cx.waker().clone()),
+        }
+        // Bounded rounds keep one busy connection from starving the others.
+        for _ in 0..32 {
+            match this.step(cx, &mut inner) {
+                Step::Progress => continue,
+                Step::Idle => return Poll::Pending,
+                Step::Done => {
+                    inner.set_done();
+                    drop(inner);
+                    if let Some(f) = this.on_done.take() {
+                        f();
+                    }
+                    return Poll::Ready(());
+                }
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
+    fn step(&mut self, cx: &mut Context<'_>, inner: &mut Inner) -> Step {
+        if inner.terminate {
+            inner.set_local_close(CloseCode::ABNORMAL, "terminated");
+            return Step::Done;
+        }
+        if self.shared.handles() == 0 && inner.conn.state() == zapsocket_proto::State::Open {
+            // Every handle was dropped: close politely.
+            let _ = inner.conn.close(Instant::now(), CloseCode::NORMAL, "");
+        }
+        let mut progress = false;
+        match self.write(cx, inner) {
+            Ok(wrote) => progress |= wrote,
+            Err(e) => return fail(inner, e),
+        }
+        match self.read(cx, inner) {
+            Ok(read) => progress |= read,
+            Err(e) => return fail(inner, e),
+        }
+        progress |= inner.drain_while_closing();
+        match self.timers(cx, inner) {
+            Ok(fired) => progress |= fired,
+            Err(e) => return fail(inner, e),
+        }
+        if let Some(step) = self.finish(cx, inner) {
+            return step;
+        }
+        if progress { Step::Progress } else { Step::Idle }
+    }
+
+    /// Writes everything queued, as few syscalls as the socket allows.
+    fn write(&mut self, cx: &mut Context<'_>, inner: &mut Inner) -> Result<bool, Error> {
+        let mut wrote = false;
+        while !inner.conn.outbound().is_empty() && !self.shut_down {
+            let outbound = inner.conn.outbound();
+            let result = if self.stream.is_write_vectored() {
+                let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
+                let n = outbound.io_slices(&mut slices);
+                Pin::new(&mut self.stream).poll_write_vectored(cx, &slices[..n])
+            } else {
+                Pin::new(&mut self.stream).poll_write(cx, outbound.first_chunk())
+            };
+            match result {
+                Poll::Ready(Ok(0)) => return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into()),
+                Poll::Ready(Ok(n)) => {
+                    outbound.advance(n);
+                    wrote = true;
+                }
+                Poll::Ready(Err(e)) => return Err(e.into()),
+                Poll::Pending => break,
+            }
+        }
+        if wrote {
+            if let Poll::Ready(Err(e)) = Pin::new(&mut self.stream).poll_flush(cx) {
+                return Err(e.into());
+            }
+            inner.wake_written();
+            if inner.conn.outbound().is_empty() {
+                inner.conn.outbound().shrink();
+            }
+        }
+        Ok(wrote)
+    }
+
+    /// Reads what the socket has, unless the read buffer is full.
+    fn read(&mut self, cx: &mut Context<'_>, inner: &mut Inner) -> Result<bool, Error> {
+        if inner.eof {
+            return Ok(false);
+        }
+        if !inner.below_read_limit() {
+            inner.read_paused = true;
+            return Ok(false);
+        }
+        inner.read_paused = false;
+        let want = inner.conn.read_hint().clamp(MIN_READ, MAX_READ);
+        let buf = inner.conn.read_buffer();
+        if buf.capacity() - buf.len() < MIN_READ {
+            buf.reserve(want);
+        }
+        match tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, buf) {
+            Poll::Ready(Ok(0)) => {
+                inner.eof = true;
+                inner.wake_recv();
+                Ok(true)
+            }
+            Poll::Ready(Ok(_)) => {
+                inner.conn.note_received();
+                if inner.conn.is_closed() {
+                    // Closed: what follows is discarded.
+                    inner.conn.read_buffer().clear();
+                }
+                inner.wake_recv();
+                Ok(true)
+            }
+            Poll::Ready(Err(e)) => Err(e.into()),
+            Poll::Pending => {
+                if inner.conn.read_buffer().is_empty() {
+                    inner.conn.release_buffers();
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    /// Runs the protocol timers; arms a sleep for the next deadline.
+    fn timers(&mut self, cx: &mut Context<'_>, inner: &mut Inner) -> Result<bool, Error> {
+        let mut deadline = inner.conn.poll_timeout();
+        if let Some(linger) = self.linger_until {
+            deadline = Some(deadline.map_or(linger, |d| d.min(linger)));
+        }
+        let Some(deadline) = deadline else {
+            if inner.conn.config().ping_interval.is_some() && !inner.conn.is_closed() {
+                // Start the keepalive clock.
+                inner.conn.handle_timeout(Instant::now())?;
+                return Ok(true);
+            }
+            self.sleep = None;
+            return Ok(false);
+        };
+        let now = Instant::now();
+        if deadline <= now {
+            let before = inner.conn.outbound().len();
+            inner.conn.handle_timeout(now)?;
+            if self.linger_until.is_some_and(|l| l <= now) {
+                inner.eof = true;
+            }
+            return Ok(inner.conn.outbound().len() != before || inner.eof);
+        }
+        if self.sleep_at != Some(deadline) {
+            let at = tokio::time::Instant::from_std(deadline);
+            match &mut self.sleep {
+                Some(s) => s.as_mut().reset(at),
+                None => self.sleep = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
+            self.sleep_at = Some(deadline);
+        }
+        if let Some(s) = &mut self.sleep {
+            if s.as_mut().poll(cx).is_ready() {
+                self.sleep_at = None;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Ends the transport once the protocol is closed and everything is written: a
+    /// server shuts its write side at once (RFC 6455 §7.1.1), a client waits for the
+    /// server to end the connection, up to the close timeout.
+    fn finish(&mut self, cx: &mut Context<'_>, inner: &mut Inner) -> Option<Step> {
+        if inner.eof && !inner.conn.is_closed() && inner.conn.read_buffer().is_empty() {
+            // The stream ended with nothing left to decode: no close handshake.
+            if let Err(e) = inner.conn.feed_eof() {
+                inner.set_error(e.into());
+                inner.wake_recv();
+            }
+        }
+        if !inner.conn.is_closed() || !inner.conn.outbound().is_empty() {
+            return None;
+        }
+        if inner.conn.role() == Role::Client && !inner.eof {
+            if self.linger_until.is_none() {
+                self.linger_until = Some(Instant::now() + inner.conn.config().close_timeout);
+                return Some(Step::Progress);
+            }
+            return None;
+        }
+        if !self.shut_down {
+            match Pin::new(&mut self.stream).poll_shutdown(cx) {
+                Poll::Pending => return Some(Step::Idle),
+                Poll::Ready(_) => self.shut_down = true,
+            }
+        }
+        Some(Step::Done)
+    }
+}
+
+fn fail(inner: &mut Inner, error: Error) -> Step {
+    if error.is_timeout() {
+        inner.set_local_close(CloseCode::ABNORMAL, &error.to_string());
+    }
+    inner.set_error(error);
+    Step::Done
+}

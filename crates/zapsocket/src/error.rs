@@ -1,0 +1,168 @@
+//! The I/O layer's error type: opaque, with `is_*` predicates.
+
+use std::fmt;
+use std::io;
+
+use zapsocket_proto::CloseCode;
+use zapsocket_proto::handshake::HandshakeError;
+
+/// A `Result` with zapsocket's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error from a WebSocket connection, server or client.
+///
+/// Opaque on purpose: ask what it is with the `is_*` predicates, or read the close code a
+/// protocol violation caused with [`Error::close_code`]. A clean close is not an error:
+/// `recv()` returns `None` and [`crate::WebSocket::close_frame`] has the peer's code.
+#[derive(Clone)]
+pub struct Error {
+    kind: Kind,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum Kind {
+    /// The transport failed.
+    Io(io::ErrorKind, String),
+    /// The peer broke the protocol or a limit (or a keepalive/close timer expired).
+    Protocol(zapsocket_proto::Error),
+    /// The opening handshake failed.
+    Handshake(HandshakeError),
+    /// The connection is closing or closed: nothing more can be sent.
+    Closed,
+    /// The send queue is full (a non-waiting send) and the message was not queued.
+    QueueFull,
+    /// The connection was terminated (by `terminate()`, the slow-consumer policy or a
+    /// shutdown).
+    Terminated,
+    /// A deadline passed (handshake or connect).
+    Timeout(&'static str),
+    /// A URL or argument was invalid.
+    Invalid(String),
+}
+
+impl Error {
+    pub(crate) fn new(kind: Kind) -> Self {
+        Error { kind }
+    }
+
+    pub(crate) fn invalid(msg: impl Into<String>) -> Self {
+        Error::new(Kind::Invalid(msg.into()))
+    }
+
+    /// The transport (TCP, TLS) failed.
+    pub fn is_io(&self) -> bool {
+        matches!(self.kind, Kind::Io(..))
+    }
+
+    /// The peer violated RFC 6455 or a configured limit, or a keepalive or close timer
+    /// expired.
+    pub fn is_protocol(&self) -> bool {
+        matches!(self.kind, Kind::Protocol(_))
+    }
+
+    /// The opening handshake failed (see [`Error::status`]).
+    pub fn is_handshake(&self) -> bool {
+        matches!(self.kind, Kind::Handshake(_))
+    }
+
+    /// The connection is closing or closed, so the operation could not be done.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.kind, Kind::Closed | Kind::Terminated)
+    }
+
+    /// A non-waiting send found the send queue full.
+    pub fn is_queue_full(&self) -> bool {
+        matches!(self.kind, Kind::QueueFull)
+    }
+
+    /// A deadline passed: handshake, connect, keepalive (pong) or close handshake.
+    pub fn is_timeout(&self) -> bool {
+        match &self.kind {
+            Kind::Timeout(_) => true,
+            Kind::Protocol(e) => {
+                matches!(e, zapsocket_proto::Error::KeepaliveTimeout | zapsocket_proto::Error::CloseTimeout)
+            }
+            Kind::Io(k, _) => *k == io::ErrorKind::TimedOut,
+            _ => false,
+        }
+    }
+
+    /// An argument (URL, header, close code) was invalid.
+    pub fn is_invalid(&self) -> bool {
+        matches!(self.kind, Kind::Invalid(_))
+    }
+
+    /// The close code a protocol violation caused (1002, 1007, 1009, ...).
+    pub fn close_code(&self) -> Option<CloseCode> {
+        match &self.kind {
+            Kind::Protocol(e) => e.close_code(),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status of a failed handshake (the one we answered, or the server's).
+    pub fn status(&self) -> Option<u16> {
+        match &self.kind {
+            Kind::Handshake(e) => Some(e.status()),
+            _ => None,
+        }
+    }
+
+    /// The protocol error, if this is one.
+    pub fn protocol_error(&self) -> Option<&zapsocket_proto::Error> {
+        match &self.kind {
+            Kind::Protocol(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Error").field(&self.kind).finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Io(_, msg) => write!(f, "I/O error: {msg}"),
+            Kind::Protocol(e) => match e.close_code() {
+                Some(code) => write!(f, "protocol error ({code}): {e}"),
+                None => write!(f, "{e}"),
+            },
+            Kind::Handshake(e) => write!(f, "{e}"),
+            Kind::Closed => f.write_str("the connection is closed"),
+            Kind::QueueFull => f.write_str("the send queue is full"),
+            Kind::Terminated => f.write_str("the connection was terminated"),
+            Kind::Timeout(what) => write!(f, "{what} timed out"),
+            Kind::Invalid(msg) => write!(f, "invalid argument: {msg}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::new(Kind::Io(e.kind(), e.to_string()))
+    }
+}
+
+impl From<zapsocket_proto::Error> for Error {
+    fn from(e: zapsocket_proto::Error) -> Self {
+        match e {
+            zapsocket_proto::Error::AlreadyClosed => Error::new(Kind::Closed),
+            zapsocket_proto::Error::ControlPayloadTooLong
+            | zapsocket_proto::Error::UnsendableCloseCode(_)
+            | zapsocket_proto::Error::FragmentOrder => Error::new(Kind::Invalid(e.to_string())),
+            e => Error::new(Kind::Protocol(e)),
+        }
+    }
+}
+
+impl From<HandshakeError> for Error {
+    fn from(e: HandshakeError) -> Self {
+        Error::new(Kind::Handshake(e))
+    }
+}

@@ -1,0 +1,76 @@
+//! # zapsocket
+//!
+//! WebSocket server and client for tokio, for people who know Node's `ws`: a
+//! [`Server`] that accepts connections, a [`WebSocket`] per connection (send text or
+//! binary, close with a code and reason, terminate, ping/pong, ready state), a
+//! [`Client`], and what `ws` users otherwise write by hand: broadcast to all and to all
+//! but the sender ([`Clients`], the frame encoded once), and a heartbeat that drops dead
+//! peers.
+//!
+//! ```no_run
+//! use zapsocket::{Server, Message};
+//!
+//! #[tokio::main]
+//! async fn main() -> zapsocket::Result<()> {
+//!     let server = Server::bind("127.0.0.1:8080").await?;
+//!     let clients = server.clients();
+//!     server.serve(move |mut ws| {
+//!         let clients = clients.clone();
+//!         async move {
+//!             while let Some(Ok(msg)) = ws.recv().await {
+//!                 if msg.is_data() {
+//!                     clients.broadcast_except(ws.id(), msg);
+//!                 }
+//!             }
+//!         }
+//!     }).await
+//! }
+//! ```
+//!
+//! ## How a connection runs
+//!
+//! Each connection has a driver task that writes what is queued (every queued frame
+//! in one vectored write), reads into a bounded buffer, runs the heartbeat and ends the
+//! transport. `recv()` decodes on your task, so a slow reader pushes back on its peer
+//! through TCP instead of growing memory. Sends resolve once written; broadcasts queue
+//! without waiting, and a client whose queue is full gets the [`SlowConsumer`] policy.
+//!
+//! ## Limits
+//!
+//! Every buffer a peer can grow is bounded; see [`WebSocketConfig`] and
+//! [`ProtocolConfig`] for each default and the attack it stops. Protocol violations close
+//! the connection with the matching code (1002, 1007, 1009); bad handshakes get an HTTP
+//! status (400, 404, 405, 426, 431).
+//!
+//! ## Cancel safety
+//!
+//! `recv()` is cancel safe. A `send()` dropped before it resolves may still deliver
+//! its message: it is queued on the first poll.
+//!
+//! The protocol itself lives in [`zapsocket_proto`] (re-exported as [`proto`]), which has
+//! no I/O and can be driven by anything.
+
+#![forbid(unsafe_code)]
+
+mod client;
+mod clients;
+mod config;
+mod driver;
+mod error;
+mod message;
+mod request;
+mod server;
+mod shared;
+mod socket;
+
+pub use client::{Client, ClientBuilder};
+pub use clients::{Clients, encode};
+pub use config::{ProtocolConfig, SlowConsumer, WebSocketConfig};
+pub use error::{Error, Result};
+pub use message::{Message, Utf8Bytes};
+pub use request::Request;
+pub use server::{HttpResponse, Server, ServerBuilder};
+pub use shared::ReadyState;
+pub use socket::{WebSocket, WebSocketReceiver, WebSocketSender};
+pub use zapsocket_proto as proto;
+pub use zapsocket_proto::{CloseCode, CloseFrame, EncodedFrame};

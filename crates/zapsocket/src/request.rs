@@ -1,0 +1,95 @@
+//! What a server knows about the request that opened a connection.
+
+use std::net::{IpAddr, SocketAddr};
+
+/// The HTTP upgrade request of a connection, with the peer's address: headers, path,
+/// query parameters and cookies, as `ws` hands them to its `connection` event.
+#[derive(Clone, Debug)]
+pub struct Request {
+    inner: zapsocket_proto::handshake::Request,
+    peer_addr: SocketAddr,
+}
+
+impl Request {
+    pub(crate) fn new(inner: zapsocket_proto::handshake::Request, peer_addr: SocketAddr) -> Self {
+        Request { inner, peer_addr }
+    }
+
+    /// The peer's socket address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+
+    /// The peer's IP address.
+    pub fn ip(&self) -> IpAddr {
+        self.peer_addr.ip()
+    }
+
+    /// The method (always `GET` for an upgrade).
+    pub fn method(&self) -> &str {
+        self.inner.method()
+    }
+
+    /// The path, without the query (`/chat`).
+    pub fn path(&self) -> &str {
+        self.inner.path()
+    }
+
+    /// The raw query string, without `?`.
+    pub fn query(&self) -> Option<&str> {
+        self.inner.query()
+    }
+
+    /// The decoded query parameters, in order.
+    pub fn query_pairs(&self) -> Vec<(String, String)> {
+        let query = self.query().unwrap_or_default();
+        url::form_urlencoded::parse(query.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+    }
+
+    /// The first value of query parameter `name`, decoded.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        let query = self.query()?;
+        url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+    }
+
+    /// The first value of header `name` (case-insensitive), if valid UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.inner.header(name)
+    }
+
+    /// Every header as (name, value), in the order sent.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.inner.headers()
+    }
+
+    /// The `Origin` header, if any.
+    pub fn origin(&self) -> Option<&str> {
+        self.header("origin")
+    }
+
+    /// The subprotocols the client offered, in its order.
+    pub fn subprotocols(&self) -> Vec<&str> {
+        self.inner.subprotocols()
+    }
+
+    /// Every cookie of the `Cookie` headers, as (name, value), quotes removed.
+    pub fn cookies(&self) -> Vec<(&str, &str)> {
+        self.inner
+            .header_all("cookie")
+            .filter_map(|v| std::str::from_utf8(v).ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .map(|(k, v)| (k.trim(), v.trim().trim_matches('"')))
+            .collect()
+    }
+
+    /// The value of cookie `name`.
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.cookies().into_iter().find(|(k, _)| *k == name).map(|(_, v)| v)
+    }
+
+    /// The request as the protocol layer parsed it.
+    pub fn as_proto(&self) -> &zapsocket_proto::handshake::Request {
+        &self.inner
+    }
+}

@@ -1,0 +1,369 @@
+//! The state a connection's handles share with its driver task.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use zapsocket_proto::{CloseCode, CloseFrame, Connection, EncodedFrame, Event, State};
+
+use crate::config::{SlowConsumer, WebSocketConfig};
+use crate::error::{Error, Kind, Result};
+use crate::message::Message;
+
+/// Where a connection stands, like the browser's and `ws`'s `readyState`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReadyState {
+    /// The handshake is in progress.
+    Connecting,
+    /// Messages flow both ways.
+    Open,
+    /// The close handshake has started; nothing more can be sent.
+    Closing,
+    /// The connection is closed and the transport released.
+    Closed,
+}
+
+/// One connection's shared state: the protocol state machine, wakers, and counters.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    inner: Mutex<Inner>,
+    /// User handles alive (`WebSocket`, senders, receiver). At zero the driver closes.
+    handles: AtomicUsize,
+    pub(crate) id: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) conn: Connection,
+    pub(crate) max_send_queue: usize,
+    pub(crate) slow_consumer: SlowConsumer,
+    pub(crate) max_read_buffer: usize,
+    pub(crate) driver_waker: Option<Waker>,
+    recv_waker: Option<Waker>,
+    write_waiters: Vec<(u64, Waker)>,
+    space_waiters: Vec<Waker>,
+    done_waiters: Vec<Waker>,
+    /// The driver stopped reading because the read buffer is full.
+    pub(crate) read_paused: bool,
+    /// The transport reached its end (not yet reported to the protocol).
+    pub(crate) eof: bool,
+    /// The driver finished; the transport is gone.
+    pub(crate) done: bool,
+    /// Terminal error for `recv()` to report once.
+    error: Option<Error>,
+    /// `terminate()` was called (or the slow-consumer policy fired).
+    pub(crate) terminate: bool,
+    /// The receiving handle is alive; if not, the driver decodes and discards.
+    pub(crate) receiver_alive: bool,
+    /// Our own record of why the connection ended, when no close frame was exchanged.
+    local_close: Option<CloseFrame>,
+    /// Messages the driver decoded while closing (see `Inner::drain_while_closing`).
+    inbound: VecDeque<Result<Message>>,
+    inbound_bytes: usize,
+}
+
+impl Shared {
+    pub(crate) fn new(id: u64, conn: Connection, config: &WebSocketConfig) -> Arc<Self> {
+        Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                conn,
+                max_send_queue: config.max_send_queue,
+                slow_consumer: config.slow_consumer,
+                max_read_buffer: config.max_read_buffer,
+                driver_waker: None,
+                recv_waker: None,
+                write_waiters: Vec::new(),
+                space_waiters: Vec::new(),
+                done_waiters: Vec::new(),
+                read_paused: false,
+                eof: false,
+                done: false,
+                error: None,
+                terminate: false,
+                receiver_alive: true,
+                local_close: None,
+                inbound: VecDeque::new(),
+                inbound_bytes: 0,
+            }),
+            handles: AtomicUsize::new(0),
+            id,
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn acquire(&self) {
+        self.handles.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn release(&self) {
+        if self.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.lock().wake_driver();
+        }
+    }
+
+    pub(crate) fn handles(&self) -> usize {
+        self.handles.load(Ordering::Acquire)
+    }
+
+    /// Queues with `f` once the send queue has room; returns the offset at which the
+    /// queued bytes end.
+    pub(crate) fn poll_enqueue(
+        &self,
+        cx: &mut Context<'_>,
+        f: &mut Option<impl FnOnce(&mut Connection) -> Result<(), zapsocket_proto::Error>>,
+    ) -> Poll<Result<u64>> {
+        let mut inner = self.lock();
+        inner.check_open()?;
+        let queued = inner.conn.outbound().len();
+        if queued > 0 && queued >= inner.max_send_queue {
+            inner.space_waiters.push(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let Some(f) = f.take() else { return Poll::Ready(Err(Error::new(Kind::Closed))) };
+        Poll::Ready(inner.enqueue(f))
+    }
+
+    /// Queues with `f` without waiting: `QueueFull` when the queue is over its limit.
+    pub(crate) fn try_enqueue(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<(), zapsocket_proto::Error>,
+    ) -> Result<u64> {
+        let mut inner = self.lock();
+        inner.check_open()?;
+        if inner.conn.outbound().len() >= inner.max_send_queue {
+            return Err(Error::new(Kind::QueueFull));
+        }
+        inner.enqueue(f)
+    }
+
+    /// Queues a shared frame without waiting, applying the slow-consumer policy when the
+    /// queue is full. Returns whether the frame was queued.
+    pub(crate) fn send_encoded(&self, frame: &EncodedFrame) -> Result<bool> {
+        let mut inner = self.lock();
+        inner.check_open()?;
+        let queued = inner.conn.outbound().len();
+        if queued > 0 && queued + frame.len() > inner.max_send_queue {
+            return match inner.slow_consumer {
+                SlowConsumer::DropMessage => Ok(false),
+                _ => {
+                    inner.local_close = Some(CloseFrame::new(CloseCode::POLICY_VIOLATION, "send queue full"));
+                    inner.terminate = true;
+                    inner.wake_driver();
+                    Err(Error::new(Kind::Terminated))
+                }
+            };
+        }
+        inner.enqueue(|c| c.send_encoded(frame))?;
+        Ok(true)
+    }
+
+    /// Ready once everything up to `offset` is written.
+    pub(crate) fn poll_written(&self, cx: &mut Context<'_>, offset: u64) -> Poll<Result<()>> {
+        let mut inner = self.lock();
+        if inner.conn.outbound().written_offset() >= offset {
+            return Poll::Ready(Ok(()));
+        }
+        if inner.done {
+            return Poll::Ready(Err(inner.terminal_error()));
+        }
+        inner.write_waiters.push((offset, cx.waker().clone()));
+        Poll::Pending
+    }
+
+    /// Ready once the driver has finished and the transport is gone.
+    pub(crate) fn poll_done(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut inner = self.lock();
+        if inner.done {
+            return Poll::Ready(());
+        }
+        inner.done_waiters.push(cx.waker().clone());
+        Poll::Pending
+    }
+
+    /// The next message for `recv()`.
+    pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Message>>> {
+        let mut inner = self.lock();
+        if let Some(item) = inner.next_message() {
+            return Poll::Ready(Some(item));
+        }
+        if inner.conn.is_closed() || inner.done {
+            return Poll::Ready(inner.error.take().map(Err));
+        }
+        inner.set_recv_waker(cx.waker());
+        if inner.read_paused {
+            inner.wake_driver();
+        }
+        Poll::Pending
+    }
+
+    pub(crate) fn ready_state(&self) -> ReadyState {
+        let inner = self.lock();
+        match (inner.done, inner.conn.state()) {
+            (true, _) => ReadyState::Closed,
+            (false, State::Open) => ReadyState::Open,
+            (false, _) => ReadyState::Closing,
+        }
+    }
+}
+
+impl Inner {
+    fn check_open(&self) -> Result<()> {
+        if self.done || self.terminate {
+            Err(Error::new(Kind::Closed))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn enqueue(&mut self, f: impl FnOnce(&mut Connection) -> Result<(), zapsocket_proto::Error>) -> Result<u64> {
+        let was_empty = self.conn.outbound().is_empty();
+        f(&mut self.conn)?;
+        if was_empty {
+            self.wake_driver();
+        }
+        Ok(self.conn.outbound().queued_offset())
+    }
+
+    pub(crate) fn wake_driver(&mut self) {
+        if let Some(w) = &self.driver_waker {
+            w.wake_by_ref();
+        }
+    }
+
+    pub(crate) fn wake_recv(&mut self) {
+        if let Some(w) = self.recv_waker.take() {
+            w.wake();
+        }
+    }
+
+    fn set_recv_waker(&mut self, waker: &Waker) {
+        match &self.recv_waker {
+            Some(w) if w.will_wake(waker) => {}
+            _ => self.recv_waker = Some(waker.clone()),
+        }
+    }
+
+    /// Decodes the next message (or reports the end of the stream). Pings, pongs and
+    /// close frames are handled on the way: their replies are queued for the driver.
+    pub(crate) fn next_message(&mut self) -> Option<Result<Message>> {
+        if let Some(item) = self.inbound.pop_front() {
+            if let Ok(m) = &item {
+                self.inbound_bytes -= m.len();
+            }
+            return Some(item);
+        }
+        self.decode_next()
+    }
+
+    /// Decodes the next message from the read buffer.
+    fn decode_next(&mut self) -> Option<Result<Message>> {
+        loop {
+            let before = self.conn.outbound().len();
+            let event = self.conn.poll_event();
+            if self.conn.outbound().len() != before || (self.read_paused && self.below_read_limit()) {
+                self.wake_driver();
+            }
+            return match event {
+                Some(Ok(Event::Message(m))) => Some(Ok(m.into())),
+                Some(Ok(Event::Ping(p))) => Some(Ok(Message::Ping(p))),
+                Some(Ok(Event::Pong(p))) => Some(Ok(Message::Pong(p))),
+                Some(Ok(Event::Close(_))) => continue,
+                Some(Err(e)) => {
+                    self.wake_driver();
+                    Some(Err(e.into()))
+                }
+                None if self.eof && !self.conn.is_closed() => {
+                    let result = self.conn.feed_eof();
+                    self.wake_driver();
+                    result.err().map(|e| Err(e.into()))
+                }
+                None => None,
+            };
+        }
+    }
+
+    /// Decodes in the driver when no `recv()` will: once our close frame is sent (so the
+    /// peer's answer is seen even if nobody reads) or when the receiver is gone. Messages
+    /// are kept for `recv()` up to `max_read_buffer` bytes, the rest dropped. Returns
+    /// whether anything was decoded.
+    pub(crate) fn drain_while_closing(&mut self) -> bool {
+        let closing = self.conn.state() == State::CloseSent || !self.receiver_alive;
+        let mut any = false;
+        while closing && !self.conn.is_closed() {
+            let Some(item) = self.decode_next() else { break };
+            any = true;
+            let keep = match &item {
+                Ok(m) => self.receiver_alive && self.inbound_bytes + m.len() <= self.max_read_buffer,
+                Err(_) => self.receiver_alive,
+            };
+            if keep {
+                self.inbound_bytes += item.as_ref().map_or(0, Message::len);
+                self.inbound.push_back(item);
+            }
+        }
+        if any {
+            self.wake_recv();
+        }
+        any
+    }
+
+    pub(crate) fn below_read_limit(&self) -> bool {
+        self.conn.buffered_incoming() < self.max_read_buffer || self.conn.read_hint() > 0
+    }
+
+    pub(crate) fn wake_written(&mut self) {
+        let written = self.conn.outbound().written_offset();
+        self.write_waiters.retain(|(offset, waker)| {
+            if *offset <= written {
+                waker.wake_by_ref();
+                false
+            } else {
+                true
+            }
+        });
+        if self.conn.outbound().len() < self.max_send_queue {
+            for w in self.space_waiters.drain(..) {
+                w.wake();
+            }
+        }
+    }
+
+    /// Records a terminal error for `recv()` (the first one wins).
+    pub(crate) fn set_error(&mut self, error: Error) {
+        if self.error.is_none() {
+            self.error = Some(error);
+        }
+    }
+
+    /// Marks the connection finished and wakes everyone waiting on it.
+    pub(crate) fn set_done(&mut self) {
+        self.done = true;
+        self.conn.outbound().clear();
+        self.wake_recv();
+        for (_, w) in self.write_waiters.drain(..) {
+            w.wake();
+        }
+        for w in self.space_waiters.drain(..).chain(self.done_waiters.drain(..)) {
+            w.wake();
+        }
+    }
+
+    fn terminal_error(&self) -> Error {
+        self.error.clone().unwrap_or_else(|| Error::new(Kind::Closed))
+    }
+
+    /// The peer's close frame, or our own record of why the connection ended.
+    pub(crate) fn close_frame(&self) -> Option<CloseFrame> {
+        self.conn.close_frame().cloned().or_else(|| self.local_close.clone())
+    }
+
+    pub(crate) fn set_local_close(&mut self, code: CloseCode, reason: &str) {
+        if self.local_close.is_none() {
+            self.local_close = Some(CloseFrame::new(code, reason));
+        }
+    }
+}
