@@ -46,6 +46,20 @@ impl Default for HandshakeLimits {
     }
 }
 
+impl HandshakeLimits {
+    /// Sets [`HandshakeLimits::max_head_size`].
+    pub fn max_head_size(mut self, bytes: usize) -> Self {
+        self.max_head_size = bytes;
+        self
+    }
+
+    /// Sets [`HandshakeLimits::max_headers`].
+    pub fn max_headers(mut self, count: usize) -> Self {
+        self.max_headers = count;
+        self
+    }
+}
+
 /// Why a handshake failed, with the HTTP status a server answers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HandshakeError {

@@ -36,16 +36,16 @@ pub struct RawPeer {
 impl RawPeer {
     /// Opens a TCP connection and sends `request` verbatim; returns the peer and the
     /// response head.
-    pub async fn request(addr: SocketAddr, request: &str) -> (RawPeer, String) {
+    pub async fn request(addr: SocketAddr, request: impl AsRef<[u8]>) -> (RawPeer, String) {
         let mut stream = TcpStream::connect(addr).await.unwrap();
-        stream.write_all(request.as_bytes()).await.unwrap();
+        stream.write_all(request.as_ref()).await.unwrap();
         let head = read_head(&mut stream).await;
         (RawPeer { stream }, head)
     }
 
     /// Performs a valid handshake on `path`.
     pub async fn connect(addr: SocketAddr, path: &str) -> RawPeer {
-        let (peer, head) = RawPeer::request(addr, &upgrade_request(path)).await;
+        let (peer, head) = RawPeer::request(addr, upgrade_request(path)).await;
         assert!(head.starts_with("HTTP/1.1 101"), "{head}");
         peer
     }

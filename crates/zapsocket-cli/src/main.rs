@@ -1,0 +1,3 @@
+//! `zap`: run a WebSocket server (`zap serve`) or talk to one (`zap connect`).
+
+fn main() {}

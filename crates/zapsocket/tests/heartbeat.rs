@@ -1,0 +1,55 @@
+//! The heartbeat terminates silent peers and keeps live ones.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncReadExt;
+use zapsocket::{Client, CloseCode, Server, WebSocket};
+
+use common::{RawPeer, url};
+
+#[tokio::test]
+async fn the_heartbeat_terminates_a_silent_peer_and_keeps_a_live_one() {
+    let server = Server::builder()
+        .heartbeat(Duration::from_millis(100), Duration::from_millis(150))
+        .bind()
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    let (tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(server.serve(move |mut ws: WebSocket| {
+        let tx = tx.clone();
+        async move {
+            while ws.recv().await.is_some() {}
+            let _ = tx.send(ws.close_frame());
+        }
+    }));
+
+    // A live client reads (and so answers pings) for a while.
+    let mut live = Client::connect(&url(addr, "/")).await.unwrap();
+    let live_task = tokio::spawn(async move {
+        let mut pings = 0;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(900);
+        while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, live.recv()).await {
+            pings += usize::from(matches!(msg, zapsocket::Message::Ping(_)));
+        }
+        (live, pings)
+    });
+
+    // A silent peer completes the handshake, then never answers: it only drains the
+    // socket so that TCP itself stays healthy.
+    let mut silent = RawPeer::connect(addr, "/").await;
+    let started = Instant::now();
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), silent.stream.read_to_end(&mut sink)).await;
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(2), "silent peer kept for {elapsed:?}");
+    assert!(sink.len() >= 2 && sink[0] == 0x89, "it was pinged first");
+    let record = closed.recv().await.unwrap().unwrap();
+    assert_eq!(record.code, CloseCode::ABNORMAL);
+
+    let (live, pings) = live_task.await.unwrap();
+    assert!(pings >= 3, "only {pings} pings in 900 ms");
+    assert_eq!(live.ready_state(), zapsocket::ReadyState::Open, "the live client survived several intervals");
+}
