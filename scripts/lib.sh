@@ -24,7 +24,7 @@ quietly() {
   local rc=0
   "$@" > "$file" 2>&1 || rc=$?
   [ "$rc" -eq 0 ] && return 0
-  log "---- $name failed (exit $rc): $* ----"
+  log "---- $name failed (exit $rc) ----"
   tail -n "${ZAPSOCKET_LOG_LINES:-200}" "$file" >&2
   log "---- full log: ${file#"$ROOT"/} ----"
   return "$rc"

@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# test.sh - the whole test suite, on a fresh machine too (installs what it needs on first use).
+#
+# Usage: scripts/test.sh [--no-autobahn] [--only STEP[,STEP...]] [--skip STEP[,STEP...]] [--list]
+# Steps, in order (each fails fast and names itself):
+#   setup            scripts/setup.sh: interop peers (Node ws, Python websockets), Autobahn
+#   peers            tests/interop/selftest.sh: the peers checked against each other
+#   fmt              cargo fmt --all --check
+#   layering         zapsocket-proto must not depend on tokio (cargo tree)
+#   clippy           cargo clippy --workspace --all-targets -- -D warnings
+#   test             cargo nextest run --workspace + cargo test --workspace --doc
+#                    (cargo test --workspace without nextest), with the interop env below
+#   autobahn-server  scripts/autobahn.sh server quick  (skipped until the example exists)
+#   autobahn-client  scripts/autobahn.sh client quick  (skipped until the example exists)
+#   js               node --test on js/test (when js/test exists)
+# --only / --skip take step names, comma separated or repeated; `autobahn` means both
+# autobahn steps. --no-autobahn = --skip autobahn (and no Autobahn install).
+# The test step sees ZAPSOCKET_INTEROP=1, ZAPSOCKET_INTEROP_DIR, ZAPSOCKET_NODE,
+# ZAPSOCKET_NODE_MODULES and ZAPSOCKET_PYTHON (scripts/interop-env.sh).
+# Env: ZAPSOCKET_REQUIRE_AUTOBAHN=1 fails (instead of skipping) when an Autobahn example is
+# missing; ZAPSOCKET_NO_NEXTEST=1 uses cargo test even when nextest is installed.
+# Quiet steps keep their output in target/test-logs/ and print it when they fail.
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+ALL_STEPS=(setup peers fmt layering clippy test autobahn-server autobahn-client js)
+ONLY=()
+SKIP=()
+NO_AUTOBAHN=0
+
+add_steps() { # add_steps ARRAY_NAME "a,b"
+  local -n into="$1"
+  local item items=()
+  IFS=, read -r -a items <<< "$2"
+  for item in "${items[@]}"; do
+    case "$item" in
+      autobahn) into+=(autobahn-server autobahn-client) ;;
+      *) [[ " ${ALL_STEPS[*]} " == *" $item "* ]] || die "unknown step '$item' (steps: ${ALL_STEPS[*]})"
+         into+=("$item") ;;
+    esac
+  done
+}
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --no-autobahn) NO_AUTOBAHN=1; add_steps SKIP autobahn ;;
+    --only) [ $# -ge 2 ] || die "--only needs a step"; add_steps ONLY "$2"; shift ;;
+    --only=*) add_steps ONLY "${1#--only=}" ;;
+    --skip) [ $# -ge 2 ] || die "--skip needs a step"; add_steps SKIP "$2"; shift ;;
+    --skip=*) add_steps SKIP "${1#--skip=}" ;;
+    --list) printf '%s\n' "${ALL_STEPS[@]}"; exit 0 ;;
+    -h|--help) usage_of "$0"; exit 0 ;;
+    *) die "unknown argument $1 (see --help)" ;;
+  esac
+  shift
+done
+
+selected() { # selected STEP: is STEP to run?
+  local s
+  for s in "${SKIP[@]+"${SKIP[@]}"}"; do [ "$s" = "$1" ] && return 1; done
+  [ "${#ONLY[@]}" -eq 0 ] && return 0
+  for s in "${ONLY[@]}"; do [ "$s" = "$1" ] && return 0; done
+  return 1
+}
+
+say() { printf '%s\n' "$*"; }
+# Steps run in subshells: a skipped step notes itself in this file.
+SKIP_NOTES="$LOG_DIR/skipped-steps.txt"
+mkdir -p "$LOG_DIR"
+: > "$SKIP_NOTES"
+skip_step() { printf '%s\n' "$CURRENT" >> "$SKIP_NOTES"; say "   skipped: $*"; }
+
+# ---- steps -------------------------------------------------------------------------------
+
+step_setup() {
+  local args=()
+  [ "$NO_AUTOBAHN" = 1 ] && args+=(--no-autobahn)
+  scripts/setup.sh "${args[@]+"${args[@]}"}"
+}
+
+# Steps that spawn the peers need them installed even when `setup` was not selected.
+ensure_peers() {
+  . scripts/interop-env.sh 2> /dev/null
+  if [ "${ZAPSOCKET_INTEROP:-}" != 1 ]; then
+    scripts/setup.sh --no-autobahn
+    . scripts/interop-env.sh
+  fi
+  [ "${ZAPSOCKET_INTEROP:-}" = 1 ] || die "interop peers are not installed (scripts/setup.sh)"
+}
+
+step_peers() {
+  ensure_peers
+  quietly peers tests/interop/selftest.sh
+  tail -n 1 "$LOG_DIR/peers.log"
+}
+
+step_fmt() {
+  quietly fmt cargo fmt --all --check || { log "run: cargo fmt --all"; return 1; }
+}
+
+step_layering() {
+  if ! cargo metadata --no-deps --format-version 1 | grep -q '"name":"zapsocket-proto"'; then
+    skip_step "no zapsocket-proto package"; return 0
+  fi
+  local tree
+  tree="$(cargo tree -q -p zapsocket-proto -e normal,build --target all --prefix none --format '{p}')"
+  if grep -qE '^tokio ' <<< "$tree"; then
+    log "zapsocket-proto depends on tokio (it must stay sans-IO); the path:"
+    cargo tree -q -p zapsocket-proto -e normal,build --target all -i tokio >&2 || true
+    return 1
+  fi
+  say "   zapsocket-proto: $(grep -c . <<< "$tree") crates in its dependency tree, no tokio"
+}
+
+step_clippy() {
+  quietly clippy cargo clippy --workspace --all-targets -- -D warnings
+}
+
+step_test() {
+  ensure_peers
+  export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+  if [ "${ZAPSOCKET_NO_NEXTEST:-0}" != 1 ] && cargo nextest --version > /dev/null 2>&1; then
+    cargo nextest run --workspace --cargo-quiet --status-level slow --no-tests warn
+    say "   doctests (nextest skips them):"
+    cargo test --workspace --doc -q
+  else
+    cargo test --workspace -q
+  fi
+}
+
+autobahn_step() { # autobahn_step ROLE
+  if ! has_example "autobahn_$1"; then
+    [ "${ZAPSOCKET_REQUIRE_AUTOBAHN:-0}" = 1 ] && die "no example autobahn_$1 (ZAPSOCKET_REQUIRE_AUTOBAHN=1)"
+    skip_step "no example autobahn_$1 in the workspace yet"
+    return 0
+  fi
+  scripts/autobahn.sh "$1" quick
+}
+step_autobahn-server() { autobahn_step server; }
+step_autobahn-client() { autobahn_step client; }
+
+step_js() {
+  if [ ! -d js/test ]; then skip_step "no js/test"; return 0; fi
+  command -v node > /dev/null || die "node is needed for the js tests (scripts/setup.sh)"
+  # Every script under a test/ folder is a test file to node --test; listing them works
+  # on every Node version (a folder argument does not on Node >= 21).
+  local files=()
+  mapfile -t files < <(find js/test -type f \( -name '*.js' -o -name '*.mjs' -o -name '*.cjs' \) | sort)
+  if [ "${#files[@]}" -eq 0 ]; then skip_step "js/test holds no test files"; return 0; fi
+  node --test "${files[@]}"
+}
+
+# ---- runner ------------------------------------------------------------------------------
+
+run=()
+for s in "${ALL_STEPS[@]}"; do selected "$s" && run+=("$s"); done
+[ "${#run[@]}" -gt 0 ] || die "no step selected"
+
+t_all=$(date +%s)
+timings=()
+i=0
+for CURRENT in "${run[@]}"; do
+  i=$((i + 1))
+  say "==> [$i/${#run[@]}] $CURRENT"
+  t0=$(date +%s)
+  # not `( ... ) || rc=$?`: bash ignores set -e inside anything on the left of ||
+  set +e
+  ( set -e; "step_$CURRENT" )
+  rc=$?
+  set -e
+  secs=$(( $(date +%s) - t0 ))
+  if [ "$rc" != 0 ]; then
+    say "test.sh: FAILED at step '$CURRENT' (exit $rc, after ${secs}s); passed before it: ${timings[*]:-nothing}"
+    say "test.sh: rerun that step alone with: scripts/test.sh --only $CURRENT"
+    exit 1
+  fi
+  if grep -qx "$CURRENT" "$SKIP_NOTES"; then timings+=("$CURRENT skipped"); else timings+=("$CURRENT ${secs}s"); fi
+done
+summary="$(printf '%s, ' "${timings[@]}")"
+say "test.sh: ok: ${#run[@]} steps in $(( $(date +%s) - t_all ))s (${summary%, })"
