@@ -37,12 +37,14 @@ need_conformance() {
 
 # has_example NAME: true when some workspace package declares the example target NAME.
 has_example() {
-  cargo metadata --no-deps --format-version 1 2>/dev/null | "$HOST_PYTHON" -c '
+  local meta
+  meta="$(cargo metadata --no-deps --format-version 1)" || die "cargo metadata failed (is Cargo.toml valid?)"
+  "$HOST_PYTHON" -c '
 import json, sys
 name = sys.argv[1]
 meta = json.load(sys.stdin)
 sys.exit(0 if any(name == t["name"] and "example" in t["kind"]
-                  for p in meta["packages"] for t in p["targets"]) else 1)' "$1"
+                  for p in meta["packages"] for t in p["targets"]) else 1)' "$1" <<< "$meta"
 }
 
 # build_example NAME: cargo build --release --example NAME; prints the executable's path.

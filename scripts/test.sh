@@ -109,7 +109,7 @@ step_layering() {
     cargo tree -q -p zapsocket-proto -e normal,build --target all -i tokio >&2 || true
     return 1
   fi
-  say "   zapsocket-proto: $(grep -c . <<< "$tree") crates in its dependency tree, no tokio"
+  say "   zapsocket-proto: $(sed "s/ (\*)$//" <<< "$tree" | sort -u | grep -c .) crates in its dependency tree, no tokio"
 }
 
 step_clippy() {
