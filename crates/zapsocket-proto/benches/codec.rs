@@ -3,7 +3,8 @@
 //!
 //! `cargo bench -p zapsocket-proto`; quick run: `-- --warm-up-time 1 --measurement-time 2`.
 
-#![allow(missing_docs)]
+#![allow(missing_docs, reason = "criterion's macros generate undocumented items")]
+#![allow(clippy::unwrap_used, reason = "a benchmark's own setup; a failure should stop it loudly")]
 
 use std::hint::black_box;
 
@@ -120,6 +121,8 @@ fn utf8(c: &mut Criterion) {
         })
     });
     group.bench_function("std_from_utf8", |b| b.iter(|| std::str::from_utf8(black_box(bytes)).is_ok()));
+    let message = zapsocket_proto::Utf8Bytes::from_bytes(Bytes::copy_from_slice(bytes)).unwrap();
+    group.bench_function("utf8_bytes_as_str", |b| b.iter(|| black_box(&message).as_str().len()));
     group.finish();
 }
 

@@ -78,17 +78,26 @@ impl Error {
     pub fn close_code(&self) -> Option<CloseCode> {
         use Error::*;
         Some(match self {
-            ReservedBits | ReservedOpcode(_) | BadMasking | FragmentedControlFrame
-            | ControlFrameTooLong | InvalidLength | UnexpectedContinuation
-            | ExpectedContinuation | InvalidClosePayload | InvalidCloseCode(_) | DataAfterClose => {
-                CloseCode::PROTOCOL_ERROR
-            }
+            ReservedBits
+            | ReservedOpcode(_)
+            | BadMasking
+            | FragmentedControlFrame
+            | ControlFrameTooLong
+            | InvalidLength
+            | UnexpectedContinuation
+            | ExpectedContinuation
+            | InvalidClosePayload
+            | InvalidCloseCode(_)
+            | DataAfterClose => CloseCode::PROTOCOL_ERROR,
             InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
-            FrameTooLarge { .. } | MessageTooLarge { .. } | TooManyParts { .. } => {
-                CloseCode::MESSAGE_TOO_BIG
-            }
-            KeepaliveTimeout | CloseTimeout | ConnectionReset | AlreadyClosed
-            | ControlPayloadTooLong | UnsendableCloseCode(_) | FragmentOrder => return None,
+            FrameTooLarge { .. } | MessageTooLarge { .. } | TooManyParts { .. } => CloseCode::MESSAGE_TOO_BIG,
+            KeepaliveTimeout
+            | CloseTimeout
+            | ConnectionReset
+            | AlreadyClosed
+            | ControlPayloadTooLong
+            | UnsendableCloseCode(_)
+            | FragmentOrder => return None,
         })
     }
 

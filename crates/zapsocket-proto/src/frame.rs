@@ -231,8 +231,14 @@ mod tests {
     #[test]
     fn partial_headers_need_more_bytes() {
         let mut out = BytesMut::new();
-        FrameHeader { fin: true, rsv1: false, opcode: OpCode::Text, mask: Some([1, 2, 3, 4]), payload_len: 70000 }
-            .encode(&mut out);
+        FrameHeader {
+            fin: true,
+            rsv1: false,
+            opcode: OpCode::Text,
+            mask: Some([1, 2, 3, 4]),
+            payload_len: 70000,
+        }
+        .encode(&mut out);
         for cut in 0..out.len() {
             assert_eq!(FrameHeader::decode(&out[..cut], false), Ok(None), "cut {cut}");
         }

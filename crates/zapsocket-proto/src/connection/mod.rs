@@ -195,8 +195,9 @@ impl Connection {
         self.timers.heard();
     }
 
-    /// The transport reached its end. Returns the error if that was not after a
-    /// completed close handshake.
+    /// The transport reached its end. Returns [`Error::ConnectionReset`] unless the
+    /// connection was already closed: by a completed close handshake, or by an error
+    /// that was already reported (a violation, a timeout).
     pub fn feed_eof(&mut self) -> Result<(), Error> {
         let clean = self.state == State::Closed;
         self.finish();
@@ -222,10 +223,10 @@ impl Connection {
     /// Fails the connection: queue a close frame carrying the error's code (unless one
     /// was already sent), then close.
     fn fail(&mut self, error: Error) -> Error {
-        if let Some(code) = error.close_code() {
-            if !self.close_sent {
-                self.queue_close(code, error.reason());
-            }
+        if let Some(code) = error.close_code()
+            && !self.close_sent
+        {
+            self.queue_close(code, error.reason());
         }
         self.finish();
         error

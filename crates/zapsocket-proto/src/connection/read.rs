@@ -136,7 +136,11 @@ impl Connection {
         let header = pending.header;
         let text = self.pending_is_text(&pending);
         if text {
-            self.validate_text(&payload[pending.checked..], pending.checked == 0 && header.fin && self.assembly.is_none(), header.fin)?;
+            self.validate_text(
+                &payload[pending.checked..],
+                pending.checked == 0 && header.fin && self.assembly.is_none(),
+                header.fin,
+            )?;
         }
         match header.opcode {
             OpCode::Text | OpCode::Binary if header.fin => Ok(Some(Event::Message(message(text, payload)))),

@@ -229,8 +229,20 @@ impl Pair {
     /// Moves bytes both ways until neither side has anything to write.
     fn drive(&mut self) {
         while !self.client.outbound().is_empty() || !self.server.outbound().is_empty() {
-            transfer(&mut self.client, &mut self.server, &mut self.server_events, &mut self.rng, self.max_chunk);
-            transfer(&mut self.server, &mut self.client, &mut self.client_events, &mut self.rng, self.max_chunk);
+            transfer(
+                &mut self.client,
+                &mut self.server,
+                &mut self.server_events,
+                &mut self.rng,
+                self.max_chunk,
+            );
+            transfer(
+                &mut self.server,
+                &mut self.client,
+                &mut self.client_events,
+                &mut self.rng,
+                self.max_chunk,
+            );
         }
     }
 
@@ -257,7 +269,8 @@ fn transfer(
 ) {
     while !from.outbound().is_empty() {
         let chunk = from.outbound().first_chunk();
-        let n = if max_chunk == usize::MAX { chunk.len() } else { (1 + rng.below(max_chunk)).min(chunk.len()) };
+        let n =
+            if max_chunk == usize::MAX { chunk.len() } else { (1 + rng.below(max_chunk)).min(chunk.len()) };
         to.feed(&chunk[..n]);
         from.outbound().advance(n);
         events.extend(poll_all(to));

@@ -116,11 +116,8 @@ impl ClientHandshake {
         if status != 101 {
             return Err(HandshakeError::new(status, format!("server answered {status} instead of 101")));
         }
-        let headers: Vec<(String, Bytes)> = res
-            .headers
-            .iter()
-            .map(|h| (h.name.to_owned(), Bytes::copy_from_slice(h.value)))
-            .collect();
+        let headers: Vec<(String, Bytes)> =
+            res.headers.iter().map(|h| (h.name.to_owned(), Bytes::copy_from_slice(h.value))).collect();
         let response = Response { protocol: None, headers };
         let has = |name: &str, token: &str| {
             response.headers.iter().any(|(n, v)| n.eq_ignore_ascii_case(name) && has_token(v, token))
@@ -138,10 +135,10 @@ impl ClientHandshake {
             return Err(HandshakeError::new(101, "server chose an extension that was not offered"));
         }
         let protocol = response.header("sec-websocket-protocol").map(|p| p.trim().to_owned());
-        if let Some(p) = &protocol {
-            if !self.protocols.iter().any(|o| o == p) {
-                return Err(HandshakeError::new(101, format!("server chose subprotocol {p:?}, not offered")));
-            }
+        if let Some(p) = &protocol
+            && !self.protocols.iter().any(|o| o == p)
+        {
+            return Err(HandshakeError::new(101, format!("server chose subprotocol {p:?}, not offered")));
         }
         Ok(Response { protocol, ..response })
     }

@@ -161,11 +161,7 @@ fn parse_request(head: &[u8], max_headers: usize) -> Result<Request, HandshakeEr
     Ok(Request {
         method: req.method.unwrap_or_default().to_owned(),
         target: req.path.unwrap_or_default().to_owned(),
-        headers: req
-            .headers
-            .iter()
-            .map(|h| (h.name.to_owned(), Bytes::copy_from_slice(h.value)))
-            .collect(),
+        headers: req.headers.iter().map(|h| (h.name.to_owned(), Bytes::copy_from_slice(h.value))).collect(),
     })
 }
 

@@ -245,7 +245,9 @@ fn sixteen_kib_fed_one_byte_at_a_time_is_parsed_incrementally() {
 fn subprotocols_are_listed_in_order() {
     let mut bytes = sample();
     bytes.truncate(bytes.len() - 2);
-    bytes.extend_from_slice(b"Sec-WebSocket-Protocol: chat.v2, chat.v1\r\nSec-WebSocket-Protocol: raw\r\n\r\n");
+    bytes.extend_from_slice(
+        b"Sec-WebSocket-Protocol: chat.v2, chat.v1\r\nSec-WebSocket-Protocol: raw\r\n\r\n",
+    );
     let request = parse(&bytes).unwrap().unwrap();
     assert_eq!(request.subprotocols(), ["chat.v2", "chat.v1", "raw"]);
 }
@@ -319,7 +321,8 @@ fn an_unrequested_subprotocol_is_refused() {
 #[test]
 fn an_unrequested_extension_is_refused() {
     let mut client = ClientHandshake::new("h", "/", &[], &[]);
-    let deflate = ServerResponse { extensions: Some("permessage-deflate".into()), ..ServerResponse::default() };
+    let deflate =
+        ServerResponse { extensions: Some("permessage-deflate".into()), ..ServerResponse::default() };
     let bytes = answer(&client, &deflate);
     assert!(client.feed(&bytes).unwrap_err().reason().contains("extension"));
 }
@@ -367,7 +370,9 @@ fn header_injection_is_not_possible() {
 
 #[test]
 fn each_client_uses_a_fresh_key() {
-    let key = |c: &ClientHandshake| parse(c.request()).unwrap().unwrap().header("sec-websocket-key").map(str::to_owned);
+    let key = |c: &ClientHandshake| {
+        parse(c.request()).unwrap().unwrap().header("sec-websocket-key").map(str::to_owned)
+    };
     let a = ClientHandshake::new("h", "/", &[], &[]);
     let b = ClientHandshake::new("h", "/", &[], &[]);
     assert_ne!(key(&a), key(&b));

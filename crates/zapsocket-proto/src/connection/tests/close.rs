@@ -75,7 +75,10 @@ fn closing_with_no_status_sends_an_empty_close_payload() {
 fn a_close_reason_of_123_bytes_is_sent_and_124_refused() {
     let mut server = conn(Role::Server);
     let reason = "r".repeat(123);
-    assert_eq!(server.close(Instant::now(), CloseCode::NORMAL, &(reason.clone() + "r")), Err(Error::ControlPayloadTooLong));
+    assert_eq!(
+        server.close(Instant::now(), CloseCode::NORMAL, &(reason.clone() + "r")),
+        Err(Error::ControlPayloadTooLong)
+    );
     server.close(Instant::now(), CloseCode::NORMAL, &reason).unwrap();
     let sent = sent_frames(&mut server);
     assert_eq!(sent, [Frame { b0: 0x88, masked: false, payload: close_payload(1000, &reason) }]);

@@ -101,7 +101,10 @@ fn empty_fragments_are_not_free() {
     }
     let mut client = Connection::new(Role::Client, config.clone());
     assert_eq!(feed_all(&mut client, &bytes), []);
-    assert_eq!(feed_all(&mut client, &wire(0x80, b"", None)), [Err(Error::MessageTooLarge { size: 81, max: 80 })]);
+    assert_eq!(
+        feed_all(&mut client, &wire(0x80, b"", None)),
+        [Err(Error::MessageTooLarge { size: 81, max: 80 })]
+    );
 }
 
 #[test]

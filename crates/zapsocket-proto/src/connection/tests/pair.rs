@@ -96,11 +96,8 @@ fn many_random_messages_survive_random_chunking_both_ways() {
     let mut expected = Vec::new();
     for _ in 0..500 {
         let len = [0, 1, 2, 125, 126, 127, 1023, 1024, 1025, 5000][rng.below(10)];
-        let message = if rng.below(2) == 0 {
-            Message::text(text_of(len))
-        } else {
-            Message::binary(rng.bytes(len))
-        };
+        let message =
+            if rng.below(2) == 0 { Message::text(text_of(len)) } else { Message::binary(rng.bytes(len)) };
         pair.client.send(message.clone()).unwrap();
         pair.server.send(message.clone()).unwrap();
         expected.push(Ok(Event::Message(message)));

@@ -220,7 +220,8 @@ fn the_error_to_close_code_map_is_complete() {
         assert_eq!(e.close_code(), Some(CloseCode::PROTOCOL_ERROR), "{e}");
         assert!(e.is_protocol_violation());
     }
-    for e in [FrameTooLarge { size: 2, max: 1 }, MessageTooLarge { size: 2, max: 1 }, TooManyParts { max: 1 }] {
+    for e in [FrameTooLarge { size: 2, max: 1 }, MessageTooLarge { size: 2, max: 1 }, TooManyParts { max: 1 }]
+    {
         assert_eq!(e.close_code(), Some(CloseCode::MESSAGE_TOO_BIG), "{e}");
     }
     let silent = [
