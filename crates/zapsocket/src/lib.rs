@@ -57,6 +57,7 @@ mod clients;
 mod config;
 mod driver;
 mod error;
+mod joined;
 mod message;
 mod request;
 mod server;

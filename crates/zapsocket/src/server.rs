@@ -10,13 +10,16 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use zapsocket_proto::handshake::{HandshakeError, HandshakeLimits, RequestParser, ServerResponse, error_response};
+use zapsocket_proto::handshake::{
+    HandshakeError, HandshakeLimits, RequestParser, ServerResponse, error_response,
+};
 use zapsocket_proto::{Connection, Role};
 
 use crate::clients::Clients;
 use crate::config::{WebSocketConfig, server_default};
 use crate::driver::Driver;
 use crate::error::{Error, Kind, Result};
+use crate::joined::Joined;
 use crate::request::Request;
 use crate::shared::Shared;
 use crate::socket::{Info, WebSocket};
@@ -41,12 +44,20 @@ pub struct HttpResponse {
 impl HttpResponse {
     /// A 200 response with an HTML body.
     pub fn html(body: impl Into<String>) -> Self {
-        HttpResponse { status: 200, content_type: "text/html; charset=utf-8".into(), body: body.into().into_bytes() }
+        HttpResponse {
+            status: 200,
+            content_type: "text/html; charset=utf-8".into(),
+            body: body.into().into_bytes(),
+        }
     }
 
     /// A response with a plain-text body.
     pub fn text(status: u16, body: impl Into<String>) -> Self {
-        HttpResponse { status, content_type: "text/plain; charset=utf-8".into(), body: body.into().into_bytes() }
+        HttpResponse {
+            status,
+            content_type: "text/plain; charset=utf-8".into(),
+            body: body.into().into_bytes(),
+        }
     }
 
     fn encode(&self) -> Vec<u8> {
@@ -171,7 +182,10 @@ impl ServerBuilder {
     }
 
     /// Answers plain HTTP requests (not upgrades): return `None` for 404.
-    pub fn http(mut self, handler: impl Fn(&Request) -> Option<HttpResponse> + Send + Sync + 'static) -> Self {
+    pub fn http(
+        mut self,
+        handler: impl Fn(&Request) -> Option<HttpResponse> + Send + Sync + 'static,
+    ) -> Self {
         self.settings.http = Some(Arc::new(handler));
         self
     }
@@ -306,15 +320,20 @@ where
         let settings = settings.clone();
         let handler = handler.clone();
         tokio::spawn(async move {
-            if let Some(ws) = handshake(stream, peer, &settings).await {
-                handler(ws).await;
+            if let Some((ws, driver)) = handshake(stream, peer, &settings).await {
+                Joined::new(driver, handler(ws)).await;
             }
         });
     }
 }
 
-/// Reads and answers the opening handshake; on success spawns the driver.
-async fn handshake(mut stream: TcpStream, peer: SocketAddr, settings: &Settings) -> Option<WebSocket> {
+/// Reads and answers the opening handshake; on success returns the socket and its
+/// driver.
+async fn handshake(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    settings: &Settings,
+) -> Option<(WebSocket, Driver<TcpStream>)> {
     let _ = stream.set_nodelay(true);
     let read = tokio::time::timeout(settings.handshake_timeout, read_request(&mut stream, settings)).await;
     let (request, leftover) = match read {
@@ -357,8 +376,7 @@ async fn handshake(mut stream: TcpStream, peer: SocketAddr, settings: &Settings)
             clients.remove(id);
         });
     }
-    tokio::spawn(driver);
-    Some(ws)
+    Some((ws, driver))
 }
 
 /// Validates an upgrade request; `Err` holds the HTTP response to send instead.

@@ -212,14 +212,13 @@ impl Shared {
 
 impl Inner {
     fn check_open(&self) -> Result<()> {
-        if self.done || self.terminate {
-            Err(Error::new(Kind::Closed))
-        } else {
-            Ok(())
-        }
+        if self.done || self.terminate { Err(Error::new(Kind::Closed)) } else { Ok(()) }
     }
 
-    fn enqueue(&mut self, f: impl FnOnce(&mut Connection) -> Result<(), zapsocket_proto::Error>) -> Result<u64> {
+    fn enqueue(
+        &mut self,
+        f: impl FnOnce(&mut Connection) -> Result<(), zapsocket_proto::Error>,
+    ) -> Result<u64> {
         let was_empty = self.conn.outbound().is_empty();
         f(&mut self.conn)?;
         if was_empty {

@@ -24,11 +24,29 @@ async fn malformed_handshakes_get_their_status() {
         (format!("POST / HTTP/1.1\r\n{base}{KEY}Sec-WebSocket-Version: 13\r\n\r\n"), "405"),
         (format!("GET / HTTP/1.1\r\n{base}{KEY}Sec-WebSocket-Version: 8\r\n\r\n"), "426"),
         (format!("GET / HTTP/1.1\r\n{base}{KEY}\r\n"), "426"),
-        (format!("GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n{KEY}Sec-WebSocket-Version: 13\r\n\r\n"), "426"),
+        (
+            format!(
+                "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n{KEY}Sec-WebSocket-Version: 13\r\n\r\n"
+            ),
+            "426",
+        ),
         (format!("GET / HTTP/1.1\r\n{base}Sec-WebSocket-Version: 13\r\n\r\n"), "400"),
-        (format!("GET / HTTP/1.1\r\n{base}Sec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n\r\n"), "400"),
-        (format!("GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{KEY}Sec-WebSocket-Version: 13\r\n\r\n"), "400"),
-        (format!("GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n{KEY}Sec-WebSocket-Version: 13\r\n\r\n"), "400"),
+        (
+            format!("GET / HTTP/1.1\r\n{base}Sec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n\r\n"),
+            "400",
+        ),
+        (
+            format!(
+                "GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{KEY}Sec-WebSocket-Version: 13\r\n\r\n"
+            ),
+            "400",
+        ),
+        (
+            format!(
+                "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n{KEY}Sec-WebSocket-Version: 13\r\n\r\n"
+            ),
+            "400",
+        ),
         (format!("GET / HTTP/1.0\r\n{base}{KEY}Sec-WebSocket-Version: 13\r\n\r\n"), "400"),
         ("\x01\x02garbage\r\n\r\n".to_owned(), "400"),
     ];
@@ -37,7 +55,9 @@ async fn malformed_handshakes_get_their_status() {
         assert!(line.starts_with(&format!("HTTP/1.1 {status}")), "{request:?} -> {line:?}");
     }
     // The version refusal says which version we speak.
-    let (_p, head) = RawPeer::request(addr, &format!("GET / HTTP/1.1\r\n{base}{KEY}Sec-WebSocket-Version: 8\r\n\r\n")).await;
+    let (_p, head) =
+        RawPeer::request(addr, &format!("GET / HTTP/1.1\r\n{base}{KEY}Sec-WebSocket-Version: 8\r\n\r\n"))
+            .await;
     assert!(head.contains("Sec-WebSocket-Version: 13"), "{head}");
     // And the server still serves.
     let mut ws = Client::connect(&url(addr, "/")).await.unwrap();

@@ -92,7 +92,8 @@ impl RawPeer {
     /// Reads frames until a close frame; returns its code (None if empty).
     pub async fn read_close_code(&mut self) -> Option<u16> {
         loop {
-            let (b0, payload) = tokio::time::timeout(Duration::from_secs(5), self.read_frame()).await.unwrap();
+            let (b0, payload) =
+                tokio::time::timeout(Duration::from_secs(5), self.read_frame()).await.unwrap();
             if b0 & 0x0f == 0x8 {
                 return (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
             }
