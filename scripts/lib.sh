@@ -2,7 +2,7 @@
 # Sets ROOT (the repo root) and cds there, so every script works from any cwd.
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
+cd "$ROOT" || exit 1
 
 # The Autobahn harness lives beside the repo (../shared/conformance) unless told otherwise.
 CONFORMANCE="${ZAPSOCKET_CONFORMANCE:-$ROOT/../shared/conformance}"
@@ -52,6 +52,7 @@ build_example() {
   local name="$1" json
   mkdir -p "$LOG_DIR"
   json="$LOG_DIR/build-$name.json"
+  # shellcheck disable=SC2016 # $1 and $2 are the inner sh's arguments
   quietly "build-$name" sh -c 'cargo build --release --example "$1" --message-format=json-render-diagnostics > "$2"' \
     sh "$name" "$json" || die "cargo build --release --example $name failed"
   "$HOST_PYTHON" -c '

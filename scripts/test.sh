@@ -18,7 +18,8 @@
 # The test step sees ZAPSOCKET_INTEROP=1, ZAPSOCKET_INTEROP_DIR, ZAPSOCKET_NODE,
 # ZAPSOCKET_NODE_MODULES and ZAPSOCKET_PYTHON (scripts/interop-env.sh).
 # Env: ZAPSOCKET_REQUIRE_AUTOBAHN=1 fails (instead of skipping) when an Autobahn example is
-# missing; ZAPSOCKET_NO_NEXTEST=1 uses cargo test even when nextest is installed.
+# missing; ZAPSOCKET_NO_NEXTEST=1 uses cargo test even when nextest is installed;
+# ZAPSOCKET_TEST_TIMEOUT (seconds, default 1800) bounds the test step.
 # Quiet steps keep their output in target/test-logs/ and print it when they fail.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -95,21 +96,22 @@ step_peers() {
 }
 
 step_fmt() {
-  quietly fmt cargo fmt --all --check || { log "run: cargo fmt --all"; return 1; }
+  quietly fmt cargo fmt --all --check -- --color never || { log "run: cargo fmt --all"; return 1; }
 }
 
 step_layering() {
-  if ! cargo metadata --no-deps --format-version 1 | grep -q '"name":"zapsocket-proto"'; then
+  local meta tree
+  meta="$(cargo metadata --no-deps --format-version 1)"
+  if ! grep -q '"name":"zapsocket-proto"' <<< "$meta"; then
     skip_step "no zapsocket-proto package"; return 0
   fi
-  local tree
   tree="$(cargo tree -q -p zapsocket-proto -e normal,build --target all --prefix none --format '{p}')"
   if grep -qE '^tokio ' <<< "$tree"; then
     log "zapsocket-proto depends on tokio (it must stay sans-IO); the path:"
     cargo tree -q -p zapsocket-proto -e normal,build --target all -i tokio >&2 || true
     return 1
   fi
-  say "   zapsocket-proto: $(sed "s/ (\*)$//" <<< "$tree" | sort -u | grep -c .) crates in its dependency tree, no tokio"
+  say "   zapsocket-proto: $(sort -u <<< "${tree// (\*)/}" | grep -c .) crates in its dependency tree, no tokio"
 }
 
 step_clippy() {
@@ -119,13 +121,22 @@ step_clippy() {
 step_test() {
   ensure_peers
   export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+  # A hung test must not eat CI's whole budget: stop the run (and its children) after a bound.
+  local limit=(timeout -k 30 "${ZAPSOCKET_TEST_TIMEOUT:-1800}")
+  local rc=0
   if [ "${ZAPSOCKET_NO_NEXTEST:-0}" != 1 ] && cargo nextest --version > /dev/null 2>&1; then
-    cargo nextest run --workspace --cargo-quiet --status-level slow --no-tests warn
-    say "   doctests (nextest skips them):"
-    cargo test --workspace --doc -q
+    "${limit[@]}" cargo nextest run --workspace --cargo-quiet --status-level slow --no-tests warn || rc=$?
+    if [ "$rc" = 0 ]; then
+      say "   doctests (nextest skips them):"
+      "${limit[@]}" cargo test --workspace --doc -q || rc=$?
+    fi
   else
-    cargo test --workspace -q
+    "${limit[@]}" cargo test --workspace -q || rc=$?
   fi
+  if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+    log "tests still running after ${ZAPSOCKET_TEST_TIMEOUT:-1800}s: stopped (ZAPSOCKET_TEST_TIMEOUT)"
+  fi
+  return "$rc"
 }
 
 autobahn_step() { # autobahn_step ROLE
@@ -170,7 +181,9 @@ for CURRENT in "${run[@]}"; do
   set -e
   secs=$(( $(date +%s) - t0 ))
   if [ "$rc" != 0 ]; then
-    say "test.sh: FAILED at step '$CURRENT' (exit $rc, after ${secs}s); passed before it: ${timings[*]:-nothing}"
+    passed="nothing"
+    [ "${#timings[@]}" -eq 0 ] || passed="$(printf '%s, ' "${timings[@]}")"
+    say "test.sh: FAILED at step '$CURRENT' (exit $rc, after ${secs}s); passed before it: ${passed%, }"
     say "test.sh: rerun that step alone with: scripts/test.sh --only $CURRENT"
     exit 1
   fi
