@@ -102,6 +102,11 @@ impl Outbound {
         n
     }
 
+    /// How many chunks are queued (a vectored write is worth it above one).
+    pub fn chunk_count(&self) -> usize {
+        self.chunks.len() + usize::from(!self.tail.is_empty())
+    }
+
     /// The first queued chunk, for transports without vectored writes.
     pub fn first_chunk(&self) -> &[u8] {
         match self.chunks.front() {

@@ -36,6 +36,8 @@ pub(crate) struct Driver<S> {
     /// When a closed client stops waiting for the server to end the TCP connection.
     linger_until: Option<Instant>,
     on_done: Option<Box<dyn FnOnce() + Send>>,
+    /// Data was read since the last timer tick: keep the buffers for reuse.
+    active: bool,
 }
 
 impl<S> Driver<S> {
@@ -48,6 +50,7 @@ impl<S> Driver<S> {
             shut_down: false,
             linger_until: None,
             on_done: None,
+            active: false,
         }
     }
 
@@ -133,10 +136,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         let mut wrote = false;
         while !inner.conn.outbound().is_empty() && !self.shut_down {
             let outbound = inner.conn.outbound();
-            let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
-            let n = outbound.io_slices(&mut slices);
             // One chunk goes out with a plain write (`send`), cheaper than `writev`.
-            let result = if n > 1 && self.stream.is_write_vectored() {
+            let result = if outbound.chunk_count() > 1 && self.stream.is_write_vectored() {
+                let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
+                let n = outbound.io_slices(&mut slices);
                 Pin::new(&mut self.stream).poll_write_vectored(cx, &slices[..n])
             } else {
                 Pin::new(&mut self.stream).poll_write(cx, outbound.first_chunk())
@@ -156,9 +159,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 return Err(e.into());
             }
             inner.wake_written();
-            if inner.conn.outbound().is_empty() {
-                inner.conn.outbound().shrink();
-            }
         }
         Ok(wrote)
     }
@@ -185,6 +185,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 Ok(true)
             }
             Poll::Ready(Ok(_)) => {
+                self.active = true;
                 inner.conn.note_received();
                 if inner.conn.is_closed() {
                     // Closed: what follows is discarded.
@@ -195,7 +196,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             }
             Poll::Ready(Err(e)) => Err(e.into()),
             Poll::Pending => {
-                if inner.conn.read_buffer().is_empty() {
+                // A connection that has not been active since the last timer tick
+                // holds no buffers while it waits.
+                if !self.active && inner.conn.read_buffer().is_empty() {
                     inner.conn.release_buffers();
                 }
                 Ok(false)
@@ -224,6 +227,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         }
         let now = Instant::now();
         if deadline <= now {
+            if !self.active && inner.conn.read_buffer().is_empty() && inner.conn.outbound().is_empty() {
+                inner.conn.release_buffers();
+            }
+            self.active = false;
             let before = inner.conn.outbound().len();
             inner.conn.handle_timeout(now)?;
             if self.linger_until.is_some_and(|l| l <= now) {

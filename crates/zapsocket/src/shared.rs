@@ -290,9 +290,11 @@ impl Inner {
     /// are kept for `recv()` up to `max_read_buffer` bytes, the rest dropped. Returns
     /// whether anything was decoded.
     pub(crate) fn drain_while_closing(&mut self) -> bool {
-        let closing = self.conn.state() == State::CloseSent || !self.receiver_alive;
+        if self.receiver_alive && self.conn.state() != State::CloseSent {
+            return false;
+        }
         let mut any = false;
-        while closing && !self.conn.is_closed() {
+        while !self.conn.is_closed() {
             let Some(item) = self.decode_next() else { break };
             any = true;
             let keep = match &item {
