@@ -111,10 +111,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             // Every handle was dropped: close politely.
             let _ = inner.conn.close(Instant::now(), CloseCode::NORMAL, "");
         }
+        // A write only wakes the writers: it gives the driver itself nothing new to do.
         let mut progress = false;
-        match self.write(cx, inner) {
-            Ok(wrote) => progress |= wrote,
-            Err(e) => return fail(inner, e),
+        if let Err(e) = self.write(cx, inner) {
+            return fail(inner, e);
         }
         match self.read(cx, inner) {
             Ok(read) => progress |= read,

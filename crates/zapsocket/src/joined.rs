@@ -1,9 +1,10 @@
 //! Runs a connection's driver and its handler in one task.
 //!
 //! The handler and the driver wake each other for every message (data read, frame
-//! queued, frame written). In one task with a shared waker, those wakes only set a flag
-//! while the task is being polled, and the poll loops until neither has more to do: no
-//! trip through the scheduler per message.
+//! queued, frame written). Here each gets its own waker: while the task is being polled
+//! a wake only sets that future's flag, and the poll loops, polling just the futures
+//! that were woken, until neither has more to do. No trip through the scheduler per
+//! message, and no poll of a future that has nothing to do.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,12 +15,17 @@ use std::task::{Context, Poll, Wake, Waker};
 /// The most rounds in one poll before yielding to other tasks.
 const MAX_ROUNDS: usize = 32;
 
-/// The waker both inner futures see.
+/// What both wakers share: the task to wake and whether it is being polled.
 #[derive(Default)]
-struct Flag {
+struct Task {
     polling: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+/// One inner future's waker.
+struct Flag {
     woken: AtomicBool,
-    task: Mutex<Option<Waker>>,
+    task: Arc<Task>,
 }
 
 impl Wake for Flag {
@@ -29,12 +35,27 @@ impl Wake for Flag {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.woken.store(true, Ordering::SeqCst);
-        if !self.polling.load(Ordering::SeqCst) {
-            let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            if let Some(task) = task {
-                task.wake();
+        if !self.task.polling.load(Ordering::SeqCst) {
+            let waker = self.task.waker.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some(waker) = waker {
+                waker.wake();
             }
         }
+    }
+}
+
+impl Flag {
+    fn new(task: &Arc<Task>) -> Arc<Flag> {
+        // Both futures run on the first poll.
+        Arc::new(Flag { woken: AtomicBool::new(true), task: task.clone() })
+    }
+
+    fn take(&self) -> bool {
+        self.woken.swap(false, Ordering::SeqCst)
+    }
+
+    fn is_set(&self) -> bool {
+        self.woken.load(Ordering::SeqCst)
     }
 }
 
@@ -42,15 +63,27 @@ impl Wake for Flag {
 pub(crate) struct Joined<D, H> {
     driver: Option<D>,
     handler: Option<Pin<Box<H>>>,
-    flag: Arc<Flag>,
-    waker: Waker,
+    task: Arc<Task>,
+    driver_flag: Arc<Flag>,
+    handler_flag: Arc<Flag>,
+    driver_waker: Waker,
+    handler_waker: Waker,
 }
 
 impl<D, H> Joined<D, H> {
     pub(crate) fn new(driver: D, handler: H) -> Self {
-        let flag = Arc::new(Flag::default());
-        let waker = Waker::from(flag.clone());
-        Joined { driver: Some(driver), handler: Some(Box::pin(handler)), flag, waker }
+        let task = Arc::new(Task::default());
+        let driver_flag = Flag::new(&task);
+        let handler_flag = Flag::new(&task);
+        Joined {
+            driver: Some(driver),
+            handler: Some(Box::pin(handler)),
+            driver_waker: Waker::from(driver_flag.clone()),
+            handler_waker: Waker::from(handler_flag.clone()),
+            task,
+            driver_flag,
+            handler_flag,
+        }
     }
 }
 
@@ -64,37 +97,42 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
         {
-            let mut task = this.flag.task.lock().unwrap_or_else(|p| p.into_inner());
-            if !task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
-                *task = Some(cx.waker().clone());
+            let mut waker = this.task.waker.lock().unwrap_or_else(|p| p.into_inner());
+            if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *waker = Some(cx.waker().clone());
             }
         }
-        this.flag.polling.store(true, Ordering::SeqCst);
-        let mut inner_cx = Context::from_waker(&this.waker);
+        this.task.polling.store(true, Ordering::SeqCst);
         for _ in 0..MAX_ROUNDS {
-            this.flag.woken.store(false, Ordering::SeqCst);
-            if let Some(driver) = &mut this.driver {
-                if Pin::new(driver).poll(&mut inner_cx).is_ready() {
-                    this.driver = None;
+            let run_driver = this.driver_flag.take();
+            if run_driver {
+                if let Some(driver) = &mut this.driver {
+                    if Pin::new(driver).poll(&mut Context::from_waker(&this.driver_waker)).is_ready() {
+                        this.driver = None;
+                    }
                 }
             }
-            if let Some(handler) = &mut this.handler {
-                if handler.as_mut().poll(&mut inner_cx).is_ready() {
-                    this.handler = None;
+            // Includes a wake from the driver poll just above.
+            let run_handler = this.handler_flag.take();
+            if run_handler {
+                if let Some(handler) = &mut this.handler {
+                    if handler.as_mut().poll(&mut Context::from_waker(&this.handler_waker)).is_ready() {
+                        this.handler = None;
+                    }
                 }
             }
             if this.driver.is_none() && this.handler.is_none() {
                 return Poll::Ready(());
             }
-            if !this.flag.woken.load(Ordering::SeqCst) {
-                this.flag.polling.store(false, Ordering::SeqCst);
-                if !this.flag.woken.load(Ordering::SeqCst) {
+            if !this.driver_flag.is_set() && !this.handler_flag.is_set() {
+                this.task.polling.store(false, Ordering::SeqCst);
+                if !this.driver_flag.is_set() && !this.handler_flag.is_set() {
                     return Poll::Pending;
                 }
-                this.flag.polling.store(true, Ordering::SeqCst);
+                this.task.polling.store(true, Ordering::SeqCst);
             }
         }
-        this.flag.polling.store(false, Ordering::SeqCst);
+        this.task.polling.store(false, Ordering::SeqCst);
         cx.waker().wake_by_ref();
         Poll::Pending
     }
