@@ -1,0 +1,189 @@
+//! Interop with peers not written here: Node's `ws` and Python's `websockets`, as
+//! clients of a zapsocket server and as servers for the zapsocket client.
+//!
+//! The peers live in `tests/interop/` and are installed by `scripts/setup.sh` (run by
+//! `scripts/test.sh`). With `ZAPSOCKET_INTEROP=1` a missing peer fails the test; without
+//! it, a test whose peer is not installed says so and passes.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use zapsocket::{Client, CloseCode, Message, Server, WebSocket};
+
+struct Peer {
+    program: PathBuf,
+    script: PathBuf,
+}
+
+fn interop_dir() -> PathBuf {
+    std::env::var_os("ZAPSOCKET_INTEROP_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop"))
+}
+
+/// The peer's interpreter and script, or `None` (with a note) when not installed.
+fn peer(kind: &str, script: &str) -> Option<Peer> {
+    let dir = interop_dir();
+    let program = match kind {
+        "node" => {
+            let modules = dir.join("node/node_modules/ws/package.json");
+            modules.exists().then(|| std::env::var_os("ZAPSOCKET_NODE").map_or("node".into(), PathBuf::from))
+        }
+        _ => std::env::var_os("ZAPSOCKET_PYTHON")
+            .map(PathBuf::from)
+            .or_else(|| Some(dir.join("python/.venv/bin/python")).filter(|p| p.exists()))
+            .or_else(|| Some(dir.join("python/site/python")).filter(|p| p.exists())),
+    };
+    match program {
+        Some(program) => Some(Peer { program, script: dir.join(kind).join(script) }),
+        None if std::env::var("ZAPSOCKET_INTEROP").as_deref() == Ok("1") => {
+            panic!("{kind} interop peer not installed: run scripts/setup.sh")
+        }
+        None => {
+            eprintln!("skipped: {kind} interop peer not installed (scripts/setup.sh installs it)");
+            None
+        }
+    }
+}
+
+/// Kills the child process on drop.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A zapsocket echo server that reports the close frames it sees.
+async fn echo_server()
+-> (std::net::SocketAddr, tokio::sync::mpsc::UnboundedReceiver<Option<zapsocket::CloseFrame>>) {
+    let server = Server::builder().bind().await.unwrap();
+    let addr = server.local_addr();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(server.serve(move |mut ws: WebSocket| {
+        let tx = tx.clone();
+        async move {
+            while let Some(Ok(msg)) = ws.recv().await {
+                if msg.is_data() && ws.send(msg).await.is_err() {
+                    break;
+                }
+            }
+            let _ = tx.send(ws.close_frame());
+        }
+    }));
+    (addr, rx)
+}
+
+async fn foreign_client_against_our_server(kind: &str, script: &str) {
+    let Some(peer) = peer(kind, script) else { return };
+    let (addr, mut closes) = echo_server().await;
+    let url = format!("ws://{addr}/");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(&peer.program).arg(&peer.script).arg(&url).output().expect("spawn peer")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{kind} client failed: {stdout} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("\"ok\":true") || stdout.contains("\"ok\": true"), "{stdout}");
+    let close = tokio::time::timeout(Duration::from_secs(5), closes.recv()).await.unwrap().unwrap().unwrap();
+    assert_eq!((close.code, close.reason.as_str()), (CloseCode(4000), "bye"));
+}
+
+#[tokio::test]
+async fn node_ws_client_talks_to_our_server() {
+    foreign_client_against_our_server("node", "echo_client.mjs").await;
+}
+
+#[tokio::test]
+async fn python_websockets_client_talks_to_our_server() {
+    foreign_client_against_our_server("python", "echo_client.py").await;
+}
+
+/// Starts a foreign echo server on a free port; returns it, its port and its stdout.
+fn start_foreign_server(peer: &Peer) -> (Guard, u16, BufReader<std::process::ChildStdout>) {
+    let mut child = Command::new(&peer.program)
+        .arg(&peer.script)
+        .arg("0")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn peer server");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let guard = Guard(child);
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let port = line.trim().strip_prefix("listening ").and_then(|p| p.parse().ok()).expect("listening PORT");
+    (guard, port, stdout)
+}
+
+async fn our_client_against_foreign_server(kind: &str, script: &str) {
+    let Some(peer) = peer(kind, script) else { return };
+    let (_guard, port, stdout) = start_foreign_server(&peer);
+    let url = format!("ws://127.0.0.1:{port}/");
+    let mut ws = Client::connect(&url).await.unwrap();
+    let binary: Vec<u8> = (0..65536u32).map(|i| (i * 31 + 7) as u8).collect();
+    let text = "aé€𝄞".repeat(100_000);
+    for msg in [
+        Message::text("hello"),
+        Message::binary(binary),
+        Message::text(""),
+        Message::text(text),
+        Message::binary(Bytes::new()),
+    ] {
+        ws.send(msg.clone()).await.unwrap();
+        let echo = tokio::time::timeout(Duration::from_secs(10), ws.recv()).await.unwrap().unwrap().unwrap();
+        assert!(echo == msg, "{kind}: echo of a {} byte message differs", msg.len());
+    }
+    ws.ping("zap-ping").await.unwrap();
+    loop {
+        match ws.recv().await.unwrap().unwrap() {
+            Message::Pong(p) => {
+                assert_eq!(&p[..], b"zap-ping");
+                break;
+            }
+            other => assert!(matches!(other, Message::Ping(_)), "unexpected {other:?}"),
+        }
+    }
+    ws.close(CloseCode(4000), "bye").await.unwrap();
+    assert_eq!(ws.close_frame().unwrap().code, CloseCode(4000), "{kind} echoed our close code");
+
+    // The server logs the close it saw, as a JSON line.
+    let seen = tokio::task::spawn_blocking(move || {
+        let mut lines = stdout.lines();
+        lines.find_map(|l| l.ok().filter(|l| l.contains("close")))
+    })
+    .await
+    .unwrap()
+    .expect("close line");
+    assert!(seen.contains("4000") && seen.contains("bye"), "{seen}");
+
+    // The server closes with its own code.
+    let mut ws = Client::connect(&url).await.unwrap();
+    ws.send("close-me").await.unwrap();
+    while let Some(item) = tokio::time::timeout(Duration::from_secs(5), ws.recv()).await.unwrap() {
+        item.unwrap();
+    }
+    let frame = ws.close_frame().unwrap();
+    assert_eq!((frame.code, frame.reason.as_str()), (CloseCode(4001), "server bye"));
+}
+
+#[tokio::test]
+async fn our_client_talks_to_a_node_ws_server() {
+    our_client_against_foreign_server("node", "echo_server.mjs").await;
+}
+
+#[tokio::test]
+async fn our_client_talks_to_a_python_websockets_server() {
+    our_client_against_foreign_server("python", "echo_server.py").await;
+}
