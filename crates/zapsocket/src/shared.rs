@@ -313,7 +313,9 @@ impl Inner {
     }
 
     pub(crate) fn below_read_limit(&self) -> bool {
-        self.conn.buffered_incoming() < self.max_read_buffer || self.conn.read_hint() > 0
+        // Fragments already assembled are bounded by max_message_size; this bounds what
+        // is read ahead of `recv()`.
+        self.conn.undecoded_len() < self.max_read_buffer || self.conn.read_hint() > 0
     }
 
     pub(crate) fn wake_written(&mut self) {

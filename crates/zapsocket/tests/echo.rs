@@ -155,3 +155,20 @@ async fn buffered_amount_drains_to_zero() {
     }
     assert_eq!(ws.buffered_amount(), 0);
 }
+
+#[tokio::test]
+async fn a_message_in_65536_fragments_is_reassembled() {
+    // Regression: assembled fragments counted against the read-ahead limit stalled
+    // reading once a fragmented message passed 64 KiB (Autobahn 9.3.1).
+    let addr = echo_addr().await;
+    let ws = Client::connect(&url(addr, "/")).await.unwrap();
+    let (mut tx, mut rx) = ws.split();
+    let chunk = vec![b'a'; 64];
+    for i in 0..65536 {
+        let fin = i == 65535;
+        tx.send_fragment(Message::binary(chunk.clone()), fin).await.unwrap();
+    }
+    tx.flush().await.unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(20), rx.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(msg.len(), 4 << 20);
+}

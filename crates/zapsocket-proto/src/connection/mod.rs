@@ -175,6 +175,11 @@ impl Connection {
         self.rbuf.len() + self.assembly.as_ref().map_or(0, |a| a.buf.len())
     }
 
+    /// Received bytes not yet decoded (the read buffer's length).
+    pub fn undecoded_len(&self) -> usize {
+        self.rbuf.len()
+    }
+
     // Inputs.
 
     /// The read buffer: append received bytes to it, then call
