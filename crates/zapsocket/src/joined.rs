@@ -104,22 +104,18 @@ where
         }
         this.task.polling.store(true, Ordering::SeqCst);
         for _ in 0..MAX_ROUNDS {
-            let run_driver = this.driver_flag.take();
-            if run_driver {
-                if let Some(driver) = &mut this.driver {
-                    if Pin::new(driver).poll(&mut Context::from_waker(&this.driver_waker)).is_ready() {
-                        this.driver = None;
-                    }
-                }
+            if this.driver_flag.take()
+                && let Some(driver) = &mut this.driver
+                && Pin::new(driver).poll(&mut Context::from_waker(&this.driver_waker)).is_ready()
+            {
+                this.driver = None;
             }
             // Includes a wake from the driver poll just above.
-            let run_handler = this.handler_flag.take();
-            if run_handler {
-                if let Some(handler) = &mut this.handler {
-                    if handler.as_mut().poll(&mut Context::from_waker(&this.handler_waker)).is_ready() {
-                        this.handler = None;
-                    }
-                }
+            if this.handler_flag.take()
+                && let Some(handler) = &mut this.handler
+                && handler.as_mut().poll(&mut Context::from_waker(&this.handler_waker)).is_ready()
+            {
+                this.handler = None;
             }
             if this.driver.is_none() && this.handler.is_none() {
                 return Poll::Ready(());

@@ -381,13 +381,13 @@ async fn handshake(
 
 /// Validates an upgrade request; `Err` holds the HTTP response to send instead.
 fn answer(request: &Request, settings: &Settings) -> Result<(String, ServerResponse), Vec<u8>> {
-    if !request.as_proto().is_upgrade() {
-        if let Some(handler) = &settings.http {
-            return Err(match handler(request) {
-                Some(response) => response.encode(),
-                None => error_response(404, &[], "not found"),
-            });
-        }
+    if !request.as_proto().is_upgrade()
+        && let Some(handler) = &settings.http
+    {
+        return Err(match handler(request) {
+            Some(response) => response.encode(),
+            None => error_response(404, &[], "not found"),
+        });
     }
     if !settings.paths.is_empty() && !settings.paths.iter().any(|p| p == request.path()) {
         return Err(error_response(404, &[], "no WebSocket endpoint at this path"));

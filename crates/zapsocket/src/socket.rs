@@ -390,7 +390,8 @@ impl Sink<Message> for WebSocketSender {
     type Error = Error;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        let mut probe: Option<fn(&mut Connection) -> Result<(), zapsocket_proto::Error>> = Some(|_| Ok(()));
+        type Probe = fn(&mut Connection) -> Result<(), zapsocket_proto::Error>;
+        let mut probe: Option<Probe> = Some(|_| Ok(()));
         self.shared.poll_enqueue(cx, &mut probe).map_ok(drop)
     }
 
