@@ -1,5 +1,7 @@
 //! Broadcast to many clients, all-but-sender, and the slow-consumer policy.
 
+#![allow(clippy::unwrap_used)] // Test helpers: a failed step is a failed test.
+
 mod common;
 
 use std::time::Duration;

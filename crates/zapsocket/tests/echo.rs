@@ -1,5 +1,7 @@
 //! Echo through real sockets: every message kind and size, fragments, ping/pong, close.
 
+#![allow(clippy::unwrap_used)] // Test helpers: a failed step is a failed test.
+
 mod common;
 
 use std::time::Duration;

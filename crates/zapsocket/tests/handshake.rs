@@ -1,5 +1,7 @@
 //! Malformed handshakes get the right HTTP status; the server keeps serving.
 
+#![allow(clippy::unwrap_used)] // Test helpers: a failed step is a failed test.
+
 mod common;
 
 use std::time::Duration;

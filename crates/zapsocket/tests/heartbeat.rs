@@ -1,5 +1,7 @@
 //! The heartbeat terminates silent peers and keeps live ones.
 
+#![allow(clippy::unwrap_used)] // Test helpers: a failed step is a failed test.
+
 mod common;
 
 use std::time::{Duration, Instant};

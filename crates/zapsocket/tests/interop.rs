@@ -5,6 +5,8 @@
 //! `scripts/test.sh`). With `ZAPSOCKET_INTEROP=1` a missing peer fails the test; without
 //! it, a test whose peer is not installed says so and passes.
 
+#![allow(clippy::unwrap_used)] // Test helpers: a failed step is a failed test.
+
 mod common;
 
 use std::io::{BufRead, BufReader};

@@ -1,5 +1,7 @@
 //! Invalid frames get the right close code while the server keeps serving others.
 
+#![allow(clippy::unwrap_used)] // Test helpers: a failed step is a failed test.
+
 mod common;
 
 use zapsocket::{Client, Message, Server};

@@ -1,6 +1,6 @@
 //! Test helpers: servers on port 0, raw TCP peers.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::time::Duration;
