@@ -7,7 +7,8 @@
 #   Python `websockets`               tests/interop/python/.venv (python3 -m venv), or when
 #                                     venv is unavailable pip --target tests/interop/python/site
 #                                     with the wrapper tests/interop/python/site/python
-#   JS client deps (later)            npm ci in js/ when js/package-lock.json exists
+#   JS client deps                    npm ci in js/ when js/package-lock.json exists
+#   Chromium (browser tests)          apt-get install chromium when /usr/bin/chromium is missing
 #   Autobahn|Testsuite (wstest)       ../shared/conformance/install.sh (outside the repo)
 #   --no-peers     skip Node and Python      --no-autobahn  skip the Autobahn install
 # Env: ZAPSOCKET_HOST_PYTHON (python3), ZAPSOCKET_CONFORMANCE (../shared/conformance).
@@ -120,12 +121,15 @@ if [ -f "$ROOT/js/package.json" ] && [ -f "$ROOT/js/package-lock.json" ]; then
 fi
 [ "$AUTOBAHN" = 1 ] && setup_autobahn
 
-# Later (not needed yet): Debian packages for the Redis adapter and browser tests.
+# Headless Chromium for js/test/browser.test.mjs (Debian's package; root + apt-get).
+if [ -f "$ROOT/js/test/browser.test.mjs" ] && [ ! -x /usr/bin/chromium ]; then
+  apt_install chromium || die "chromium is needed for the headless browser tests (apt-get install -y chromium, as root)"
+  done_list+=("chromium")
+fi
+
+# Later (not needed yet): Debian packages for the Redis adapter.
 # if [ -d "$ROOT/crates/zapsocket-redis" ] && ! command -v redis-server > /dev/null; then
 #   apt_install redis-server || die "redis-server is needed for the zapsocket-redis tests"
-# fi
-# if [ -d "$ROOT/js/test/browser" ] && ! command -v chromium > /dev/null; then
-#   apt_install chromium || die "chromium is needed for the headless browser tests"
 # fi
 
 if [ "${#done_list[@]}" -gt 0 ]; then
