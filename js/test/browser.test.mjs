@@ -94,3 +94,28 @@ test('two pages chat in one room, see each other in the members list, and see a 
   assert.deepEqual(await childTexts(ada, 'members'), ['ada']);
   await ada.close();
 });
+
+test('zap serve restarts: both pages show reconnecting, then connected, and chat again without a reload', async () => {
+  const room = `restart-${process.pid}`;
+  const ada = await openChat('ada', room);
+  const bob = await openChat('bob', room);
+  await waitForText(ada.getByTestId('members'), (t) => t.includes('bob'), 'ada sees bob');
+
+  await server.stop();
+  for (const [who, page] of [['ada', ada], ['bob', bob]]) {
+    await waitForText(page.getByTestId('status'), (t) => t === 'reconnecting', `${who}: reconnecting`);
+  }
+  await server.restart();
+  for (const [who, page] of [['ada', ada], ['bob', bob]]) {
+    await waitForText(page.getByTestId('status'), (t) => t === 'connected', `${who}: connected again`, 20000);
+    await waitForText(page.getByTestId('members'), (t) => t.includes('ada') && t.includes('bob'), `${who} sees both after rejoining`);
+  }
+
+  await bob.getByTestId('message').fill('still here after the restart');
+  await bob.getByTestId('send').click();
+  await waitForText(ada.getByTestId('messages'), (t) => t.includes('still here after the restart'), 'ada gets the new message');
+  const last = (await childTexts(ada, 'messages')).at(-1);
+  assert.ok(last.includes('bob') && last.includes('still here after the restart'), last);
+  await ada.close();
+  await bob.close();
+});
