@@ -1,0 +1,73 @@
+//! The hub's limits, with the defaults of docs/PROTOCOL.md (*Limits*).
+
+use std::time::Duration;
+
+/// Limits and timeouts of a [`Hub`](crate::Hub). Each field says its default and what it
+/// protects against; change them on a `HubConfig::default()`.
+///
+/// ```
+/// let mut config = zapsocket_realtime::HubConfig::default();
+/// config.max_rooms = 10;
+/// let hub = zapsocket_realtime::Hub::builder().config(config).build();
+/// # drop(hub);
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct HubConfig {
+    /// The largest envelope accepted, in bytes. Default: 1 MiB. Larger ones get
+    /// `too_large` without being parsed, so a peer cannot make the server parse huge
+    /// JSON. (The WebSocket server's own message limit closes with 1009 past it: set it
+    /// at or above this one.)
+    pub max_message: usize,
+    /// The longest event, procedure or room name, in bytes. Default: 128. Bounds the keys
+    /// a peer can make the server store and look up.
+    pub max_name: usize,
+    /// The most rooms one socket can be in (not counting `$all` and its own room).
+    /// Default: 100. Past it `$join` fails with `limit`: stops one socket from creating
+    /// rooms without end.
+    pub max_rooms: usize,
+    /// The most requests pending in each direction per socket: acks the server awaits,
+    /// and client requests (acks and calls) being handled. Default: 1,024. Past it a
+    /// server request fails with `limit` and the server stops reading the socket until
+    /// one finishes (TCP backpressure).
+    pub max_pending_acks: usize,
+    /// How long the server waits for a client's ack. Default: 10 s. Told to clients in
+    /// `$hello` as their default too.
+    pub ack_timeout: Duration,
+    /// Each room's history, kept so that offsets can be replayed (recovery).
+    pub history: HistoryLimits,
+    /// How long a disconnected session is kept for recovery. Default: 2 minutes.
+    pub recovery_window: Duration,
+}
+
+/// Bounds of one room's history: whichever is reached first evicts the oldest messages.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct HistoryLimits {
+    /// Messages per room. Default: 1,000.
+    pub max_messages: usize,
+    /// Encoded bytes per room. Default: 1 MiB.
+    pub max_bytes: usize,
+    /// Age of the oldest message kept. Default: 2 minutes.
+    pub max_age: Duration,
+}
+
+impl Default for HistoryLimits {
+    fn default() -> Self {
+        HistoryLimits { max_messages: 1_000, max_bytes: 1 << 20, max_age: Duration::from_secs(120) }
+    }
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            max_message: 1 << 20,
+            max_name: 128,
+            max_rooms: 100,
+            max_pending_acks: 1_024,
+            ack_timeout: Duration::from_secs(10),
+            history: HistoryLimits::default(),
+            recovery_window: Duration::from_secs(120),
+        }
+    }
+}

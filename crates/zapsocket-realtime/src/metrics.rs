@@ -1,0 +1,111 @@
+//! Counters of a hub, and their Prometheus text rendering.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// A hub's counters. Read them with [`Hub::metrics`](crate::Hub::metrics).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) connections: AtomicU64,
+    pub(crate) connections_total: AtomicU64,
+    pub(crate) messages_in: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) messages_out: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
+    pub(crate) drops: AtomicU64,
+    pub(crate) errors_out: AtomicU64,
+    pub(crate) broadcasts: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn received(&self, bytes: usize) {
+        self.messages_in.fetch_add(1, Relaxed);
+        self.bytes_in.fetch_add(bytes as u64, Relaxed);
+    }
+
+    /// Counts `count` deliveries of a frame of `bytes`, and `dropped` refusals.
+    pub(crate) fn sent(&self, count: u64, bytes: usize, dropped: u64) {
+        self.messages_out.fetch_add(count, Relaxed);
+        self.bytes_out.fetch_add(count * bytes as u64, Relaxed);
+        if dropped > 0 {
+            self.drops.fetch_add(dropped, Relaxed);
+        }
+    }
+
+    pub(crate) fn snapshot(&self, rooms: usize) -> Metrics {
+        Metrics {
+            connections: self.connections.load(Relaxed),
+            connections_total: self.connections_total.load(Relaxed),
+            rooms: rooms as u64,
+            messages_in: self.messages_in.load(Relaxed),
+            bytes_in: self.bytes_in.load(Relaxed),
+            messages_out: self.messages_out.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+            drops: self.drops.load(Relaxed),
+            errors_out: self.errors_out.load(Relaxed),
+            broadcasts: self.broadcasts.load(Relaxed),
+        }
+    }
+}
+
+/// A snapshot of a hub's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Metrics {
+    /// Sockets connected now.
+    pub connections: u64,
+    /// Sockets connected since the hub started.
+    pub connections_total: u64,
+    /// Rooms with at least one member now (not counting `$all` and sockets' own rooms).
+    pub rooms: u64,
+    /// Text messages received.
+    pub messages_in: u64,
+    /// Bytes of the text messages received (payload).
+    pub bytes_in: u64,
+    /// Messages queued to sockets (a broadcast counts once per recipient).
+    pub messages_out: u64,
+    /// Bytes queued to sockets (encoded frames, once per recipient).
+    pub bytes_out: u64,
+    /// Messages not delivered because the recipient's send queue was full (see
+    /// `zapsocket::SlowConsumer`) or it was closing.
+    pub drops: u64,
+    /// Error replies and `$error` events sent.
+    pub errors_out: u64,
+    /// Room messages sent (each counts once, whatever the number of recipients).
+    pub broadcasts: u64,
+}
+
+impl Metrics {
+    /// The Prometheus text exposition format (version 0.0.4), for `/metrics`.
+    pub fn to_prometheus(&self) -> String {
+        let rows: [(&str, &str, &str, u64); 10] = [
+            ("zapsocket_connections", "gauge", "Sockets connected now.", self.connections),
+            ("zapsocket_connections_total", "counter", "Sockets connected since start.", self.connections_total),
+            ("zapsocket_rooms", "gauge", "Rooms with members now.", self.rooms),
+            ("zapsocket_messages_received_total", "counter", "Text messages received.", self.messages_in),
+            ("zapsocket_received_bytes_total", "counter", "Bytes of text messages received.", self.bytes_in),
+            ("zapsocket_messages_sent_total", "counter", "Messages queued to sockets.", self.messages_out),
+            ("zapsocket_sent_bytes_total", "counter", "Bytes queued to sockets.", self.bytes_out),
+            ("zapsocket_drops_total", "counter", "Messages dropped: full send queue or closing.", self.drops),
+            ("zapsocket_errors_sent_total", "counter", "Error replies and $error events sent.", self.errors_out),
+            ("zapsocket_broadcasts_total", "counter", "Room messages sent (once each).", self.broadcasts),
+        ];
+        let mut out = String::new();
+        for (name, kind, help, value) in rows {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn renders_prometheus_text() {
+        let m = super::Metrics { connections: 3, drops: 1, ..Default::default() };
+        let text = m.to_prometheus();
+        assert!(text.contains("# TYPE zapsocket_connections gauge\nzapsocket_connections 3\n"));
+        assert!(text.contains("zapsocket_drops_total 1\n"));
+        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 10);
+    }
+}

@@ -1,0 +1,138 @@
+//! Rooms and presence: joining, leaving, members, `$joined` and `$left`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use ts_rs::TS;
+
+use crate::envelope::check_name;
+use crate::error::{ErrorCode, ReplyError};
+use crate::hub::{Hub, State};
+use crate::socket::SocketInner;
+
+/// A room member as presence shows it: its session id and public data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct Member {
+    /// The member's session id.
+    pub id: String,
+    /// Its public per-socket data (e.g. `{"name": "ada"}`).
+    pub data: serde_json::Value,
+}
+
+/// The data of `$joined` and `$left`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct PresenceEvent {
+    /// The room.
+    pub room: String,
+    /// Who joined or left.
+    pub member: Member,
+}
+
+/// The data of `$join`, `$leave` and `$members` requests.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct RoomRequest {
+    /// The room.
+    pub room: String,
+}
+
+/// The reply to `$join` and `$members`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct MembersReply {
+    /// The room.
+    pub room: String,
+    /// Its members, in no particular order.
+    pub members: Vec<Member>,
+}
+
+/// A room's members by session id.
+pub(crate) type Members = HashMap<Arc<str>, Arc<SocketInner>>;
+
+impl Hub {
+    /// Checks a room name that a socket may join (not `$all` or `$s:…`).
+    pub(crate) fn check_room(&self, room: &str) -> Result<(), ReplyError> {
+        check_name(room, self.config().max_name).map_err(|m| ReplyError::new(ErrorCode::BAD_ENVELOPE, m))?;
+        if room.starts_with('$') {
+            return Err(ReplyError::new(ErrorCode::RESERVED, format!("room {room:?} is reserved")));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn join(&self, socket: &Arc<SocketInner>, room: &str) -> Result<Vec<Member>, ReplyError> {
+        self.check_room(room)?;
+        let max = self.config().max_rooms;
+        let (members, joined) = {
+            let mut state = self.write_state();
+            let mut rooms = socket.rooms.lock().unwrap_or_else(|p| p.into_inner());
+            let joined = !rooms.contains(room);
+            if joined {
+                if rooms.len() >= max {
+                    return Err(ReplyError::new(ErrorCode::LIMIT, format!("already in {max} rooms")));
+                }
+                if !state.sockets.contains_key(&socket.sid) {
+                    return Err(ReplyError::new(ErrorCode::DISCONNECTED, "the socket is disconnected"));
+                }
+                rooms.insert(room.to_owned());
+                state.rooms.entry(room.to_owned()).or_default().insert(socket.sid.clone(), socket.clone());
+            }
+            (members_of(&state, room), joined)
+        };
+        if joined {
+            let event = PresenceEvent { room: room.to_owned(), member: socket.member() };
+            self.emit_reserved(&[room], &[socket.room.as_str()], "$joined", &event);
+        }
+        Ok(members)
+    }
+
+    pub(crate) fn leave(&self, socket: &Arc<SocketInner>, room: &str) -> Result<(), ReplyError> {
+        self.check_room(room)?;
+        let left = {
+            let mut state = self.write_state();
+            let left = socket.rooms.lock().unwrap_or_else(|p| p.into_inner()).remove(room);
+            remove_member(&mut state, room, &socket.sid);
+            left
+        };
+        if left {
+            let event = PresenceEvent { room: room.to_owned(), member: socket.member() };
+            self.emit_reserved(&[room], &[], "$left", &event);
+        }
+        Ok(())
+    }
+
+    /// Removes a disconnected socket: from the hub, from its rooms (with `$left`).
+    pub(crate) fn remove(&self, socket: &Arc<SocketInner>) {
+        let rooms: Vec<String> = {
+            let mut state = self.write_state();
+            state.sockets.remove(&socket.sid);
+            let rooms = std::mem::take(&mut *socket.rooms.lock().unwrap_or_else(|p| p.into_inner()));
+            for room in &rooms {
+                remove_member(&mut state, room, &socket.sid);
+            }
+            rooms.into_iter().collect()
+        };
+        let member = socket.member();
+        for room in rooms {
+            let event = PresenceEvent { room: room.clone(), member: member.clone() };
+            self.emit_reserved(&[room.as_str()], &[], "$left", &event);
+        }
+        socket.fail_pending();
+    }
+
+    /// The members of `room` (any name but `$` ones: see `check_room`).
+    pub fn members(&self, room: &str) -> Vec<Member> {
+        members_of(&self.read_state(), room)
+    }
+}
+
+fn members_of(state: &State, room: &str) -> Vec<Member> {
+    state.rooms.get(room).map(|m| m.values().map(|s| s.member()).collect()).unwrap_or_default()
+}
+
+fn remove_member(state: &mut State, room: &str, sid: &str) {
+    if let Some(members) = state.rooms.get_mut(room) {
+        members.remove(sid);
+        if members.is_empty() {
+            state.rooms.remove(room);
+        }
+    }
+}

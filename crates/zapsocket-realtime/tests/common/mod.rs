@@ -1,0 +1,96 @@
+//! Test helpers: a hub served on port 0, clients that record what they receive, raw
+//! WebSocket clients for malformed input.
+#![allow(clippy::unwrap_used, dead_code, unreachable_pub)]
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+use zapsocket::{Message, WebSocket};
+use zapsocket_realtime::client::Client;
+use zapsocket_realtime::{Hub, SUBPROTOCOL};
+
+/// Serves `hub` on 127.0.0.1, any port; returns `ws://127.0.0.1:PORT/`. The server stops
+/// with the test's runtime.
+pub async fn serve(hub: &Hub) -> String {
+    let server = zapsocket::Server::builder().subprotocol(SUBPROTOCOL).bind().await.unwrap();
+    let url = format!("ws://{}/", server.local_addr());
+    let hub = hub.clone();
+    tokio::spawn(server.serve(move |ws| hub.clone().handle(ws)));
+    url
+}
+
+/// A client and every event it receives, in order, as (name, data).
+pub struct Recorder {
+    pub client: Client,
+    rx: mpsc::UnboundedReceiver<(String, Value)>,
+}
+
+impl Recorder {
+    pub async fn connect(url: &str) -> Recorder {
+        let client = Client::connect(url).await.unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        client.on_any(move |name, data| {
+            let _ = tx.send((name.to_owned(), serde_json::from_str(data).unwrap()));
+        });
+        Recorder { client, rx }
+    }
+
+    /// The next event, within 5 s.
+    pub async fn next(&mut self) -> (String, Value) {
+        tokio::time::timeout(Duration::from_secs(5), self.rx.recv()).await.expect("no event in 5 s").unwrap()
+    }
+
+    /// The next event that is not presence (`$joined`, `$left`).
+    pub async fn next_app(&mut self) -> (String, Value) {
+        loop {
+            let event = self.next().await;
+            if !event.0.starts_with("$joined") && !event.0.starts_with("$left") {
+                return event;
+            }
+        }
+    }
+
+    /// Every event up to the marker event `end` (excluded), skipping presence.
+    pub async fn until_end(&mut self) -> Vec<(String, Value)> {
+        let mut got = Vec::new();
+        loop {
+            let event = self.next_app().await;
+            if event.0 == "end" {
+                return got;
+            }
+            got.push(event);
+        }
+    }
+
+    /// Asserts that nothing arrives within 200 ms.
+    pub async fn assert_silent(&mut self) {
+        if let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(200), self.rx.recv()).await {
+            panic!("unexpected event {event:?}");
+        }
+    }
+}
+
+/// A raw WebSocket that has read `$hello`; returns it with the hello's data.
+pub async fn raw(url: &str) -> (WebSocket, Value) {
+    let mut ws = zapsocket::Client::builder().protocol(SUBPROTOCOL).connect(url).await.unwrap();
+    assert_eq!(ws.protocol(), Some(SUBPROTOCOL));
+    let hello = recv_json(&mut ws).await;
+    assert_eq!(hello["event"], "$hello");
+    (ws, hello["data"].clone())
+}
+
+/// The next text message as JSON, within 5 s.
+pub async fn recv_json(ws: &mut WebSocket) -> Value {
+    let message = tokio::time::timeout(Duration::from_secs(5), ws.recv()).await.expect("nothing in 5 s");
+    match message {
+        Some(Ok(Message::Text(text))) => serde_json::from_str(text.as_str()).unwrap(),
+        other => panic!("expected a text message, got {other:?}"),
+    }
+}
+
+/// Sends `text` and returns the next message as JSON.
+pub async fn exchange(ws: &mut WebSocket, text: &str) -> Value {
+    ws.send(text).await.unwrap();
+    recv_json(ws).await
+}
