@@ -578,6 +578,7 @@ export class Socket {
     if (utf8Over(text, max)) return fail(new ZapError('too_large', `envelope over max_message (${max} bytes)`)), false;
     if (this.state === 'connected' || (direct && this.#conn.isOpen)) return this.#write(text, id, fail);
     if (this.state === 'disconnected') return fail(new ZapError('disconnected', 'the socket is closed')), false;
+    if (this.#buffer.length >= this.opts.maxBuffered) this.#buffer = this.#buffer.filter((b) => !b.id || this.#requests.has(b.id));
     if (this.#buffer.length >= this.opts.maxBuffered) {
       return fail(new ZapError('limit', `offline buffer full (${this.opts.maxBuffered} messages)`)), false;
     }
@@ -745,6 +746,7 @@ export class Socket {
         recovered = reply?.recovered === true;
         replayed = Number(reply?.replayed ?? 0);
       } catch (e) {
+        if (gen !== this.#gen) return;
         if (e.code !== 'recovery_unavailable') this.#emitLocal('error', e);
       }
       if (gen !== this.#gen) return;
@@ -758,7 +760,8 @@ export class Socket {
           const reply = await this.#request((ack) => ({ event: '$join', data: { room }, ack }), `$join '${room}'`, undefined, true);
           members[room] = reply?.members ?? [];
         } catch (e) {
-          if (gen === this.#gen) this.#rooms.delete(room);
+          if (gen !== this.#gen) return;
+          this.#rooms.delete(room);
           this.#emitLocal('error', e);
         }
       }));
@@ -790,6 +793,9 @@ export class Socket {
       for (const { fail } of buffered) fail(lost);
       this.#requests.failAll(lost);
       for (const w of this.#waiters.splice(0)) w.reject(lost);
+      // The session ends here: open() starts a new one.
+      this.#everConnected = false;
+      this.#rooms.clear();
     }
     const info = { code, reason, willReconnect };
     if (was === 'connected') this.#emitLocal('disconnect', info);
