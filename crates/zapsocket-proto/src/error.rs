@@ -34,6 +34,8 @@ pub enum Error {
     InvalidCloseCode(u16),
     /// Text (or a close reason) was not valid UTF-8 (RFC 6455 §8.1).
     InvalidUtf8,
+    /// A compressed message was not a valid deflate stream (RFC 7692 §7.2.2).
+    InvalidCompressedData,
     /// A frame exceeded `Config::max_frame_size`.
     FrameTooLarge {
         /// The declared payload length.
@@ -89,7 +91,7 @@ impl Error {
             | InvalidClosePayload
             | InvalidCloseCode(_)
             | DataAfterClose => CloseCode::PROTOCOL_ERROR,
-            InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
+            InvalidUtf8 | InvalidCompressedData => CloseCode::INVALID_PAYLOAD,
             FrameTooLarge { .. } | MessageTooLarge { .. } | TooManyParts { .. } => CloseCode::MESSAGE_TOO_BIG,
             KeepaliveTimeout
             | CloseTimeout
@@ -122,6 +124,7 @@ impl Error {
             InvalidClosePayload => "invalid close payload",
             InvalidCloseCode(_) => "invalid close code",
             InvalidUtf8 => "invalid UTF-8",
+            InvalidCompressedData => "invalid compressed data",
             FrameTooLarge { .. } => "frame too large",
             MessageTooLarge { .. } => "message too large",
             TooManyParts { .. } => "too many message fragments",

@@ -3,6 +3,8 @@
 //! Decoding reads only the header and never allocates from the declared payload length;
 //! the payload stays in the caller's buffer.
 
+use std::sync::{Arc, Mutex};
+
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::Error;
@@ -159,7 +161,19 @@ impl FrameHeader {
 /// Encodes a whole frame into one buffer: header, then the payload (masked with `mask`
 /// when given).
 pub fn encode_frame(out: &mut BytesMut, opcode: OpCode, fin: bool, payload: &[u8], mask: Option<[u8; 4]>) {
-    let header = FrameHeader { fin, rsv1: false, opcode, mask, payload_len: payload.len() as u64 };
+    encode_frame_rsv1(out, opcode, fin, false, payload, mask);
+}
+
+/// [`encode_frame`] with RSV1 (a compressed message's first frame, RFC 7692 §6).
+pub(crate) fn encode_frame_rsv1(
+    out: &mut BytesMut,
+    opcode: OpCode,
+    fin: bool,
+    rsv1: bool,
+    payload: &[u8],
+    mask: Option<[u8; 4]>,
+) {
+    let header = FrameHeader { fin, rsv1, opcode, mask, payload_len: payload.len() as u64 };
     header.encode(out);
     let start = out.len();
     out.extend_from_slice(payload);
@@ -168,22 +182,42 @@ pub fn encode_frame(out: &mut BytesMut, opcode: OpCode, fin: bool, payload: &[u8
     }
 }
 
+/// Compressed copies of one broadcast frame: (level, window bits, frame bytes).
+type CompressedCopies = Mutex<Vec<(u32, u8, Bytes)>>;
+
 /// A server-to-client frame encoded once, to be sent to any number of connections.
 ///
 /// Server frames are not masked, so the same bytes are valid for every client: a
 /// broadcast encodes the message once and every recipient shares this buffer (cloning
 /// it is a reference-count increment).
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// With permessage-deflate, a recipient that compresses each message on its own
+/// (`server_no_context_takeover`) gets a compressed copy made once per setting (level and
+/// window bits) on first need and shared by every such recipient. A recipient with context
+/// takeover compresses the payload with its own compressor: its output depends on what that
+/// connection sent before.
+#[derive(Clone, Debug)]
 pub struct EncodedFrame {
     pub(crate) bytes: Bytes,
+    header_len: usize,
+    compressed: Arc<CompressedCopies>,
 }
+
+impl PartialEq for EncodedFrame {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for EncodedFrame {}
 
 impl EncodedFrame {
     /// Encodes a complete unmasked message frame.
     pub fn new(opcode: OpCode, payload: &[u8]) -> Self {
         let mut out = BytesMut::with_capacity(payload.len() + MAX_HEADER_LEN);
         encode_frame(&mut out, opcode, true, payload, None);
-        EncodedFrame { bytes: out.freeze() }
+        let header_len = out.len() - payload.len();
+        EncodedFrame { bytes: out.freeze(), header_len, compressed: Arc::default() }
     }
 
     /// A text frame.
@@ -196,12 +230,12 @@ impl EncodedFrame {
         Self::new(OpCode::Binary, data)
     }
 
-    /// The encoded bytes as they go on the wire.
+    /// The encoded bytes as they go on the wire (uncompressed).
     pub fn as_bytes(&self) -> &Bytes {
         &self.bytes
     }
 
-    /// The number of bytes on the wire.
+    /// The number of bytes on the wire (uncompressed).
     pub fn len(&self) -> usize {
         self.bytes.len()
     }
@@ -209,6 +243,45 @@ impl EncodedFrame {
     /// Always false: a frame has at least a two-byte header.
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()
+    }
+
+    /// How many compressed copies were made so far (one per distinct setting among the
+    /// recipients that compress each message on their own).
+    pub fn compressed_copies(&self) -> usize {
+        self.lock_copies().len()
+    }
+
+    /// The opcode (a frame we encoded always decodes).
+    pub(crate) fn opcode(&self) -> OpCode {
+        OpCode::from_u8(self.bytes[0] & 0x0f).unwrap_or(OpCode::Binary)
+    }
+
+    /// The payload length.
+    pub(crate) fn payload_len(&self) -> usize {
+        self.bytes.len() - self.header_len
+    }
+
+    /// The payload, shared.
+    pub(crate) fn payload(&self) -> Bytes {
+        self.bytes.slice(self.header_len..)
+    }
+
+    /// The frame compressed on its own with `(level, bits)`, made once per setting.
+    pub(crate) fn compressed(&self, level: u32, bits: u8) -> Bytes {
+        let mut copies = self.lock_copies();
+        if let Some((_, _, frame)) = copies.iter().find(|(l, b, _)| (*l, *b) == (level, bits)) {
+            return frame.clone();
+        }
+        let payload = crate::deflate::compress_alone(&self.bytes[self.header_len..], level, bits);
+        let mut out = BytesMut::with_capacity(payload.len() + MAX_HEADER_LEN);
+        encode_frame_rsv1(&mut out, self.opcode(), true, true, &payload, None);
+        let frame = out.freeze();
+        copies.push((level, bits, frame.clone()));
+        frame
+    }
+
+    fn lock_copies(&self) -> std::sync::MutexGuard<'_, Vec<(u32, u8, Bytes)>> {
+        self.compressed.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

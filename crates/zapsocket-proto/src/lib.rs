@@ -1,6 +1,6 @@
 //! # zapsocket-proto
 //!
-//! The WebSocket protocol (RFC 6455) without I/O: bytes in, events and bytes out. No
+//! The WebSocket protocol (RFC 6455, and RFC 7692 permessage-deflate) without I/O: bytes in, events and bytes out. No
 //! sockets, no async runtime, no clock: time is an argument. The `zapsocket` crate drives
 //! it over tokio; anything else can drive it too.
 //!
@@ -16,6 +16,8 @@
 //!   bounded ([`handshake::HandshakeLimits`]).
 //! - [`Connection`]: framing, fragmentation, UTF-8 validation across fragments, the close
 //!   handshake and keepalive, for either [`Role`]. Its docs give the call order.
+//! - [`deflate`]: permessage-deflate (RFC 7692): negotiation, and compression as a
+//!   transformer on messages, inflating capped at the message limit.
 //! - [`Config`]: every limit, with its default and the attack it stops.
 //! - [`Error`]: each protocol violation, mapped to its close code by
 //!   [`Error::close_code`]. A clean close is an [`Event::Close`], never an error.
@@ -27,6 +29,7 @@
 mod close;
 mod config;
 mod connection;
+pub mod deflate;
 mod error;
 mod frame;
 pub mod handshake;

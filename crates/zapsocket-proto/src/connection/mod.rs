@@ -11,9 +11,11 @@
 //! 2. **Outputs**: call [`Connection::poll_event`] until it returns `None`; each call
 //!    decodes at most one event. Then write what [`Connection::outbound`] holds and call
 //!    [`Outbound::advance`](crate::Outbound::advance) with the bytes written.
-//! 3. **Commands** at any time: [`Connection::send`], [`Connection::send_fragment`],
-//!    [`Connection::send_encoded`], [`Connection::ping`], [`Connection::pong`],
-//!    [`Connection::close`]. They only queue bytes.
+//! 3. **Commands** at any time: [`Connection::send`], [`Connection::send_uncompressed`],
+//!    [`Connection::send_fragment`], [`Connection::send_encoded`], [`Connection::ping`],
+//!    [`Connection::pong`], [`Connection::close`]. They only queue bytes. With
+//!    permessage-deflate on ([`Connection::set_deflate`], right after the handshake) they
+//!    compress as they queue.
 //! 4. **Getters**: [`Connection::state`], [`Connection::is_closed`],
 //!    [`Connection::close_frame`] tell where the connection stands. When
 //!    [`Connection::is_closed`] is true and the outbound queue is empty, the transport can
@@ -39,6 +41,7 @@ use bytes::BytesMut;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
+use crate::deflate::{DeflateConfig, DeflateParams, Session};
 use crate::utf8::Utf8Validator;
 use crate::{CloseFrame, Config, Error, FrameHeader, Outbound};
 
@@ -68,7 +71,10 @@ pub enum State {
 #[derive(Debug)]
 struct Assembly {
     text: bool,
+    /// The payload so far (an uncompressed message).
     buf: BytesMut,
+    /// A compressed message (RSV1 on its first frame): what was inflated so far.
+    inflated: Option<Vec<u8>>,
     parts: usize,
     size: u64,
 }
@@ -97,13 +103,21 @@ pub struct Connection {
     assembly: Option<Assembly>,
     utf8: Utf8Validator,
     outbound: Outbound,
-    /// A fragmented message we are sending: `Some(true)` for text.
-    sending_fragmented: Option<bool>,
+    /// A fragmented message we are sending.
+    sending_fragmented: Option<Sending>,
     close_frame: Option<CloseFrame>,
     close_sent: bool,
     rng: Option<StdRng>,
     timers: timers::Timers,
-    allow_rsv1: bool,
+    /// permessage-deflate, once negotiated.
+    deflate: Option<Session>,
+}
+
+/// The fragmented message being sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Sending {
+    text: bool,
+    compressed: bool,
 }
 
 impl Connection {
@@ -124,7 +138,7 @@ impl Connection {
             close_sent: false,
             rng: None,
             timers: timers::Timers::default(),
-            allow_rsv1: false,
+            deflate: None,
         }
     }
 
@@ -209,9 +223,20 @@ impl Connection {
         if clean { Ok(()) } else { Err(Error::ConnectionReset) }
     }
 
-    /// Enables RSV1 on received frames (for an extension that defines it).
-    pub fn set_allow_rsv1(&mut self, allow: bool) {
-        self.allow_rsv1 = allow;
+    /// Turns permessage-deflate on with the parameters agreed in the handshake
+    /// ([`DeflateConfig::accept`] on a server, [`DeflateConfig::check_response`] on a
+    /// client) and this end's `config` (level, threshold). Call it before any message
+    /// flows. From then on, RSV1 marks a compressed message (RFC 7692 §6): outgoing
+    /// messages of at least [`DeflateConfig::threshold`] bytes are compressed, compressed
+    /// incoming ones are inflated (capped at [`Config::max_message_size`], counted on the
+    /// decompressed bytes) and then checked as usual.
+    pub fn set_deflate(&mut self, params: DeflateParams, config: &DeflateConfig) {
+        self.deflate = Some(Session::new(self.role, params, config));
+    }
+
+    /// The agreed permessage-deflate parameters, if it is on.
+    pub fn deflate(&self) -> Option<&DeflateParams> {
+        self.deflate.as_ref().map(Session::params)
     }
 
     // Internal helpers shared by the read, write and timer halves.

@@ -1,10 +1,11 @@
 //! The receiving half: frames in, events out (RFC 6455 §5, §6.2).
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::{Assembly, Connection, Pending, State};
 use crate::close::MAX_CLOSE_REASON;
 use crate::config::PART_OVERHEAD;
+use crate::deflate::Inflated;
 use crate::mask::apply_mask;
 use crate::message::Utf8Bytes;
 use crate::{CloseCode, CloseFrame, Error, Event, FrameHeader, Message, OpCode, Role};
@@ -64,7 +65,7 @@ impl Connection {
 
     /// Decodes and checks the next frame header.
     fn next_header(&mut self) -> Result<Option<Pending>, Error> {
-        let Some((header, header_len)) = FrameHeader::decode(&self.rbuf, self.allow_rsv1)? else {
+        let Some((header, header_len)) = FrameHeader::decode(&self.rbuf, self.deflate.is_some())? else {
             return Ok(None);
         };
         self.check_header(&header)?;
@@ -81,18 +82,25 @@ impl Connection {
         if header.payload_len > self.config.max_frame_size as u64 {
             return Err(Error::FrameTooLarge { size: header.payload_len, max: self.config.max_frame_size });
         }
-        let (prior, parts) = match (header.opcode, &self.assembly) {
+        // RFC 7692 §6.1: RSV1 only on the first frame of a data message.
+        if header.rsv1 && (header.opcode.is_control() || header.opcode == OpCode::Continuation) {
+            return Err(Error::ReservedBits);
+        }
+        let (prior, parts, compressed) = match (header.opcode, &self.assembly) {
             (OpCode::Text | OpCode::Binary, Some(_)) => return Err(Error::ExpectedContinuation),
             (OpCode::Continuation, None) => return Err(Error::UnexpectedContinuation),
             (OpCode::Text | OpCode::Binary, None) => {
                 self.utf8 = crate::utf8::Utf8Validator::new();
-                (0, 1)
+                (0, 1, header.rsv1)
             }
-            (OpCode::Continuation, Some(a)) => (a.size + PART_OVERHEAD as u64, a.parts + 1),
+            (OpCode::Continuation, Some(a)) => {
+                (a.size + PART_OVERHEAD as u64, a.parts + 1, a.inflated.is_some())
+            }
             _ => return Ok(()),
         };
+        // A compressed message is counted on its decompressed bytes, as it is inflated.
         let size = prior + header.payload_len;
-        if size > self.config.max_message_size as u64 {
+        if !compressed && size > self.config.max_message_size as u64 {
             return Err(Error::MessageTooLarge { size, max: self.config.max_message_size });
         }
         if parts > self.config.max_message_parts {
@@ -110,11 +118,21 @@ impl Connection {
         }
     }
 
+    /// Whether the frame being received belongs to a compressed message.
+    fn pending_is_compressed(&self, pending: &Pending) -> bool {
+        match pending.header.opcode {
+            OpCode::Text | OpCode::Binary => pending.header.rsv1,
+            OpCode::Continuation => self.assembly.as_ref().is_some_and(|a| a.inflated.is_some()),
+            _ => false,
+        }
+    }
+
     /// Validates the part of a text frame's payload that has arrived, so that invalid
-    /// UTF-8 fails the connection at once rather than when the frame completes.
+    /// UTF-8 fails the connection at once rather than when the frame completes. (Compressed
+    /// text is validated as it is inflated.)
     fn check_partial_text(&mut self) -> Result<(), Error> {
         let Some(mut pending) = self.pending else { return Ok(()) };
-        if !self.pending_is_text(&pending) {
+        if !self.pending_is_text(&pending) || self.pending_is_compressed(&pending) {
             return Ok(());
         }
         let available = self.rbuf.len().saturating_sub(pending.header_len);
@@ -134,6 +152,9 @@ impl Connection {
     /// Handles one complete, unmasked frame.
     fn on_frame(&mut self, pending: Pending, payload: BytesMut) -> Result<Option<Event>, Error> {
         let header = pending.header;
+        if !header.opcode.is_control() && self.pending_is_compressed(&pending) {
+            return self.on_compressed(header, &payload);
+        }
         let text = self.pending_is_text(&pending);
         if text {
             self.validate_text(
@@ -143,10 +164,12 @@ impl Connection {
             )?;
         }
         match header.opcode {
-            OpCode::Text | OpCode::Binary if header.fin => Ok(Some(Event::Message(message(text, payload)))),
+            OpCode::Text | OpCode::Binary if header.fin => {
+                Ok(Some(Event::Message(message(text, payload.freeze()))))
+            }
             OpCode::Text | OpCode::Binary => {
                 let size = payload.len() as u64;
-                self.assembly = Some(Assembly { text, buf: payload, parts: 1, size });
+                self.assembly = Some(Assembly { text, buf: payload, inflated: None, parts: 1, size });
                 Ok(None)
             }
             OpCode::Continuation => Ok(self.on_continuation(header.fin, &payload)),
@@ -175,6 +198,39 @@ impl Connection {
         Ok(())
     }
 
+    /// A frame of a compressed message (RFC 7692 §7.2.2): inflate it, capped at
+    /// `max_message_size` on the decompressed bytes (plus the per-part overhead), then
+    /// validate text as it comes out.
+    fn on_compressed(&mut self, header: FrameHeader, payload: &[u8]) -> Result<Option<Event>, Error> {
+        let mut assembly = self.assembly.take().unwrap_or_else(|| Assembly {
+            text: header.opcode == OpCode::Text,
+            buf: BytesMut::new(),
+            inflated: Some(Vec::new()),
+            parts: 0,
+            size: 0,
+        });
+        assembly.parts += 1;
+        let overhead = (assembly.parts - 1) * PART_OVERHEAD;
+        let max = self.config.max_message_size;
+        let out = assembly.inflated.get_or_insert_with(Vec::new);
+        let start = out.len();
+        let session = self.deflate.as_mut().ok_or(Error::ReservedBits)?;
+        session.inflate(payload, header.fin, out, max.saturating_sub(overhead)).map_err(|e| match e {
+            Inflated::TooLarge => Error::MessageTooLarge { size: max as u64 + 1, max },
+            Inflated::Corrupt => Error::InvalidCompressedData,
+        })?;
+        assembly.size = (out.len() + overhead) as u64;
+        if assembly.text {
+            self.validate_text(&out[start..], header.fin && assembly.parts == 1, header.fin)?;
+        }
+        if !header.fin {
+            self.assembly = Some(assembly);
+            return Ok(None);
+        }
+        let bytes = Bytes::from(assembly.inflated.take().unwrap_or_default());
+        Ok(Some(Event::Message(message(assembly.text, bytes))))
+    }
+
     fn on_continuation(&mut self, fin: bool, payload: &[u8]) -> Option<Event> {
         let assembly = self.assembly.as_mut()?;
         assembly.buf.extend_from_slice(payload);
@@ -184,7 +240,7 @@ impl Connection {
             return None;
         }
         let assembly = self.assembly.take()?;
-        Some(Event::Message(message(assembly.text, assembly.buf)))
+        Some(Event::Message(message(assembly.text, assembly.buf.freeze())))
     }
 
     /// The peer's close frame (RFC 6455 §5.5.1): validate, answer if we had not sent
@@ -216,7 +272,6 @@ impl Connection {
     }
 }
 
-fn message(text: bool, payload: BytesMut) -> Message {
-    let bytes = payload.freeze();
+fn message(text: bool, bytes: Bytes) -> Message {
     if text { Message::Text(Utf8Bytes::from_validated(bytes)) } else { Message::Binary(bytes) }
 }

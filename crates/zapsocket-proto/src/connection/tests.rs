@@ -6,6 +6,7 @@
 //! in-memory client and server.
 
 mod close;
+mod deflate;
 mod keepalive;
 mod limits;
 mod pair;

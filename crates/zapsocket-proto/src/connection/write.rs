@@ -4,20 +4,41 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::{Connection, State};
+use super::{Connection, Sending, State};
 use crate::close::MAX_CLOSE_REASON;
 use crate::{CloseCode, EncodedFrame, Error, FrameHeader, Message, OpCode, Outbound, Role};
 
 impl Connection {
-    /// Queues a complete message.
+    /// Queues a complete message. With permessage-deflate on, a message of at least
+    /// [`DeflateConfig::threshold`](crate::deflate::DeflateConfig::threshold) bytes is
+    /// compressed.
     pub fn send(&mut self, message: Message) -> Result<(), Error> {
+        let compress = self.deflate.as_ref().is_some_and(|d| d.compresses(message.len()));
+        self.send_message(message, compress)
+    }
+
+    /// Queues a complete message without compressing it, whatever its size (for data
+    /// that is already compressed, such as images, or that must not share a compression
+    /// context with secrets: see the BREACH-style attacks in docs/DEFLATE.md).
+    pub fn send_uncompressed(&mut self, message: Message) -> Result<(), Error> {
+        self.send_message(message, false)
+    }
+
+    fn send_message(&mut self, message: Message, compress: bool) -> Result<(), Error> {
         self.check_can_send()?;
         if self.sending_fragmented.is_some() {
             return Err(Error::FragmentOrder);
         }
-        match message {
-            Message::Text(t) => self.queue_data(OpCode::Text, true, t.into_bytes()),
-            Message::Binary(b) => self.queue_data(OpCode::Binary, true, b),
+        let (opcode, payload) = match message {
+            Message::Text(t) => (OpCode::Text, t.into_bytes()),
+            Message::Binary(b) => (OpCode::Binary, b),
+        };
+        match self.deflate.as_mut().filter(|_| compress) {
+            Some(deflate) => {
+                let compressed = deflate.compress(&payload, true);
+                self.queue_data(opcode, true, true, compressed);
+            }
+            None => self.queue_data(opcode, true, false, payload),
         }
         Ok(())
     }
@@ -26,33 +47,55 @@ impl Connection {
     /// sets its type (`text`), later ones must have the same type; `fin` ends the message.
     ///
     /// Text fragments may split a code point; the whole message must be valid UTF-8.
+    /// With permessage-deflate on, a fragmented message is compressed (its size is not
+    /// known up front, so the threshold does not apply).
     pub fn send_fragment(&mut self, text: bool, payload: Bytes, fin: bool) -> Result<(), Error> {
         self.check_can_send()?;
-        let opcode = match self.sending_fragmented {
-            None if text => OpCode::Text,
-            None => OpCode::Binary,
-            Some(t) if t == text => OpCode::Continuation,
+        let (opcode, sending) = match self.sending_fragmented {
+            None => {
+                let compressed = self.deflate.as_ref().is_some_and(|d| d.compresses_fragments());
+                (if text { OpCode::Text } else { OpCode::Binary }, Sending { text, compressed })
+            }
+            Some(s) if s.text == text => (OpCode::Continuation, s),
             Some(_) => return Err(Error::FragmentOrder),
         };
-        self.sending_fragmented = if fin { None } else { Some(text) };
-        self.queue_data(opcode, fin, payload);
+        self.sending_fragmented = if fin { None } else { Some(sending) };
+        match self.deflate.as_mut().filter(|_| sending.compressed) {
+            Some(deflate) => {
+                let compressed = deflate.compress(&payload, fin);
+                self.queue_data(opcode, fin, opcode != OpCode::Continuation, compressed);
+            }
+            None => self.queue_data(opcode, fin, false, payload),
+        }
         Ok(())
     }
 
     /// Queues a frame encoded once for many connections (a broadcast), sharing its
     /// buffer. On a client connection the frame is re-encoded with a mask.
+    ///
+    /// With permessage-deflate on and a payload at or above the threshold: a server
+    /// connection that compresses each message on its own shares the frame's compressed
+    /// copy for its setting (made once, see [`EncodedFrame`]); otherwise the connection
+    /// compresses the payload itself (context takeover makes its output its own).
     pub fn send_encoded(&mut self, frame: &EncodedFrame) -> Result<(), Error> {
         self.check_can_send()?;
         if self.sending_fragmented.is_some() {
             return Err(Error::FragmentOrder);
         }
-        if self.role == Role::Server {
-            self.outbound.push(frame.bytes.clone());
-            return Ok(());
-        }
-        // Our own encoding always decodes.
-        if let Ok(Some((header, len))) = FrameHeader::decode(&frame.bytes, true) {
-            self.queue_data(header.opcode, header.fin, frame.bytes.slice(len..));
+        let opcode = frame.opcode();
+        let data = matches!(opcode, OpCode::Text | OpCode::Binary);
+        let compress = data && self.deflate.as_ref().is_some_and(|d| d.compresses(frame.payload_len()));
+        let shared = self.deflate.as_ref().and_then(|d| d.shared_setting());
+        match (self.role, compress, shared) {
+            (Role::Server, false, _) => self.outbound.push(frame.bytes.clone()),
+            (Role::Server, true, Some((level, bits))) => self.outbound.push(frame.compressed(level, bits)),
+            (_, true, _) => {
+                if let Some(deflate) = self.deflate.as_mut() {
+                    let compressed = deflate.compress(&frame.payload(), true);
+                    self.queue_data(opcode, true, true, compressed);
+                }
+            }
+            (Role::Client, false, _) => self.queue_data(opcode, true, false, frame.payload()),
         }
         Ok(())
     }
@@ -137,17 +180,17 @@ impl Connection {
         self.outbound.commit(n);
     }
 
-    fn queue_data(&mut self, opcode: OpCode, fin: bool, payload: Bytes) {
+    fn queue_data(&mut self, opcode: OpCode, fin: bool, rsv1: bool, payload: Bytes) {
         let mask = self.mask_key();
         if mask.is_some() || Outbound::copies(payload.len()) {
             let out = self.outbound.tail(payload.len() + 14);
             let start = out.len();
-            crate::frame::encode_frame(out, opcode, fin, &payload, mask);
+            crate::frame::encode_frame_rsv1(out, opcode, fin, rsv1, &payload, mask);
             let n = out.len() - start;
             self.outbound.commit(n);
             return;
         }
-        let header = FrameHeader { fin, rsv1: false, opcode, mask: None, payload_len: payload.len() as u64 };
+        let header = FrameHeader { fin, rsv1, opcode, mask: None, payload_len: payload.len() as u64 };
         let out = self.outbound.tail(14);
         let start = out.len();
         header.encode(out);

@@ -5,6 +5,8 @@ use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use rand::RngCore;
 
+use crate::deflate::{DeflateConfig, DeflateParams};
+
 use super::{HandshakeError, HandshakeLimits, HeadBuffer, accept_key, has_token};
 
 /// A client's opening handshake in progress.
@@ -21,6 +23,7 @@ pub struct ClientHandshake {
     request: Vec<u8>,
     accept: String,
     protocols: Vec<String>,
+    deflate: Option<DeflateConfig>,
     head: HeadBuffer,
     limits: HandshakeLimits,
     leftover: Vec<u8>,
@@ -33,6 +36,9 @@ pub struct ClientHandshake {
 pub struct Response {
     /// The subprotocol the server chose, if any.
     pub protocol: Option<String>,
+    /// The permessage-deflate parameters the server agreed to, if it accepted the offer
+    /// (pass them to [`Connection::set_deflate`](crate::Connection::set_deflate)).
+    pub deflate: Option<DeflateParams>,
     /// Every response header, in order.
     pub headers: Vec<(String, Bytes)>,
 }
@@ -70,11 +76,33 @@ impl ClientHandshake {
             request: req.into_bytes(),
             accept: accept_key(key.as_bytes()),
             protocols: protocols.to_vec(),
+            deflate: None,
             head: HeadBuffer::default(),
             limits: HandshakeLimits::default(),
             leftover: Vec::new(),
             done: false,
         }
+    }
+
+    /// Offers permessage-deflate with `config` ([`DeflateConfig::offer`]); the server's
+    /// answer is then checked ([`DeflateConfig::check_response`]) and returned in
+    /// [`Response::deflate`]. Without it, a 101 with any extension is refused.
+    ///
+    /// ```
+    /// use zapsocket_proto::deflate::DeflateConfig;
+    /// use zapsocket_proto::handshake::ClientHandshake;
+    ///
+    /// let hs = ClientHandshake::new("example.com", "/", &[], &[]).deflate(DeflateConfig::default());
+    /// let request = String::from_utf8(hs.request().to_vec()).unwrap();
+    /// assert!(request.contains("\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"));
+    /// ```
+    pub fn deflate(mut self, config: DeflateConfig) -> Self {
+        // The request ends with the blank line: put the header before it.
+        self.request.truncate(self.request.len() - 2);
+        self.request
+            .extend_from_slice(format!("Sec-WebSocket-Extensions: {}\r\n\r\n", config.offer()).as_bytes());
+        self.deflate = Some(config);
+        self
     }
 
     /// The request bytes to write.
@@ -118,7 +146,7 @@ impl ClientHandshake {
         }
         let headers: Vec<(String, Bytes)> =
             res.headers.iter().map(|h| (h.name.to_owned(), Bytes::copy_from_slice(h.value))).collect();
-        let response = Response { protocol: None, headers };
+        let response = Response { protocol: None, deflate: None, headers };
         let has = |name: &str, token: &str| {
             response.headers.iter().any(|(n, v)| n.eq_ignore_ascii_case(name) && has_token(v, token))
         };
@@ -131,16 +159,27 @@ impl ClientHandshake {
         if response.header("sec-websocket-accept").map(str::trim) != Some(self.accept.as_str()) {
             return Err(HandshakeError::new(101, "wrong Sec-WebSocket-Accept"));
         }
-        if response.header("sec-websocket-extensions").is_some() {
-            return Err(HandshakeError::new(101, "server chose an extension that was not offered"));
-        }
+        let extensions = || {
+            response
+                .headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case("sec-websocket-extensions"))
+                .map(|(_, v)| &v[..])
+        };
+        let deflate = match &self.deflate {
+            Some(config) => config.check_response(extensions()).map_err(HandshakeError::extension)?,
+            None if extensions().next().is_some() => {
+                return Err(HandshakeError::extension("server chose an extension that was not offered"));
+            }
+            None => None,
+        };
         let protocol = response.header("sec-websocket-protocol").map(|p| p.trim().to_owned());
         if let Some(p) = &protocol
             && !self.protocols.iter().any(|o| o == p)
         {
             return Err(HandshakeError::new(101, format!("server chose subprotocol {p:?}, not offered")));
         }
-        Ok(Response { protocol, ..response })
+        Ok(Response { protocol, deflate, ..response })
     }
 }
 

@@ -14,6 +14,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use sha1::{Digest, Sha1};
 
+use crate::CloseCode;
+
 pub use client::{ClientHandshake, Response};
 pub use server::{Request, RequestParser, ServerResponse};
 
@@ -65,11 +67,29 @@ impl HandshakeLimits {
 pub struct HandshakeError {
     status: u16,
     reason: String,
+    close_code: Option<CloseCode>,
 }
 
 impl HandshakeError {
     pub(crate) fn new(status: u16, reason: impl Into<String>) -> Self {
-        HandshakeError { status, reason: reason.into() }
+        HandshakeError { status, reason: reason.into(), close_code: None }
+    }
+
+    /// A client's failure over the server's extension answer (RFC 7692 §5): the
+    /// connection is already open on the server's side, so it is failed with close 1010.
+    pub(crate) fn extension(reason: impl Into<String>) -> Self {
+        HandshakeError {
+            status: 101,
+            reason: reason.into(),
+            close_code: Some(CloseCode::MANDATORY_EXTENSION),
+        }
+    }
+
+    /// For a client that got a 101 with an unacceptable `Sec-WebSocket-Extensions`: the
+    /// close code to send before dropping the connection (1010), since the server already
+    /// considers it open. `None` for every other failure.
+    pub fn close_code(&self) -> Option<CloseCode> {
+        self.close_code
     }
 
     /// The HTTP status for this failure: 400 malformed, 405 not GET, 426 wrong version or

@@ -328,6 +328,32 @@ fn an_unrequested_extension_is_refused() {
 }
 
 #[test]
+fn an_offered_deflate_round_trips_through_the_server_answer() {
+    use crate::deflate::{DeflateConfig, DeflateParams};
+    let mut client = ClientHandshake::new("h", "/", &[], &[]).deflate(DeflateConfig::default());
+    let request = parse(client.request()).unwrap().unwrap();
+    let params = DeflateConfig::default().accept(&request, false).unwrap();
+    let answered = ServerResponse { extensions: Some(params.to_header()), ..ServerResponse::default() };
+    let response = client.feed(&answer(&client, &answered)).unwrap().unwrap();
+    let expected = DeflateParams { server_no_context_takeover: true, ..DeflateParams::default() };
+    assert_eq!(response.deflate, Some(expected));
+    // A server that declines answers nothing: no compression, no error.
+    let mut client = ClientHandshake::new("h", "/", &[], &[]).deflate(DeflateConfig::default());
+    assert_eq!(client.feed(&answer(&client, &ServerResponse::default())).unwrap().unwrap().deflate, None);
+}
+
+#[test]
+fn an_invalid_deflate_answer_fails_the_client_with_1010() {
+    let config = crate::deflate::DeflateConfig::default();
+    for bad in ["permessage-deflate; bogus", "permessage-deflate; client_max_window_bits", "x-foo"] {
+        let mut client = ClientHandshake::new("h", "/", &[], &[]).deflate(config.clone());
+        let answered = ServerResponse { extensions: Some(bad.into()), ..ServerResponse::default() };
+        let error = client.feed(&answer(&client, &answered)).unwrap_err();
+        assert_eq!(error.close_code(), Some(crate::CloseCode::MANDATORY_EXTENSION), "{bad}: {error}");
+    }
+}
+
+#[test]
 fn a_wrong_accept_is_refused() {
     let mut client = ClientHandshake::new("h", "/", &[], &[]);
     let bytes = ServerResponse::default().encode("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");

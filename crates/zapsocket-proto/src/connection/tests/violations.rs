@@ -16,10 +16,18 @@ fn reserved_bits_fail_with_1002() {
 }
 
 #[test]
-fn rsv1_is_accepted_only_when_an_extension_allows_it() {
+fn rsv1_is_accepted_only_when_permessage_deflate_is_on() {
+    // RFC 7692 §7.2.3.1: "Hello", compressed, in one frame.
+    let hello = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
     let mut server = conn(Role::Server);
-    server.set_allow_rsv1(true);
-    assert_eq!(feed_all(&mut server, &from_peer(Role::Server, 0xc2, b"x")), [binary(&b"x"[..])]);
+    server.set_deflate(Default::default(), &Default::default());
+    assert_eq!(feed_all(&mut server, &from_peer(Role::Server, 0xc1, &hello)), [text("Hello")]);
+    assert_fails(
+        Role::Server,
+        Config::default(),
+        &from_peer(Role::Server, 0xc1, &hello),
+        Error::ReservedBits,
+    );
 }
 
 #[test]
