@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use zapsocket_proto::deflate::DeflateConfig;
 use zapsocket_proto::handshake::ClientHandshake;
-use zapsocket_proto::{Connection, Role};
+use zapsocket_proto::{CloseCode, Connection, Role};
 
 use crate::config::WebSocketConfig;
 use crate::driver::Driver;
@@ -41,6 +42,7 @@ impl Client {
             protocols: Vec::new(),
             config: WebSocketConfig::default(),
             connect_timeout: Duration::from_secs(10),
+            deflate: Some(DeflateConfig::default()),
         }
     }
 }
@@ -52,6 +54,7 @@ pub struct ClientBuilder {
     protocols: Vec<String>,
     config: WebSocketConfig,
     connect_timeout: Duration,
+    deflate: Option<DeflateConfig>,
 }
 
 impl ClientBuilder {
@@ -70,6 +73,15 @@ impl ClientBuilder {
     /// The connection's settings. Default: [`WebSocketConfig::default`] (no heartbeat).
     pub fn config(mut self, config: WebSocketConfig) -> Self {
         self.config = config;
+        self
+    }
+
+    /// permessage-deflate (RFC 7692): the offer to make, or `None` to offer nothing.
+    /// Default: on, `permessage-deflate; client_max_window_bits` (like browsers, `ws` and
+    /// `websockets`). Compression is used only if the server agrees; an invalid answer
+    /// fails the connection (close 1010 and an error).
+    pub fn deflate(mut self, config: Option<DeflateConfig>) -> Self {
+        self.deflate = config;
         self
     }
 
@@ -110,6 +122,9 @@ impl ClientBuilder {
         let _ = stream.set_nodelay(true);
         let peer_addr = stream.peer_addr().ok();
         let mut handshake = ClientHandshake::new(host_header, target, &self.headers, &self.protocols);
+        if let Some(config) = &self.deflate {
+            handshake = handshake.deflate(config.clone());
+        }
         stream.write_all(handshake.request()).await?;
         let mut buf = [0u8; 2048];
         let response = loop {
@@ -117,16 +132,41 @@ impl ClientBuilder {
             if n == 0 {
                 return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
             }
-            if let Some(response) = handshake.feed(&buf[..n])? {
-                break response;
+            match handshake.feed(&buf[..n]) {
+                Ok(Some(response)) => break response,
+                Ok(None) => {}
+                Err(e) => {
+                    if let Some(code) = e.close_code() {
+                        fail_open_connection(&mut stream, code).await;
+                    }
+                    return Err(e.into());
+                }
             }
         };
         let mut conn = Connection::new(Role::Client, self.config.protocol.clone());
+        if let (Some(params), Some(config)) = (response.deflate, &self.deflate) {
+            conn.set_deflate(params, config);
+        }
         conn.feed(&handshake.take_leftover());
         let shared = Shared::new(next_id(), conn, &self.config);
-        let info = Info { request: None, protocol: response.protocol, peer_addr };
+        let info = Info { request: None, protocol: response.protocol, peer_addr, deflate: response.deflate };
         let ws = WebSocket::new(shared.clone(), info);
         tokio::spawn(Driver::new(stream, shared));
         Ok(ws)
+    }
+}
+
+/// The server sent a 101 we cannot accept (an invalid extension answer): for the server
+/// the connection is open, so it is failed as RFC 6455 §7.1.7 says, with a close frame
+/// carrying `code`, before the TCP connection is dropped.
+async fn fail_open_connection(stream: &mut TcpStream, code: CloseCode) {
+    let mut conn = Connection::new(Role::Client, Default::default());
+    if conn.close(std::time::Instant::now(), code, "unacceptable Sec-WebSocket-Extensions").is_ok() {
+        let bytes = conn.outbound().first_chunk().to_vec();
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            let _ = stream.write_all(&bytes).await;
+            let _ = stream.shutdown().await;
+        })
+        .await;
     }
 }

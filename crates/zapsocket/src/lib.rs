@@ -35,6 +35,17 @@
 //! through TCP instead of growing memory. Sends resolve once written; broadcasts queue
 //! without waiting, and a client whose queue is full gets the [`SlowConsumer`] policy.
 //!
+//! ## Compression
+//!
+//! permessage-deflate (RFC 7692) is off on the server until
+//! [`ServerBuilder::deflate`] turns it on, and offered by the client unless
+//! [`ClientBuilder::deflate`] is given `None`; either way a connection compresses only when
+//! both ends agreed. Messages under [`DeflateConfig::threshold`] (1 KiB) go uncompressed,
+//! [`WebSocket::send_uncompressed`] skips compression for one message, and inflating is
+//! capped at the message-size limit. By default the server keeps no compressor per
+//! connection and compresses a broadcast once for all recipients; docs/DEFLATE.md gives
+//! the memory per connection and the trade-offs.
+//!
 //! ## Limits
 //!
 //! Every buffer a peer can grow is bounded; see [`WebSocketConfig`] and
@@ -74,4 +85,5 @@ pub use server::{HttpResponse, Server, ServerBuilder};
 pub use shared::ReadyState;
 pub use socket::{WebSocket, WebSocketReceiver, WebSocketSender};
 pub use zapsocket_proto as proto;
+pub use zapsocket_proto::deflate::{DeflateConfig, DeflateParams};
 pub use zapsocket_proto::{CloseCode, CloseFrame, EncodedFrame};

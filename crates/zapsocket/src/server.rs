@@ -3,13 +3,14 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use zapsocket_proto::deflate::{DeflateConfig, DeflateParams};
 use zapsocket_proto::handshake::{
     HandshakeError, HandshakeLimits, RequestParser, ServerResponse, error_response,
 };
@@ -86,6 +87,10 @@ struct Settings {
     track_clients: bool,
     http: Option<HttpHandler>,
     clients: Clients,
+    deflate: Option<DeflateConfig>,
+    /// Connections open with context takeover on the server's side (each keeps a
+    /// compressor), bounded by `DeflateConfig::max_context_takeover_connections`.
+    context_takeover: Arc<AtomicUsize>,
 }
 
 /// Builds a [`Server`]: where to listen and how each connection behaves.
@@ -181,6 +186,26 @@ impl ServerBuilder {
         self
     }
 
+    /// Turns permessage-deflate (RFC 7692) on: the server accepts a client's offer with
+    /// `config`. Default: off.
+    ///
+    /// With [`DeflateConfig::default`] the server answers `server_no_context_takeover`: it
+    /// keeps no compressor per connection (a compressor is lent per message from a small
+    /// per-thread cache), and a broadcast is compressed once for all its recipients. Raise
+    /// [`DeflateConfig::max_context_takeover_connections`] for a better ratio at about
+    /// 300 KiB per connection. docs/DEFLATE.md has the figures.
+    ///
+    /// ```no_run
+    /// # async fn run() -> zapsocket::Result<()> {
+    /// use zapsocket::DeflateConfig;
+    /// let server = zapsocket::Server::builder().deflate(DeflateConfig::default()).bind().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn deflate(mut self, config: DeflateConfig) -> Self {
+        self.settings.deflate = Some(config);
+        self
+    }
+
     /// Answers plain HTTP requests (not upgrades): return `None` for 404.
     pub fn http(
         mut self,
@@ -237,6 +262,8 @@ impl Server {
                 track_clients: true,
                 http: None,
                 clients: Clients::new(),
+                deflate: None,
+                context_takeover: Arc::default(),
             },
         }
     }
@@ -358,29 +385,78 @@ async fn handshake(
             return None;
         }
     };
-    let (accept, server_response) = response;
+    let (accept, server_response, deflate) = response;
+    // Held from here: released when the connection ends (or now, if the answer fails).
+    let context_slot = ContextSlot::take(settings, deflate.as_ref());
     if stream.write_all(&server_response.encode(&accept)).await.is_err() {
         return None;
     }
     let mut conn = Connection::new(Role::Server, settings.config.protocol.clone());
+    if let (Some(params), Some(config)) = (deflate, &settings.deflate) {
+        conn.set_deflate(params, config);
+    }
     conn.feed(&leftover);
     let shared = Shared::new(next_id(), conn, &settings.config);
-    let info = Info { request: Some(request), protocol: server_response.protocol, peer_addr: Some(peer) };
+    let info =
+        Info { request: Some(request), protocol: server_response.protocol, peer_addr: Some(peer), deflate };
     let ws = WebSocket::new(shared.clone(), info);
-    let mut driver = Driver::new(stream, shared.clone());
-    if settings.track_clients {
-        settings.clients.insert(&ws.sender());
-        let clients = settings.clients.clone();
-        let id = shared.id;
-        driver = driver.on_done(move || {
-            clients.remove(id);
-        });
+    let clients = settings.track_clients.then(|| settings.clients.clone());
+    if let Some(clients) = &clients {
+        clients.insert(&ws.sender());
     }
+    let id = shared.id;
+    let driver = Driver::new(stream, shared).on_done(move || {
+        if let Some(clients) = clients {
+            clients.remove(id);
+        }
+        drop(context_slot);
+    });
     Some((ws, driver))
 }
 
+/// One of the server's context-takeover places (see
+/// `DeflateConfig::max_context_takeover_connections`), given back on drop.
+struct ContextSlot(Option<Arc<AtomicUsize>>);
+
+impl ContextSlot {
+    fn take(settings: &Settings, params: Option<&DeflateParams>) -> Self {
+        let keeps_context = params.is_some_and(|p| !p.server_no_context_takeover);
+        ContextSlot(keeps_context.then(|| settings.context_takeover.clone()))
+    }
+}
+
+impl Drop for ContextSlot {
+    fn drop(&mut self) {
+        if let Some(count) = &self.0 {
+            count.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// permessage-deflate for a request: the agreed parameters, with context takeover on the
+/// server's side only while there is room under the limit (the place is counted here and
+/// released by [`ContextSlot`]).
+fn negotiate_deflate(request: &Request, settings: &Settings) -> Option<DeflateParams> {
+    let config = settings.deflate.as_ref()?;
+    let max = config.max_context_takeover_connections;
+    let reserved = !config.server_no_context_takeover
+        && settings
+            .context_takeover
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .is_ok();
+    let params = config.accept(request.as_proto(), reserved);
+    if reserved && !params.is_some_and(|p| !p.server_no_context_takeover) {
+        // Not used after all (no offer, or the client asked for no context takeover).
+        settings.context_takeover.fetch_sub(1, Ordering::AcqRel);
+    }
+    params
+}
+
+/// The accept key, the 101 to send and the agreed permessage-deflate parameters.
+type Answer = (String, ServerResponse, Option<DeflateParams>);
+
 /// Validates an upgrade request; `Err` holds the HTTP response to send instead.
-fn answer(request: &Request, settings: &Settings) -> Result<(String, ServerResponse), Vec<u8>> {
+fn answer(request: &Request, settings: &Settings) -> Result<Answer, Vec<u8>> {
     if !request.as_proto().is_upgrade()
         && let Some(handler) = &settings.http
     {
@@ -395,7 +471,9 @@ fn answer(request: &Request, settings: &Settings) -> Result<(String, ServerRespo
     let accept = request.as_proto().validate_upgrade().map_err(|e| e.to_response())?;
     let offered = request.subprotocols();
     let protocol = settings.subprotocols.iter().find(|p| offered.contains(&p.as_str())).cloned();
-    Ok((accept, ServerResponse { protocol, ..ServerResponse::default() }))
+    let deflate = negotiate_deflate(request, settings);
+    let extensions = deflate.map(|p| p.to_header());
+    Ok((accept, ServerResponse { protocol, extensions, ..ServerResponse::default() }, deflate))
 }
 
 async fn read_request<S: AsyncRead + Unpin>(

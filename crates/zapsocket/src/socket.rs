@@ -10,6 +10,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures_core::Stream;
 use futures_sink::Sink;
+use zapsocket_proto::deflate::DeflateParams;
 use zapsocket_proto::{CloseCode, CloseFrame, Connection, EncodedFrame};
 
 use crate::error::{Error, Result};
@@ -23,6 +24,7 @@ pub(crate) struct Info {
     pub(crate) request: Option<Request>,
     pub(crate) protocol: Option<String>,
     pub(crate) peer_addr: Option<SocketAddr>,
+    pub(crate) deflate: Option<DeflateParams>,
 }
 
 /// One WebSocket connection: receive with [`WebSocket::recv`] (or as a [`Stream`]), send
@@ -96,6 +98,11 @@ impl WebSocket {
     /// `flush` once.
     pub async fn send(&self, message: impl Into<Message>) -> Result<()> {
         self.tx.send(message).await
+    }
+
+    /// Sends a message without compressing it. See [`WebSocketSender::send_uncompressed`].
+    pub async fn send_uncompressed(&self, message: impl Into<Message>) -> Result<()> {
+        self.tx.send_uncompressed(message).await
     }
 
     /// Splits into a cloneable sender and a receiver, for use from different tasks.
@@ -185,6 +192,11 @@ impl WebSocket {
     pub fn protocol(&self) -> Option<&str> {
         self.tx.protocol()
     }
+
+    /// The permessage-deflate parameters agreed in the handshake, if compression is on.
+    pub fn deflate(&self) -> Option<DeflateParams> {
+        self.tx.deflate()
+    }
 }
 
 impl WebSocketReceiver {
@@ -216,6 +228,21 @@ impl WebSocketSender {
     pub async fn send(&self, message: impl Into<Message>) -> Result<()> {
         let message = message.into();
         let mut op = Some(|c: &mut Connection| queue_message(c, message));
+        let offset = poll_fn(|cx| self.shared.poll_enqueue(cx, &mut op)).await?;
+        self.written(offset).await
+    }
+
+    /// Sends a message without compressing it, whatever its size (like `ws`'s
+    /// `send(data, { compress: false })`): for data that is already compressed (images,
+    /// archives), or secrets that must not share a compression context with text an
+    /// attacker controls. Without permessage-deflate it is [`WebSocketSender::send`].
+    pub async fn send_uncompressed(&self, message: impl Into<Message>) -> Result<()> {
+        let message = message.into();
+        let mut op = Some(|c: &mut Connection| match message {
+            Message::Text(t) => c.send_uncompressed(zapsocket_proto::Message::Text(t)),
+            Message::Binary(b) => c.send_uncompressed(zapsocket_proto::Message::Binary(b)),
+            other => queue_message(c, other),
+        });
         let offset = poll_fn(|cx| self.shared.poll_enqueue(cx, &mut op)).await?;
         self.written(offset).await
     }
@@ -320,6 +347,11 @@ impl WebSocketSender {
     /// The negotiated subprotocol, if any.
     pub fn protocol(&self) -> Option<&str> {
         self.info.protocol.as_deref()
+    }
+
+    /// The permessage-deflate parameters agreed in the handshake, if compression is on.
+    pub fn deflate(&self) -> Option<DeflateParams> {
+        self.info.deflate
     }
 
     async fn written(&self, offset: u64) -> Result<()> {
