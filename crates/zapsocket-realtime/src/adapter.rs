@@ -148,7 +148,11 @@ mod tests {
         let mut got = Vec::new();
         a.append(rooms, &mut |offsets| {
             got = offsets.to_vec();
-            Recorded { frame: EncodedFrame::text(&"x".repeat(size)), except: Arc::new([]), at: Instant::now() }
+            Recorded {
+                frame: EncodedFrame::text(&"x".repeat(size)),
+                except: Arc::new([]),
+                at: Instant::now(),
+            }
         });
         got
     }

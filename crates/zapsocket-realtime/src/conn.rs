@@ -107,7 +107,8 @@ fn receive(socket: &Socket, message: Message) -> Option<BoxFuture<()>> {
         Message::Text(text) => text,
         Message::Binary(data) => {
             counters.received(data.len());
-            let error = ReplyError::new(ErrorCode::UNSUPPORTED, "binary frames are not part of protocol version 1");
+            let error =
+                ReplyError::new(ErrorCode::UNSUPPORTED, "binary frames are not part of protocol version 1");
             respond(socket, None, Err(error));
             return None;
         }
@@ -116,7 +117,8 @@ fn receive(socket: &Socket, message: Message) -> Option<BoxFuture<()>> {
     counters.received(text.len());
     let max = socket.hub.config().max_message;
     if text.len() > max {
-        let error = ReplyError::new(ErrorCode::TOO_LARGE, format!("{} bytes, over the limit of {max}", text.len()));
+        let error =
+            ReplyError::new(ErrorCode::TOO_LARGE, format!("{} bytes, over the limit of {max}", text.len()));
         respond(socket, None, Err(error));
         return None;
     }
@@ -141,9 +143,11 @@ fn dispatch(socket: &Socket, envelope: Envelope<'_>) -> Option<BoxFuture<()>> {
             None
         }
         Envelope::Event { name, data, ack, .. } => {
-            let handler = socket.hub.inner.handlers.read().unwrap_or_else(|p| p.into_inner()).get(&*name).cloned();
+            let handler =
+                socket.hub.inner.handlers.read().unwrap_or_else(|p| p.into_inner()).get(&*name).cloned();
             let Some(handler) = handler else {
-                let error = ReplyError::new(ErrorCode::UNKNOWN_EVENT, format!("no handler for event {name:?}"));
+                let error =
+                    ReplyError::new(ErrorCode::UNKNOWN_EVENT, format!("no handler for event {name:?}"));
                 if ack.is_some() || socket.inner.warn_unknown(&name) {
                     respond(socket, ack, Err(error));
                 }
@@ -152,7 +156,8 @@ fn dispatch(socket: &Socket, envelope: Envelope<'_>) -> Option<BoxFuture<()>> {
             start(socket, ack, &name, data, &*handler)
         }
         Envelope::Call { name, data, ack } => {
-            let procedure = socket.hub.inner.procedures.read().unwrap_or_else(|p| p.into_inner()).get(&*name).cloned();
+            let procedure =
+                socket.hub.inner.procedures.read().unwrap_or_else(|p| p.into_inner()).get(&*name).cloned();
             let Some(procedure) = procedure else {
                 let error = ReplyError::new(ErrorCode::UNKNOWN_PROCEDURE, format!("no procedure {name:?}"));
                 respond(socket, Some(ack), Err(error));
@@ -196,7 +201,8 @@ fn check_middlewares(socket: &Socket, name: &str, data: &str) -> Result<(), Repl
 /// The protocol's own requests: `$join`, `$leave`, `$members`, `$resume`.
 fn reserved(socket: &Socket, name: &str, data: &str) -> Reply {
     let room = || -> Result<String, ReplyError> {
-        let request: RoomRequest = serde_json::from_str(data).map_err(|e| ReplyError::bad_payload(e.to_string()))?;
+        let request: RoomRequest =
+            serde_json::from_str(data).map_err(|e| ReplyError::bad_payload(e.to_string()))?;
         Ok(request.room)
     };
     match name {

@@ -152,7 +152,9 @@ fn valid_name(name: &str) -> Result<String, ReplyError> {
     let name = name.trim();
     let chars = name.chars().count();
     if chars == 0 || chars > MAX_NAME_CHARS || name.chars().any(char::is_control) {
-        return Err(ReplyError::bad_payload(format!("a name is 1 to {MAX_NAME_CHARS} characters, no control characters")));
+        return Err(ReplyError::bad_payload(format!(
+            "a name is 1 to {MAX_NAME_CHARS} characters, no control characters"
+        )));
     }
     Ok(name.to_owned())
 }

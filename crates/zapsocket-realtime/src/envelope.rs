@@ -52,7 +52,8 @@ struct Raw<'a> {
 
 /// Parses one text message. `max_name` bounds event and procedure names.
 pub(crate) fn parse(text: &str, max_name: usize) -> Result<Envelope<'_>, Refused> {
-    let refuse = |ack, code: ErrorCode, message: String| Refused { ack, error: ReplyError::new(code, message) };
+    let refuse =
+        |ack, code: ErrorCode, message: String| Refused { ack, error: ReplyError::new(code, message) };
     if !text.trim_start().starts_with('{') {
         return Err(refuse(None, ErrorCode::BAD_JSON, "an envelope must be a JSON object".into()));
     }
@@ -72,11 +73,13 @@ pub(crate) fn parse(text: &str, max_name: usize) -> Result<Envelope<'_>, Refused
         }
         (None, Some(call), None) => {
             let name = parse_name(call, max_name).map_err(|m| refuse(ack, ErrorCode::BAD_ENVELOPE, m))?;
-            let ack = ack.ok_or_else(|| refuse(None, ErrorCode::BAD_ENVELOPE, "a call needs an ack".into()))?;
+            let ack =
+                ack.ok_or_else(|| refuse(None, ErrorCode::BAD_ENVELOPE, "a call needs an ack".into()))?;
             Ok(Envelope::Call { name, data, ack })
         }
         (None, None, Some(reply)) => {
-            let id = parse_id(reply).map_err(|m| refuse(None, ErrorCode::BAD_ENVELOPE, format!("reply: {m}")))?;
+            let id =
+                parse_id(reply).map_err(|m| refuse(None, ErrorCode::BAD_ENVELOPE, format!("reply: {m}")))?;
             let result = match raw.error {
                 Some(error) => Err(serde_json::from_str::<ReplyError>(error.get())
                     .map_err(|e| refuse(None, ErrorCode::BAD_ENVELOPE, format!("error: {e}")))?),
@@ -100,7 +103,8 @@ fn parse_id(raw: &RawValue) -> Result<u64, String> {
 }
 
 fn parse_name<'a>(raw: &'a RawValue, max: usize) -> Result<Cow<'a, str>, String> {
-    let name: Cow<'a, str> = serde_json::from_str(raw.get()).map_err(|_| "a name must be a string".to_owned())?;
+    let name: Cow<'a, str> =
+        serde_json::from_str(raw.get()).map_err(|_| "a name must be a string".to_owned())?;
     check_name(&name, max)?;
     Ok(name)
 }
@@ -199,13 +203,19 @@ mod tests {
 
     #[test]
     fn parses_each_kind() {
-        assert!(matches!(parse(r#"{"event":"a","data":1}"#, 128), Ok(Envelope::Event { ack: None, data: "1", .. })));
+        assert!(matches!(
+            parse(r#"{"event":"a","data":1}"#, 128),
+            Ok(Envelope::Event { ack: None, data: "1", .. })
+        ));
         assert!(matches!(parse(r#"{"event":"a"}"#, 128), Ok(Envelope::Event { data: "null", .. })));
         assert!(matches!(parse(r#"{"call":"f","data":{},"ack":3}"#, 128), Ok(Envelope::Call { ack: 3, .. })));
-        assert!(matches!(parse(r#"{"reply":3,"data":[1]}"#, 128), Ok(Envelope::Reply { id: 3, result: Ok("[1]") })));
+        assert!(matches!(
+            parse(r#"{"reply":3,"data":[1]}"#, 128),
+            Ok(Envelope::Reply { id: 3, result: Ok("[1]") })
+        ));
         let err = parse(r#"{"reply":3,"error":{"code":"x","message":"m"}}"#, 128);
         assert!(matches!(err, Ok(Envelope::Reply { result: Err(_), .. })));
-        assert!(matches!(parse(r#"{"event":"a","x":[1,{}]}"#, 128), Ok(_)), "unknown fields are ignored");
+        assert!(parse(r#"{"event":"a","x":[1,{}]}"#, 128).is_ok(), "unknown fields are ignored");
     }
 
     #[test]

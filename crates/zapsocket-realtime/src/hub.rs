@@ -57,12 +57,15 @@ pub(crate) struct Inner {
     pub(crate) procedures: RwLock<HashMap<String, Arc<dyn Erased>>>,
     pub(crate) on_connect: RwLock<Vec<Arc<ConnectMiddleware>>>,
     pub(crate) on_event: RwLock<Vec<Arc<EventMiddleware>>>,
-    pub(crate) on_disconnect: RwLock<Vec<Arc<dyn Fn(&Socket) + Send + Sync>>>,
+    pub(crate) on_disconnect: RwLock<Vec<DisconnectHook>>,
     pub(crate) counters: Counters,
     pub(crate) types: Mutex<Types>,
     sweep: Mutex<(u64, Instant)>,
     appends: AtomicU64,
 }
+
+/// A function run when a socket disconnects.
+pub(crate) type DisconnectHook = Arc<dyn Fn(&Socket) + Send + Sync>;
 
 /// Sockets by session id, and the members of each named room.
 #[derive(Default)]
@@ -73,7 +76,11 @@ pub(crate) struct State {
 
 impl State {
     /// Calls `f` for each member of `room`: `$all`, `$s:SID`, or a named room.
-    pub(crate) fn for_each_member<'a>(&'a self, room: &str, mut f: impl FnMut(&'a str, &'a Arc<SocketInner>)) {
+    pub(crate) fn for_each_member<'a>(
+        &'a self,
+        room: &str,
+        mut f: impl FnMut(&'a str, &'a Arc<SocketInner>),
+    ) {
         if room == crate::ALL_ROOM {
             self.sockets.iter().for_each(|(sid, s)| f(sid, s));
         } else if let Some(sid) = room.strip_prefix("$s:") {
@@ -115,7 +122,8 @@ impl HubBuilder {
 
     /// The hub.
     pub fn build(self) -> Hub {
-        let adapter = self.adapter.unwrap_or_else(|| Arc::new(MemoryAdapter::new(self.config.history.clone())));
+        let adapter =
+            self.adapter.unwrap_or_else(|| Arc::new(MemoryAdapter::new(self.config.history.clone())));
         let inner = Inner {
             config: self.config,
             adapter,

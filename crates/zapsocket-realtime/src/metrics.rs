@@ -80,14 +80,24 @@ impl Metrics {
     pub fn to_prometheus(&self) -> String {
         let rows: [(&str, &str, &str, u64); 10] = [
             ("zapsocket_connections", "gauge", "Sockets connected now.", self.connections),
-            ("zapsocket_connections_total", "counter", "Sockets connected since start.", self.connections_total),
+            (
+                "zapsocket_connections_total",
+                "counter",
+                "Sockets connected since start.",
+                self.connections_total,
+            ),
             ("zapsocket_rooms", "gauge", "Rooms with members now.", self.rooms),
             ("zapsocket_messages_received_total", "counter", "Text messages received.", self.messages_in),
             ("zapsocket_received_bytes_total", "counter", "Bytes of text messages received.", self.bytes_in),
             ("zapsocket_messages_sent_total", "counter", "Messages queued to sockets.", self.messages_out),
             ("zapsocket_sent_bytes_total", "counter", "Bytes queued to sockets.", self.bytes_out),
             ("zapsocket_drops_total", "counter", "Messages dropped: full send queue or closing.", self.drops),
-            ("zapsocket_errors_sent_total", "counter", "Error replies and $error events sent.", self.errors_out),
+            (
+                "zapsocket_errors_sent_total",
+                "counter",
+                "Error replies and $error events sent.",
+                self.errors_out,
+            ),
             ("zapsocket_broadcasts_total", "counter", "Room messages sent (once each).", self.broadcasts),
         ];
         let mut out = String::new();

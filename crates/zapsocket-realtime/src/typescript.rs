@@ -25,8 +25,8 @@ struct Collect<'a> {
 
 impl TypeVisitor for Collect<'_> {
     fn visit<T: TS + 'static + ?Sized>(&mut self) {
+        // Containers (`Vec<T>`, `Option<T>`) list their items' dependencies themselves.
         if T::output_path().is_none() {
-            T::visit_dependencies(self);
             return;
         }
         let name = T::ident(self.cfg);
@@ -43,7 +43,9 @@ impl Types {
     /// Declares `T` and its dependencies; returns its name in TypeScript.
     fn add<T: TS + 'static>(&mut self) -> String {
         let cfg = Config::new().with_large_int("number");
-        Collect { cfg: &cfg, decls: &mut self.decls }.visit::<T>();
+        let mut collect = Collect { cfg: &cfg, decls: &mut self.decls };
+        collect.visit::<T>();
+        T::visit_dependencies(&mut collect);
         T::name(&cfg)
     }
 
@@ -64,29 +66,36 @@ impl Types {
 
     pub(crate) fn render(&mut self) -> String {
         let presence = self.add::<PresenceEvent>();
-        let members = self.add::<MembersReply>();
+        self.add::<MembersReply>();
         let error = self.add::<ReplyError>();
         let mut out = String::from(HEADER);
         for decl in self.decls.values() {
             let _ = writeln!(out, "{decl}\n");
         }
-        out.push_str("/** Events a client sends: the data, and the data of the reply when it asks for an ack. */\n");
+        out.push_str(
+            "/** Events a client sends: the data, and the data of the reply when it asks for an ack. */\n",
+        );
         out.push_str("export interface ClientEvents {\n");
         for (name, (data, reply)) in &self.client_events {
             let _ = writeln!(out, "  {}: {{ data: {data}; reply: {reply} }};", quote(name));
         }
-        out.push_str("}\n\n/** Events the server sends, with their data. */\nexport interface ServerEvents {\n");
+        out.push_str(
+            "}\n\n/** Events the server sends, with their data. */\nexport interface ServerEvents {\n",
+        );
         let reserved = [("$joined", &presence), ("$left", &presence), ("$error", &error)];
         let reserved = reserved.iter().map(|(n, t)| ((*n).to_owned(), (*t).clone()));
-        let events: BTreeMap<String, String> = self.server_events.clone().into_iter().chain(reserved).collect();
+        let events: BTreeMap<String, String> =
+            self.server_events.clone().into_iter().chain(reserved).collect();
         for (name, data) in &events {
             let _ = writeln!(out, "  {}: {data};", quote(name));
         }
-        out.push_str("}\n\n/** Procedures: the input and the output of each. */\nexport interface Procedures {\n");
+        out.push_str(
+            "}\n\n/** Procedures: the input and the output of each. */\nexport interface Procedures {\n",
+        );
         for (name, (input, output)) in &self.procedures {
             let _ = writeln!(out, "  {}: {{ input: {input}; output: {output} }};", quote(name));
         }
-        let _ = write!(out, "}}\n\n/** The reply to `$join` and `$members`. */\nexport type JoinReply = {members};\n");
+        out.push_str("}\n");
         out
     }
 }

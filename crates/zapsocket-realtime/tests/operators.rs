@@ -1,5 +1,7 @@
 //! Every emit operator through real sockets: exactly who receives what.
 
+#![allow(clippy::unwrap_used)] // test helpers below panic on purpose
+
 mod common;
 
 use common::{Recorder, raw, recv_json, serve};

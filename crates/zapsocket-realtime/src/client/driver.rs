@@ -92,7 +92,8 @@ fn receive(shared: &Shared, text: &str) {
             match handler.and_then(|h| h(data)) {
                 Some(result) => answer(shared, ack, result),
                 None if ack.is_some() => {
-                    let error = ReplyError::new(ErrorCode::UNKNOWN_EVENT, format!("no handler for event {name:?}"));
+                    let error =
+                        ReplyError::new(ErrorCode::UNKNOWN_EVENT, format!("no handler for event {name:?}"));
                     answer(shared, ack, Err(error));
                 }
                 None => {}
@@ -103,7 +104,8 @@ fn receive(shared: &Shared, text: &str) {
             }
         }
         Envelope::Call { name, ack, .. } => {
-            let error = ReplyError::new(ErrorCode::UNKNOWN_PROCEDURE, format!("a client has no procedure {name:?}"));
+            let error =
+                ReplyError::new(ErrorCode::UNKNOWN_PROCEDURE, format!("a client has no procedure {name:?}"));
             answer(shared, Some(ack), Err(error));
         }
     }

@@ -74,7 +74,12 @@ pub struct ClientBuilder {
 
 impl Default for ClientBuilder {
     fn default() -> Self {
-        ClientBuilder { headers: Vec::new(), ack_timeout: None, max_pending: 1_024, hello_timeout: Duration::from_secs(10) }
+        ClientBuilder {
+            headers: Vec::new(),
+            ack_timeout: None,
+            max_pending: 1_024,
+            hello_timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -247,7 +252,8 @@ impl Client {
 
     /// The members of a room.
     pub async fn members(&self, room: &str) -> Result<Vec<Member>, ReplyError> {
-        let reply: MembersReply = self.emit_with_ack("$members", &RoomRequest { room: room.to_owned() }).await?;
+        let reply: MembersReply =
+            self.emit_with_ack("$members", &RoomRequest { room: room.to_owned() }).await?;
         Ok(reply.members)
     }
 
@@ -276,7 +282,10 @@ impl Client {
         self.shared.sender.send(Message::from(json)).await.map_err(|e| disconnected(&e))
     }
 
-    async fn request<R: DeserializeOwned>(&self, envelope: impl FnOnce(u64) -> String) -> Result<R, ReplyError> {
+    async fn request<R: DeserializeOwned>(
+        &self,
+        envelope: impl FnOnce(u64) -> String,
+    ) -> Result<R, ReplyError> {
         let (id, rx) = {
             let mut pending = self.shared.lock_pending();
             if pending.len() >= self.shared.max_pending {
