@@ -445,7 +445,7 @@ fn negotiate_deflate(request: &Request, settings: &Settings) -> Option<DeflatePa
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
             .is_ok();
     let params = config.accept(request.as_proto(), reserved);
-    if reserved && !params.is_some_and(|p| !p.server_no_context_takeover) {
+    if reserved && params.is_none_or(|p| p.server_no_context_takeover) {
         // Not used after all (no offer, or the client asked for no context takeover).
         settings.context_takeover.fetch_sub(1, Ordering::AcqRel);
     }
