@@ -194,7 +194,7 @@ impl Shared {
             return Poll::Ready(inner.error.take().map(Err));
         }
         inner.set_recv_waker(cx.waker());
-        if inner.read_paused {
+        if inner.read_paused && inner.below_read_limit() {
             inner.wake_driver();
         }
         Poll::Pending
