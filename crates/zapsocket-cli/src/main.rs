@@ -1,3 +1,62 @@
 //! `zap`: run a WebSocket server (`zap serve`) or talk to one (`zap connect`).
+//!
+//! ```text
+//! zap serve --port 8080            # echo on / and /echo, relay on /broadcast
+//! zap connect ws://127.0.0.1:8080  # like wscat: type lines, see replies
+//! ```
 
-fn main() {}
+mod connect;
+mod serve;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Run a WebSocket server or talk to one.
+#[derive(Parser, Debug)]
+#[command(name = "zap", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve WebSocket endpoints: echo on `/` and `/echo`, relay to all on `/broadcast`.
+    Serve(serve::ServeArgs),
+    /// Connect to a WebSocket server, like wscat: send lines, print messages.
+    Connect(connect::ConnectArgs),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Connect(args) => connect::run(args).await,
+    }
+}
+
+/// Where log lines go.
+#[derive(Clone, Copy, Debug)]
+enum Output {
+    /// A server's log is its output.
+    Stdout,
+    /// A client keeps stdout for the messages it receives.
+    Stderr,
+}
+
+/// Logs with `tracing`, filtered by `RUST_LOG` (default: `default_level`), in color only
+/// on a terminal.
+fn init_logging(default_level: &str, output: Output) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match output {
+        Output::Stdout => builder.with_ansi(std::io::stdout().is_terminal()).init(),
+        Output::Stderr => {
+            builder.with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr).init()
+        }
+    }
+}

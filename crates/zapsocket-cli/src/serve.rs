@@ -1,0 +1,197 @@
+//! `zap serve`: echo on `/` and `/echo`, relay to every client on `/broadcast`, a small
+//! HTML page for plain HTTP `GET /`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::Output;
+use futures_util::{FutureExt, SinkExt};
+use zapsocket::{Clients, HttpResponse, Message, Request, Server, WebSocket, WebSocketConfig};
+
+/// Options of `zap serve`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct ServeArgs {
+    /// The host or IP address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// The port to listen on (0: any free port, printed at startup).
+    #[arg(long, short, default_value_t = 8080)]
+    port: u16,
+    /// The largest message (and frame) accepted, in bytes; bigger ones close with 1009.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+    max_message: usize,
+    /// Seconds between heartbeat pings; a peer that stays silent as long after a ping is
+    /// dropped. 0 turns the heartbeat off.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    ping_interval: u64,
+}
+
+/// The page served to a plain HTTP `GET /`.
+const INDEX_HTML: &str = "<!doctype html>
+<html lang=\"en\">
+<head><meta charset=\"utf-8\"><title>zap serve</title></head>
+<body>
+<h1>zap serve</h1>
+<p>WebSocket endpoints on this server:</p>
+<ul>
+<li><code>/</code> and <code>/echo</code>: every message is sent back, text as text, binary as binary.</li>
+<li><code>/broadcast</code>: every message is relayed to every client connected to <code>/broadcast</code>, the sender included.</li>
+</ul>
+<p>Try <code>zap connect ws://HOST:PORT/echo</code>.</p>
+</body>
+</html>
+";
+
+/// Runs the server until Ctrl-C or SIGTERM.
+pub(crate) async fn run(args: ServeArgs) -> ExitCode {
+    crate::init_logging("info", Output::Stdout);
+    let shutdown = Shutdown::install();
+    let server = match bind(&args).await {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("error: cannot listen on {}:{}: {e}", args.host, args.port);
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = server.local_addr();
+    // On stdout: scripts that start us on port 0 read the port from this line.
+    tracing::info!("listening on ws://{addr}");
+    let broadcast = Clients::new();
+    let serving = server.serve(move |ws| handle(ws, broadcast.clone()));
+    tokio::select! {
+        result = serving => match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "server stopped");
+                ExitCode::FAILURE
+            }
+        },
+        signal = shutdown.recv() => {
+            tracing::info!("{signal}: shutting down");
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+async fn bind(args: &ServeArgs) -> zapsocket::Result<Server> {
+    let mut config =
+        WebSocketConfig::default().max_message_size(args.max_message).max_frame_size(args.max_message);
+    config = match args.ping_interval {
+        0 => config.no_heartbeat(),
+        secs => config.heartbeat(Duration::from_secs(secs), Duration::from_secs(secs)),
+    };
+    Server::builder()
+        .host(args.host.as_str())
+        .port(args.port)
+        .path("/")
+        .path("/echo")
+        .path("/broadcast")
+        .config(config)
+        .http(index_page)
+        .bind()
+        .await
+}
+
+/// Plain HTTP: the page on `/`, 404 elsewhere.
+fn index_page(request: &Request) -> Option<HttpResponse> {
+    (request.path() == "/").then(|| HttpResponse::html(INDEX_HTML))
+}
+
+/// One connection: the path chose its behavior at the handshake.
+async fn handle(ws: WebSocket, broadcast: Clients) {
+    let id = ws.id();
+    let peer = ws.peer_addr();
+    let path = ws.request().map(|r| r.path().to_owned()).unwrap_or_default();
+    tracing::debug!(id, ?peer, %path, "connected");
+    let result = if path == "/broadcast" { relay(ws, &broadcast).await } else { echo(ws).await };
+    match result {
+        Ok(Some(frame)) => {
+            tracing::debug!(id, code = frame.code.0, reason = %frame.reason, "closed")
+        }
+        Ok(None) => tracing::debug!(id, "closed"),
+        Err(e) => tracing::debug!(id, error = %e, "connection failed"),
+    }
+}
+
+/// Echoes every data message with its type. Messages that are already decoded are fed
+/// into the sink together and flushed once, so a burst costs one write, not one per
+/// message. Returns the close frame once the connection is over.
+async fn echo(ws: WebSocket) -> zapsocket::Result<Option<zapsocket::CloseFrame>> {
+    let (mut tx, mut rx) = ws.split();
+    while let Some(message) = rx.recv().await {
+        feed_data(&mut tx, message?).await?;
+        // Take whatever else is ready without waiting; flush when nothing is.
+        loop {
+            match rx.recv().now_or_never() {
+                Some(Some(message)) => feed_data(&mut tx, message?).await?,
+                Some(None) => {
+                    tx.flush().await?;
+                    return Ok(rx.close_frame());
+                }
+                None => break,
+            }
+        }
+        tx.flush().await?;
+    }
+    Ok(rx.close_frame())
+}
+
+/// Queues a text or binary message; pings and pongs are not echoed (the library answers
+/// pings itself).
+async fn feed_data(tx: &mut zapsocket::WebSocketSender, message: Message) -> zapsocket::Result<()> {
+    if message.is_data() {
+        tx.feed(message).await?;
+    }
+    Ok(())
+}
+
+/// Relays every data message to every client of `/broadcast`, the sender included.
+async fn relay(mut ws: WebSocket, broadcast: &Clients) -> zapsocket::Result<Option<zapsocket::CloseFrame>> {
+    broadcast.insert(&ws.sender());
+    let result = async {
+        while let Some(message) = ws.recv().await {
+            let message = message?;
+            if message.is_data() {
+                broadcast.broadcast(message);
+            }
+        }
+        Ok(ws.close_frame())
+    }
+    .await;
+    broadcast.remove(ws.id());
+    result
+}
+
+/// Waits for Ctrl-C (SIGINT) or SIGTERM. The handlers are installed when this is created,
+/// so a signal that comes right after startup is not lost.
+struct Shutdown {
+    #[cfg(unix)]
+    signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Shutdown {
+    fn install() -> Shutdown {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let signals =
+                signal(SignalKind::interrupt()).and_then(|i| Ok((i, signal(SignalKind::terminate())?)));
+            Shutdown { signals: signals.ok() }
+        }
+        #[cfg(not(unix))]
+        Shutdown {}
+    }
+
+    /// Resolves with the name of the signal received.
+    async fn recv(self) -> &'static str {
+        #[cfg(unix)]
+        if let Some((mut interrupt, mut terminate)) = self.signals {
+            return tokio::select! {
+                _ = interrupt.recv() => "SIGINT",
+                _ = terminate.recv() => "SIGTERM",
+            };
+        }
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
+}
