@@ -140,8 +140,6 @@ async fn echoes_the_close_code() {
 }
 
 #[tokio::test]
-#[ignore = "zapsocket-proto answers a close frame with the peer's code but an empty reason \
-            (connection/read.rs, on_close); ws echoes both"]
 async fn echoes_the_close_reason() {
     let serve = Serve::start(&[]);
     let frame = close_with_4000_bye(&serve).await;

@@ -260,11 +260,11 @@ impl Connection {
             }
         };
         if !self.close_sent {
-            let (code, reason) = match &frame {
-                Some(f) => (f.code, ""),
-                None => (CloseCode::NO_STATUS, ""),
-            };
-            self.queue_close(code, reason);
+            // Echo the code and reason (RFC 6455 §5.5.1), as `ws` does.
+            match &frame {
+                Some(f) => self.queue_close(f.code, &f.reason),
+                None => self.queue_close(CloseCode::NO_STATUS, ""),
+            }
         }
         self.close_frame = Some(frame.clone().unwrap_or(CloseFrame::new(CloseCode::NO_STATUS, "")));
         self.finish();

@@ -37,8 +37,8 @@ fn the_initiator_gets_the_echo_as_a_close_event() {
     assert_eq!(pair.server_received(), [closed(CloseCode::NORMAL, "bye")]);
     assert_eq!(pair.server.state(), State::Closed);
     assert_eq!(pair.server.close_frame(), Some(&crate::CloseFrame::new(CloseCode::NORMAL, "bye")));
-    // The responder echoes the code (RFC 6455 §5.5.1), without the reason.
-    assert_eq!(pair.client_received(), [closed(CloseCode::NORMAL, "")]);
+    // The responder echoes the code (RFC 6455 §5.5.1) and, as `ws` does, the reason.
+    assert_eq!(pair.client_received(), [closed(CloseCode::NORMAL, "bye")]);
     assert_eq!(pair.client.state(), State::Closed);
     assert!(pair.client.is_closed() && pair.server.is_closed());
     assert_eq!(pair.client.poll_timeout(), None, "no close timeout once closed");
@@ -52,7 +52,7 @@ fn the_responder_echoes_the_peers_code() {
     let events = feed_all(&mut server, &from_peer(Role::Server, 0x88, &close_payload(4001, "app")));
     assert_eq!(events, [closed(CloseCode(4001), "app")]);
     let echo = sent_frames(&mut server);
-    assert_eq!(echo, [Frame { b0: 0x88, masked: false, payload: close_payload(4001, "") }]);
+    assert_eq!(echo, [Frame { b0: 0x88, masked: false, payload: close_payload(4001, "app") }]);
     assert_eq!(server.send(Message::text("late")), Err(Error::AlreadyClosed));
 }
 
@@ -129,7 +129,7 @@ fn messages_still_arrive_while_our_close_is_in_flight() {
     // The client sent this before it saw the server's close.
     pair.client.send(Message::text("in flight")).unwrap();
     pair.drive();
-    assert_eq!(pair.server_events, [text("in flight"), closed(CloseCode::GOING_AWAY, "")]);
+    assert_eq!(pair.server_events, [text("in flight"), closed(CloseCode::GOING_AWAY, "shutdown")]);
     assert_eq!(pair.client_events, [closed(CloseCode::GOING_AWAY, "shutdown")]);
 }
 

@@ -147,7 +147,7 @@ fn valid_close_codes_are_reported_and_echoed() {
             assert_eq!(conn.state(), State::Closed);
             let echo = sent_frames(&mut conn);
             assert_eq!(echo.len(), 1);
-            assert_eq!((echo[0].b0, &echo[0].payload[..]), (0x88, &code.to_be_bytes()[..]));
+            assert_eq!((echo[0].b0, &echo[0].payload[..]), (0x88, &close_payload(code, "why")[..]));
         }
     }
 }
