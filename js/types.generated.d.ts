@@ -120,9 +120,14 @@ export type MembersReply = {
  */
 room: string, 
 /**
- * Its members, in no particular order.
+ * Its members, in no particular order; empty when the room has more than
+ * [`HubConfig::max_presence`](crate::HubConfig::max_presence) members.
  */
-members: Array<Member>, };
+members: Array<Member>, 
+/**
+ * How many members the room has.
+ */
+count: number, };
 
 /**
  * The data of `$joined` and `$left`.

@@ -26,6 +26,11 @@ pub struct HubConfig {
     /// Default: 100. Past it `$join` fails with `limit`: stops one socket from creating
     /// rooms without end.
     pub max_rooms: usize,
+    /// The largest room with presence. Default: 1,000. While a room has at most this
+    /// many members, joins and leaves send `$joined`/`$left` to it and `$join`/`$members`
+    /// replies list the members; past it only the count is given. Presence costs one
+    /// delivery per member per join: unbounded, filling a room of N costs N²/2.
+    pub max_presence: usize,
     /// The most requests pending in each direction per socket: acks the server awaits,
     /// and client requests (acks and calls) being handled. Default: 1,024. Past it a
     /// server request fails with `limit` and the server stops reading the socket until
@@ -64,6 +69,7 @@ impl Default for HubConfig {
             max_message: 1 << 20,
             max_name: 128,
             max_rooms: 100,
+            max_presence: 1_000,
             max_pending_acks: 1_024,
             ack_timeout: Duration::from_secs(10),
             history: HistoryLimits::default(),

@@ -12,7 +12,7 @@ use crate::envelope::{self, Envelope, Refused};
 use crate::error::{ErrorCode, ReplyError};
 use crate::handler::{BoxFuture, Reply};
 use crate::hub::Hub;
-use crate::presence::{MembersReply, RoomRequest};
+use crate::presence::RoomRequest;
 use crate::socket::{Socket, SocketInner};
 
 #[derive(Serialize)]
@@ -208,8 +208,7 @@ fn reserved(socket: &Socket, name: &str, data: &str) -> Reply {
     match name {
         "$join" => {
             let room = room()?;
-            let members = socket.join(&room)?;
-            Ok(envelope::to_json(&MembersReply { room, members }))
+            Ok(envelope::to_json(&socket.join(&room)?))
         }
         "$leave" => {
             let room = room()?;
@@ -219,8 +218,7 @@ fn reserved(socket: &Socket, name: &str, data: &str) -> Reply {
         "$members" => {
             let room = room()?;
             socket.hub.check_room(&room)?;
-            let members = socket.hub.members(&room);
-            Ok(envelope::to_json(&MembersReply { room, members }))
+            Ok(envelope::to_json(&socket.hub.presence_of(&socket.hub.read_state(), &room)))
         }
         "$error" => {
             tracing::debug!(session = socket.id(), error = data, "$error from a client");

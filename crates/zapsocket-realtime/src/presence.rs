@@ -41,8 +41,12 @@ pub struct RoomRequest {
 pub struct MembersReply {
     /// The room.
     pub room: String,
-    /// Its members, in no particular order.
+    /// Its members, in no particular order; empty when the room has more than
+    /// [`HubConfig::max_presence`](crate::HubConfig::max_presence) members.
     pub members: Vec<Member>,
+    /// How many members the room has.
+    #[serde(default)]
+    pub count: usize,
 }
 
 /// A room's members by session id.
@@ -58,7 +62,7 @@ impl Hub {
         Ok(())
     }
 
-    pub(crate) fn join(&self, socket: &Arc<SocketInner>, room: &str) -> Result<Vec<Member>, ReplyError> {
+    pub(crate) fn join(&self, socket: &Arc<SocketInner>, room: &str) -> Result<MembersReply, ReplyError> {
         self.check_room(room)?;
         let max = self.config().max_rooms;
         let (members, joined) = {
@@ -75,9 +79,9 @@ impl Hub {
                 rooms.insert(room.to_owned());
                 state.rooms.entry(room.to_owned()).or_default().insert(socket.sid.clone(), socket.clone());
             }
-            (members_of(&state, room), joined)
+            (self.presence_of(&state, room), joined)
         };
-        if joined {
+        if joined && members.count <= self.config().max_presence {
             let event = PresenceEvent { room: room.to_owned(), member: socket.member() };
             self.emit_reserved(&[room], &[socket.room.as_str()], "$joined", &event);
         }
@@ -89,8 +93,7 @@ impl Hub {
         let left = {
             let mut state = self.write_state();
             let left = socket.rooms.lock().unwrap_or_else(|p| p.into_inner()).remove(room);
-            remove_member(&mut state, room, &socket.sid);
-            left
+            left && self.remove_member(&mut state, room, &socket.sid)
         };
         if left {
             let event = PresenceEvent { room: room.to_owned(), member: socket.member() };
@@ -105,10 +108,7 @@ impl Hub {
             let mut state = self.write_state();
             state.sockets.remove(&socket.sid);
             let rooms = std::mem::take(&mut *socket.rooms.lock().unwrap_or_else(|p| p.into_inner()));
-            for room in &rooms {
-                remove_member(&mut state, room, &socket.sid);
-            }
-            rooms.into_iter().collect()
+            rooms.into_iter().filter(|room| self.remove_member(&mut state, room, &socket.sid)).collect()
         };
         let member = socket.member();
         for room in rooms {
@@ -118,21 +118,33 @@ impl Hub {
         socket.fail_pending();
     }
 
-    /// The members of `room` (any name but `$` ones: see `check_room`).
+    /// Every member of `room`, whatever its size.
     pub fn members(&self, room: &str) -> Vec<Member> {
-        members_of(&self.read_state(), room)
+        let state = self.read_state();
+        state.rooms.get(room).map(|m| m.values().map(|s| s.member()).collect()).unwrap_or_default()
     }
-}
 
-fn members_of(state: &State, room: &str) -> Vec<Member> {
-    state.rooms.get(room).map(|m| m.values().map(|s| s.member()).collect()).unwrap_or_default()
-}
+    /// The `$join`/`$members` reply: the members while the room is within the presence
+    /// limit, the count always.
+    pub(crate) fn presence_of(&self, state: &State, room: &str) -> MembersReply {
+        let members = state.rooms.get(room);
+        let count = members.map_or(0, |m| m.len());
+        let members = match members {
+            Some(m) if count <= self.config().max_presence => m.values().map(|s| s.member()).collect(),
+            _ => Vec::new(),
+        };
+        MembersReply { room: room.to_owned(), members, count }
+    }
 
-fn remove_member(state: &mut State, room: &str, sid: &str) {
-    if let Some(members) = state.rooms.get_mut(room) {
-        members.remove(sid);
+    /// Removes a member; returns whether the room should hear `$left` (it was a member
+    /// of a room within the presence limit).
+    fn remove_member(&self, state: &mut State, room: &str, sid: &str) -> bool {
+        let Some(members) = state.rooms.get_mut(room) else { return false };
+        let was_member = members.remove(sid).is_some();
+        let announce = was_member && members.len() < self.config().max_presence;
         if members.is_empty() {
             state.rooms.remove(room);
         }
+        announce
     }
 }

@@ -16,7 +16,7 @@ use crate::envelope;
 use crate::error::{ErrorCode, ReplyError};
 use crate::handler::Reply;
 use crate::hub::Hub;
-use crate::presence::Member;
+use crate::presence::{Member, MembersReply};
 
 /// How many unknown event names a socket is warned about once each; past it, each
 /// unknown event gets its `$error` (the set stays bounded, nothing is silent).
@@ -158,10 +158,11 @@ impl Socket {
         lock(&self.inner.rooms).iter().cloned().collect()
     }
 
-    /// Joins `room`; the room's other members get `$joined`. Returns the members, this
-    /// socket included. Fails with `reserved` for a `$` name, `bad_envelope` for a name
-    /// too long, `limit` past [`HubConfig::max_rooms`](crate::HubConfig::max_rooms).
-    pub fn join(&self, room: &str) -> Result<Vec<Member>, ReplyError> {
+    /// Joins `room`; the room's other members get `$joined` (within the presence limit).
+    /// Returns the members, this socket included (see [`MembersReply`]). Fails with
+    /// `reserved` for a `$` name, `bad_envelope` for a name too long, `limit` past
+    /// [`HubConfig::max_rooms`](crate::HubConfig::max_rooms).
+    pub fn join(&self, room: &str) -> Result<MembersReply, ReplyError> {
         self.hub.join(&self.inner, room)
     }
 

@@ -19,7 +19,7 @@ async fn chat_goes_to_the_senders_rooms_with_its_name() {
     let mut bob = Recorder::connect(&format!("{url}?name=%20bob%20")).await;
     let mut guest = Recorder::connect(&url).await;
     let members = ada.client.join("lobby").await.unwrap();
-    assert_eq!(members[0].data, json!({"name": "ada"}));
+    assert_eq!(members.members[0].data, json!({"name": "ada"}));
     bob.client.join("lobby").await.unwrap();
     bob.client.join("games").await.unwrap();
     guest.client.join("games").await.unwrap();

@@ -167,7 +167,7 @@ async fn event_middleware_refuses_events_calls_and_joins() {
     assert_eq!(err, ReplyError::forbidden("secret is not allowed"));
     let err = client.join("private").await.unwrap_err();
     assert_eq!(err.code.as_str(), "forbidden");
-    assert_eq!(client.join("public").await.unwrap().len(), 1);
+    assert_eq!(client.join("public").await.unwrap().count, 1);
     assert_eq!(client.emit_with_ack::<_, u32>("ping", &1).await.unwrap(), 2);
 }
 

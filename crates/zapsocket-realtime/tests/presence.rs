@@ -9,14 +9,18 @@ use std::time::Duration;
 
 use common::{Recorder, serve};
 use serde_json::json;
-use zapsocket_realtime::{Hub, Member, Socket};
+use zapsocket_realtime::{Hub, HubConfig, Member, Socket};
 
 async fn named(url: &str, name: &str) -> Recorder {
     Recorder::connect(&format!("{url}?name={name}")).await
 }
 
 fn hub() -> Hub {
-    let hub = Hub::new();
+    hub_with(HubConfig::default())
+}
+
+fn hub_with(config: HubConfig) -> Hub {
+    let hub = Hub::builder().config(config).build();
     hub.use_connect(|socket: Socket| async move {
         let name = socket.request().and_then(|r| r.query_param("name")).unwrap_or_default();
         socket.set_public_data(json!({ "name": name }));
@@ -39,8 +43,8 @@ async fn join_leave_and_disconnect_are_seen_by_the_room() {
     let mut ada = named(&url, "ada").await;
     let bob = named(&url, "bob").await;
     let mut cy = named(&url, "cy").await;
-    assert_eq!(names(&ada.client.join("lobby").await.unwrap()), ["ada"]);
-    assert_eq!(names(&bob.client.join("lobby").await.unwrap()), ["ada", "bob"]);
+    assert_eq!(names(&ada.client.join("lobby").await.unwrap().members), ["ada"]);
+    assert_eq!(names(&bob.client.join("lobby").await.unwrap().members), ["ada", "bob"]);
     let (event, data) = ada.next().await;
     assert_eq!(event, "$joined");
     assert_eq!(
@@ -48,7 +52,7 @@ async fn join_leave_and_disconnect_are_seen_by_the_room() {
         json!({"room": "lobby", "member": {"id": bob.client.session(), "data": {"name": "bob"}}})
     );
     cy.client.join("elsewhere").await.unwrap();
-    assert_eq!(names(&cy.client.members("lobby").await.unwrap()), ["ada", "bob"]);
+    assert_eq!(names(&cy.client.members("lobby").await.unwrap().members), ["ada", "bob"]);
     assert_eq!(names(&hub.members("lobby")), ["ada", "bob"]);
 
     bob.client.leave("lobby").await.unwrap();
@@ -59,7 +63,7 @@ async fn join_leave_and_disconnect_are_seen_by_the_room() {
     drop(bob);
     let (event, data) = ada.next().await;
     assert_eq!((event.as_str(), &data["room"]), ("$left", &json!("lobby")), "disconnect leaves");
-    assert_eq!(names(&ada.client.members("lobby").await.unwrap()), ["ada"]);
+    assert_eq!(names(&ada.client.members("lobby").await.unwrap().members), ["ada"]);
     ada.assert_silent().await;
     cy.assert_silent().await;
 }
@@ -103,4 +107,28 @@ async fn server_side_join_and_public_data() {
     sb.set_data(42u32);
     assert_eq!(sb.data::<u32>(), Some(42));
     assert_eq!(sb.data::<String>(), None);
+}
+
+#[tokio::test]
+async fn presence_stops_past_its_limit_and_the_count_goes_on() {
+    let mut config = HubConfig::default();
+    config.max_presence = 2;
+    let hub = hub_with(config);
+    let url = serve(&hub).await;
+    let mut a = named(&url, "a").await;
+    let b = named(&url, "b").await;
+    let c = named(&url, "c").await;
+    a.client.join("big").await.unwrap();
+    let joined = b.client.join("big").await.unwrap();
+    assert_eq!((joined.members.len(), joined.count), (2, 2));
+    assert_eq!(a.next().await.0, "$joined");
+    let joined = c.client.join("big").await.unwrap();
+    assert_eq!((joined.members.len(), joined.count), (0, 3), "past the limit: the count only");
+    let listed = a.client.members("big").await.unwrap();
+    assert_eq!((listed.members.len(), listed.count), (0, 3));
+    assert_eq!(hub.members("big").len(), 3, "the server side sees everyone");
+    c.client.leave("big").await.unwrap();
+    a.assert_silent().await;
+    b.client.leave("big").await.unwrap();
+    assert_eq!(a.next().await.0, "$left", "within the limit again");
 }

@@ -35,7 +35,7 @@ use zapsocket::{CloseCode, Message, WebSocketSender};
 use crate::envelope;
 use crate::error::{ErrorCode, ReplyError};
 use crate::handler::{HandlerOutput, Reply};
-use crate::presence::{Member, MembersReply, RoomRequest};
+use crate::presence::{MembersReply, RoomRequest};
 
 pub use driver::Hello;
 
@@ -239,10 +239,9 @@ impl Client {
         self.request(|id| envelope::call(name, &data, id)).await
     }
 
-    /// Joins a room; returns its members (this client included).
-    pub async fn join(&self, room: &str) -> Result<Vec<Member>, ReplyError> {
-        let reply: MembersReply = self.emit_with_ack("$join", &RoomRequest { room: room.to_owned() }).await?;
-        Ok(reply.members)
+    /// Joins a room; returns its members (this client included) and their count.
+    pub async fn join(&self, room: &str) -> Result<MembersReply, ReplyError> {
+        self.emit_with_ack("$join", &RoomRequest { room: room.to_owned() }).await
     }
 
     /// Leaves a room.
@@ -250,11 +249,9 @@ impl Client {
         self.emit_with_ack::<_, RoomRequest>("$leave", &RoomRequest { room: room.to_owned() }).await.map(drop)
     }
 
-    /// The members of a room.
-    pub async fn members(&self, room: &str) -> Result<Vec<Member>, ReplyError> {
-        let reply: MembersReply =
-            self.emit_with_ack("$members", &RoomRequest { room: room.to_owned() }).await?;
-        Ok(reply.members)
+    /// The members of a room and their count.
+    pub async fn members(&self, room: &str) -> Result<MembersReply, ReplyError> {
+        self.emit_with_ack("$members", &RoomRequest { room: room.to_owned() }).await
     }
 
     /// Sends raw text (for tests of what a server does with malformed input).
