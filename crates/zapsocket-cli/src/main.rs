@@ -1,11 +1,12 @@
 //! `zap`: run a WebSocket server (`zap serve`) or talk to one (`zap connect`).
 //!
 //! ```text
-//! zap serve --port 8080            # echo on / and /echo, relay on /broadcast
+//! zap serve --port 8080            # echo on / and /echo, relay on /broadcast, realtime on /ws
 //! zap connect ws://127.0.0.1:8080  # like wscat: type lines, see replies
 //! ```
 
 mod connect;
+mod realtime;
 mod serve;
 
 use std::io::IsTerminal;

@@ -1,12 +1,16 @@
-//! `zap serve`: echo on `/` and `/echo`, relay to every client on `/broadcast`, a small
-//! HTML page for plain HTTP `GET /`.
+//! `zap serve`: echo on `/` and `/echo`, relay to every client on `/broadcast`, the
+//! realtime hub on `/ws`; for plain HTTP, the demo chat page on `/`, the JS client on
+//! `/zapsocket.js` and metrics on `/metrics` (see `realtime.rs`).
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::Output;
 use futures_util::{FutureExt, SinkExt};
-use zapsocket::{Clients, HttpResponse, Message, Request, Server, WebSocket, WebSocketConfig};
+use zapsocket::{Clients, Message, Server, WebSocket, WebSocketConfig};
+use zapsocket_realtime::Hub;
+
+use crate::realtime;
 
 /// Options of `zap serve`.
 #[derive(clap::Args, Debug)]
@@ -26,27 +30,12 @@ pub(crate) struct ServeArgs {
     ping_interval: u64,
 }
 
-/// The page served to a plain HTTP `GET /`.
-const INDEX_HTML: &str = "<!doctype html>
-<html lang=\"en\">
-<head><meta charset=\"utf-8\"><title>zap serve</title></head>
-<body>
-<h1>zap serve</h1>
-<p>WebSocket endpoints on this server:</p>
-<ul>
-<li><code>/</code> and <code>/echo</code>: every message is sent back, text as text, binary as binary.</li>
-<li><code>/broadcast</code>: every message is relayed to every client connected to <code>/broadcast</code>, the sender included.</li>
-</ul>
-<p>Try <code>zap connect ws://HOST:PORT/echo</code>.</p>
-</body>
-</html>
-";
-
 /// Runs the server until Ctrl-C or SIGTERM.
 pub(crate) async fn run(args: ServeArgs) -> ExitCode {
     crate::init_logging("info", Output::Stdout);
     let shutdown = Shutdown::install();
-    let server = match bind(&args).await {
+    let hub = realtime::hub(args.max_message);
+    let server = match bind(&args, &hub).await {
         Ok(server) => server,
         Err(e) => {
             eprintln!("error: cannot listen on {}:{}: {e}", args.host, args.port);
@@ -57,7 +46,7 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
     // On stdout: scripts that start us on port 0 read the port from this line.
     tracing::info!("listening on ws://{addr}");
     let broadcast = Clients::new();
-    let serving = server.serve(move |ws| handle(ws, broadcast.clone()));
+    let serving = server.serve(move |ws| handle(ws, broadcast.clone(), hub.clone()));
     tokio::select! {
         result = serving => match result {
             Ok(()) => ExitCode::SUCCESS,
@@ -73,36 +62,39 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
     }
 }
 
-async fn bind(args: &ServeArgs) -> zapsocket::Result<Server> {
+async fn bind(args: &ServeArgs, hub: &Hub) -> zapsocket::Result<Server> {
     let mut config =
         WebSocketConfig::default().max_message_size(args.max_message).max_frame_size(args.max_message);
     config = match args.ping_interval {
         0 => config.no_heartbeat(),
         secs => config.heartbeat(Duration::from_secs(secs), Duration::from_secs(secs)),
     };
+    let hub = hub.clone();
     Server::builder()
         .host(args.host.as_str())
         .port(args.port)
         .path("/")
         .path("/echo")
         .path("/broadcast")
+        .path(realtime::PATH)
+        .subprotocol(zapsocket_realtime::SUBPROTOCOL)
         .config(config)
-        .http(index_page)
+        .http(move |request| realtime::http(&hub, request))
         .bind()
         .await
 }
 
-/// Plain HTTP: the page on `/`, 404 elsewhere.
-fn index_page(request: &Request) -> Option<HttpResponse> {
-    (request.path() == "/").then(|| HttpResponse::html(INDEX_HTML))
-}
-
 /// One connection: the path chose its behavior at the handshake.
-async fn handle(ws: WebSocket, broadcast: Clients) {
+async fn handle(ws: WebSocket, broadcast: Clients, hub: Hub) {
     let id = ws.id();
     let peer = ws.peer_addr();
     let path = ws.request().map(|r| r.path().to_owned()).unwrap_or_default();
     tracing::debug!(id, ?peer, %path, "connected");
+    if path == realtime::PATH {
+        hub.handle(ws).await;
+        tracing::debug!(id, "realtime connection closed");
+        return;
+    }
     let result = if path == "/broadcast" { relay(ws, &broadcast).await } else { echo(ws).await };
     match result {
         Ok(Some(frame)) => {

@@ -1,0 +1,42 @@
+//! The realtime side of `zap serve`: the hub at `/ws` (docs/PROTOCOL.md, *zap serve's
+//! built-in chat*), the demo chat page at `/`, the JS client at `/zapsocket.js` and the
+//! hub's metrics at `/metrics` (Prometheus text format).
+
+use zapsocket::{HttpResponse, Request};
+use zapsocket_realtime::{Hub, HubConfig, demo};
+
+/// The demo chat page (written by the JS side, built on `js/`).
+const DEMO_HTML: &str = include_str!("../assets/demo.html");
+
+/// The JavaScript client, imported by the demo page.
+const CLIENT_JS: &str = include_str!("../../../js/zapsocket.js");
+
+/// The WebSocket path of the realtime endpoint.
+pub(crate) const PATH: &str = "/ws";
+
+/// The hub of `/ws`: the built-in chat and test helpers. Envelopes are limited to the
+/// smaller of the protocol's default (1 MiB) and `--max-message`.
+pub(crate) fn hub(max_message: usize) -> Hub {
+    let mut config = HubConfig::default();
+    config.max_message = config.max_message.min(max_message);
+    demo::hub(Hub::builder().config(config).build())
+}
+
+/// Plain HTTP: the demo page on `/`, the client module, the metrics; `None` (404)
+/// elsewhere.
+pub(crate) fn http(hub: &Hub, request: &Request) -> Option<HttpResponse> {
+    match request.path() {
+        "/" => Some(HttpResponse::html(DEMO_HTML)),
+        "/zapsocket.js" => Some(HttpResponse {
+            status: 200,
+            content_type: "text/javascript; charset=utf-8".into(),
+            body: CLIENT_JS.as_bytes().to_vec(),
+        }),
+        "/metrics" => Some(HttpResponse {
+            status: 200,
+            content_type: "text/plain; version=0.0.4; charset=utf-8".into(),
+            body: hub.metrics().to_prometheus().into_bytes(),
+        }),
+        _ => None,
+    }
+}

@@ -1,0 +1,122 @@
+//! `zap serve`'s realtime side, run for real: the hub at `/ws` (chat with names and
+//! rooms), `/metrics`, the demo page and the JS module over plain HTTP, and `/` still
+//! echoing for WebSocket upgrades.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc as channel;
+use zapsocket_realtime::client::Client;
+
+const ZAP: &str = env!("CARGO_BIN_EXE_zap");
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A running `zap serve --port 0`, killed on drop.
+struct Serve {
+    child: Child,
+    addr: String,
+}
+
+impl Serve {
+    fn start() -> Serve {
+        let mut child = Command::new(ZAP)
+            .args(["serve", "--port", "0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn zap serve");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some((_, addr)) = line.split_once("listening on ws://") {
+                    let _ = tx.send(addr.trim().to_owned());
+                }
+            }
+        });
+        let addr = rx.recv_timeout(PATIENCE).expect("zap serve printed its address");
+        Serve { child, addr }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read to end");
+    response
+}
+
+/// A client on `/ws` named `name`, with a channel of the `chat` events it receives.
+async fn chatter(serve: &Serve, name: &str) -> (Client, channel::UnboundedReceiver<Value>) {
+    let url = format!("ws://{}/ws?name={name}", serve.addr);
+    let client =
+        tokio::time::timeout(PATIENCE, Client::connect(&url)).await.expect("in time").expect("connect");
+    let (tx, rx) = channel::unbounded_channel();
+    client.on("chat", move |msg: Value| {
+        let _ = tx.send(msg);
+    });
+    (client, rx)
+}
+
+async fn next(rx: &mut channel::UnboundedReceiver<Value>) -> Value {
+    tokio::time::timeout(PATIENCE, rx.recv()).await.expect("a chat in time").expect("open")
+}
+
+#[tokio::test]
+async fn chat_on_ws_reaches_the_room_with_names_and_metrics_count_it() {
+    let serve = Serve::start();
+    let (ada, mut ada_rx) = chatter(&serve, "ada").await;
+    let (bob, mut bob_rx) = chatter(&serve, "bob").await;
+    ada.join("lobby").await.expect("join");
+    let joined = bob.join("lobby").await.expect("join");
+    let mut names: Vec<&str> = joined.members.iter().filter_map(|m| m.data["name"].as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["ada", "bob"]);
+    let reply: Value = bob.emit_with_ack("chat", &json!({"text": "hi"})).await.expect("chat");
+    assert_eq!(reply, json!({"rooms": ["lobby"]}));
+    assert_eq!(next(&mut ada_rx).await, json!({"from": "bob", "text": "hi", "room": "lobby"}));
+    assert_eq!(next(&mut bob_rx).await["from"], "bob");
+    assert_eq!(ada.call::<_, f64>("add", &json!({"a": 1, "b": 2})).await.expect("add"), 3.0);
+
+    let metrics = http_get(&serve.addr, "/metrics");
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(metrics.contains("text/plain; version=0.0.4"), "{metrics}");
+    assert!(metrics.contains("\nzapsocket_connections 2\n"), "{metrics}");
+    assert!(metrics.contains("\nzapsocket_rooms 1\n"), "{metrics}");
+}
+
+#[tokio::test]
+async fn plain_http_serves_the_demo_page_and_the_client_module() {
+    let serve = Serve::start();
+    let page = http_get(&serve.addr, "/");
+    assert!(page.contains("data-testid=\"members\""), "{page:.300}");
+    assert!(page.contains("/zapsocket.js"), "the page imports the client");
+    let module = http_get(&serve.addr, "/zapsocket.js");
+    assert!(module.starts_with("HTTP/1.1 200"), "{module:.200}");
+    assert!(module.to_ascii_lowercase().contains("content-type: text/javascript"), "{module:.200}");
+    assert!(module.contains("export function connect"), "{module:.400}");
+}
+
+#[tokio::test]
+async fn root_still_echoes_websocket_upgrades_without_a_subprotocol() {
+    let serve = Serve::start();
+    let mut ws = zapsocket::Client::connect(&format!("ws://{}/", serve.addr)).await.expect("connect");
+    assert_eq!(ws.protocol(), None);
+    ws.send("ping").await.expect("send");
+    let echoed =
+        tokio::time::timeout(PATIENCE, ws.recv()).await.expect("in time").expect("open").expect("ok");
+    assert_eq!(echoed.as_text(), Some("ping"));
+}
