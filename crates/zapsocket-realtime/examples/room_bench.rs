@@ -1,23 +1,20 @@
 //! Benchmark: one event broadcast to a room of N members, beside the raw `/broadcast`
-//! relay of the same server, in one run. Reports deliveries per second and the server's
-//! CPU time per delivery (from `/proc/PID/task/*/schedstat`).
+//! relay of the same `zap serve`, in one run. Reports deliveries per second and the
+//! server's CPU time per delivery (from `/proc/PID/task/*/schedstat`).
 //!
 //! ```sh
-//! scripts/bench-realtime.sh                    # both paths, 1,000 and 10,000 members
-//! cargo run --release -p zapsocket-realtime --example room_bench -- serve 28300
-//! cargo run --release -p zapsocket-realtime --example room_bench -- drive \
-//!     ws://127.0.0.1:28300 PID realtime 1000 200 16
+//! scripts/bench-realtime.sh          # zap serve, both paths, 1,000 and 10,000 members
+//! cargo run --release -p zapsocket-realtime --example room_bench -- \
+//!     ws://127.0.0.1:28310 SERVER_PID realtime 1000 200 16
 //! ```
 //!
-//! `serve PORT`: `/ws` runs the hub of `zap serve` (`demo::hub`: `chat` relays to the
-//! sender's rooms), `/broadcast` relays every message to every client of that path
-//! (`zapsocket::Clients::broadcast`, the frame encoded once), no heartbeat.
-//!
-//! `drive URL PID MODE N M W`: N connections (MODE `realtime`: each joins the room
-//! `bench` on `/ws`; `raw`: each connects to `/broadcast`); one of them publishes M
-//! messages, at most W not yet delivered to all N (the publisher gets its own copy on
-//! both paths). Every member checks that sequence numbers arrive in order without gap.
-//! The raw payload is as long as the realtime frame, so both move the same bytes.
+//! Arguments `URL PID MODE N M W`: N connections (MODE `realtime`: each joins the room
+//! `bench` on `/ws`, and `chat` events are relayed to it by the hub of `zap serve`;
+//! `raw`: each connects to `/broadcast`, which relays every message to all its clients
+//! with the frame encoded once); one of them publishes M messages, at most W not yet
+//! delivered to all N (the publisher gets its own copy on both paths). Every member
+//! checks that sequence numbers arrive in order without gap. The raw payload is as long
+//! as the realtime frame, so both paths move the same bytes. Prints one JSON line.
 
 #![allow(clippy::unwrap_used)] // a benchmark tool: any failure ends the run with a message
 
@@ -26,63 +23,19 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
-use zapsocket::{Clients, Message, WebSocket};
-use zapsocket_realtime::{Hub, SUBPROTOCOL, demo};
+use zapsocket::{Message, WebSocket};
+use zapsocket_realtime::SUBPROTOCOL;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.len() != 6 {
+        eprintln!("usage: room_bench URL SERVER_PID realtime|raw MEMBERS MESSAGES WINDOW");
+        std::process::exit(2);
+    }
+    let n = |i: usize| args[i].parse::<usize>().unwrap();
+    let config = Drive { url: args[0].clone(), pid: n(1), mode: args[2].clone(), n: n(3), m: n(4), w: n(5) };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    match args.first().map(String::as_str) {
-        Some("serve") => runtime.block_on(serve(args[1].parse().unwrap())),
-        Some("drive") => {
-            let n = |i: usize| args[i].parse::<usize>().unwrap();
-            let config =
-                Drive { url: args[1].clone(), pid: n(2), mode: args[3].clone(), n: n(4), m: n(5), w: n(6) };
-            runtime.block_on(drive(config));
-        }
-        _ => eprintln!("usage: room_bench serve PORT | drive URL PID realtime|raw N M W"),
-    }
-}
-
-async fn serve(port: u16) {
-    let config = zapsocket::WebSocketConfig::default().no_heartbeat();
-    let server = zapsocket::Server::builder()
-        .port(port)
-        .path("/ws")
-        .path("/broadcast")
-        .subprotocol(SUBPROTOCOL)
-        .config(config)
-        .track_clients(false)
-        .bind()
-        .await
-        .unwrap();
-    println!("listening on {}", server.local_addr());
-    let hub = demo::hub(Hub::new());
-    let relay = Clients::new();
-    server
-        .serve(move |ws| {
-            let (hub, relay) = (hub.clone(), relay.clone());
-            async move {
-                if ws.request().is_some_and(|r| r.path() == "/ws") {
-                    hub.handle(ws).await;
-                } else {
-                    broadcast(ws, relay).await;
-                }
-            }
-        })
-        .await
-        .unwrap();
-}
-
-/// The raw path, as `zap serve` does it on `/broadcast`.
-async fn broadcast(mut ws: WebSocket, relay: Clients) {
-    relay.insert(&ws.sender());
-    while let Some(Ok(message)) = ws.recv().await {
-        if message.is_data() {
-            relay.broadcast(message);
-        }
-    }
-    relay.remove(ws.id());
+    runtime.block_on(drive(config));
 }
 
 struct Drive {
