@@ -21,7 +21,7 @@
 use std::time::Duration;
 
 use futures_util::{FutureExt, SinkExt};
-use zapsocket::{Client, ClientBuilder, Message, WebSocket, WebSocketConfig, WebSocketSender};
+use zapsocket::{Client, ClientBuilder, DeflateConfig, Message, WebSocket, WebSocketConfig, WebSocketSender};
 
 /// How long a case may take before the driver moves on (the 9.* cases move 16 MiB).
 const CASE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -34,7 +34,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .max_message_size(64 << 20)
         .max_frame_size(64 << 20)
         .max_message_parts(100_000);
-    let client = Client::builder().config(config);
+    // Offers permessage-deflate (the client's default, stated here for the 12.* and 13.*
+    // cases): `permessage-deflate; client_max_window_bits`.
+    let client = Client::builder().config(config).deflate(Some(DeflateConfig::default()));
 
     let count = case_count(&client, &base).await?;
     eprintln!("autobahn_client: {count} cases, agent {agent}");

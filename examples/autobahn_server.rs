@@ -1,6 +1,7 @@
 //! The echo server for the Autobahn|Testsuite server cases (`wstest -m fuzzingclient`).
 //!
-//! Echoes text as text and binary as binary on any path, with limits big enough for the
+//! Echoes text as text and binary as binary on any path, with permessage-deflate on (the
+//! 12.* and 13.* cases) and limits big enough for the
 //! 9.* performance cases (64 MiB messages and frames, 100 000 fragments), no heartbeat.
 //! Writes are coalesced: every message already received is queued before one flush.
 //!
@@ -19,7 +20,7 @@
 //! ```
 
 use futures_util::{FutureExt, SinkExt};
-use zapsocket::{Message, Server, WebSocket, WebSocketConfig, WebSocketSender};
+use zapsocket::{DeflateConfig, Message, Server, WebSocket, WebSocketConfig, WebSocketSender};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -30,8 +31,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .max_frame_size(64 << 20)
         .max_message_parts(100_000)
         .no_heartbeat();
-    let server =
-        Server::builder().host("127.0.0.1").port(port).config(config).track_clients(false).bind().await?;
+    // permessage-deflate on, for the 12.* and 13.* cases.
+    let server = Server::builder()
+        .host("127.0.0.1")
+        .port(port)
+        .config(config)
+        .deflate(DeflateConfig::default())
+        .track_clients(false)
+        .bind()
+        .await?;
     tracing::info!("autobahn echo server on ws://{}", server.local_addr());
     tokio::select! {
         result = server.serve(|ws| async move {

@@ -23,6 +23,9 @@ pub(crate) struct ConnectArgs {
     /// A subprotocol to offer, in order of preference (may be repeated).
     #[arg(short = 's', long = "protocol", visible_alias = "subprotocol", value_name = "PROTOCOL")]
     protocols: Vec<String>,
+    /// Do not offer permessage-deflate (offered by default; used if the server agrees).
+    #[arg(long)]
+    no_deflate: bool,
 }
 
 /// How long piped mode waits, after stdin ends, for the answers to what it sent.
@@ -54,6 +57,9 @@ async fn open(args: &ConnectArgs) -> Result<WebSocket, String> {
     }
     for protocol in &args.protocols {
         builder = builder.protocol(protocol.as_str());
+    }
+    if args.no_deflate {
+        builder = builder.deflate(None);
     }
     builder.connect(&args.url).await.map_err(|e| match e.is_handshake() {
         true => e.to_string(),
@@ -88,7 +94,12 @@ fn stdin_lines() -> mpsc::Receiver<String> {
 async fn interactive(ws: WebSocket, mut lines: mpsc::Receiver<String>) -> ExitCode {
     let (tx, mut rx) = ws.split();
     let screen = Screen { clear: std::io::stdout().is_terminal() };
-    screen.say("connected (press CTRL+C to quit)");
+    match tx.deflate() {
+        Some(params) => {
+            screen.say(&format!("connected, compressed ({}) (press CTRL+C to quit)", params.to_header()))
+        }
+        None => screen.say("connected (press CTRL+C to quit)"),
+    }
     screen.prompt();
     let mut stdin_open = true;
     let mut failed = false;

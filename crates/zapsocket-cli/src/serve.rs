@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::Output;
 use futures_util::{FutureExt, SinkExt};
-use zapsocket::{Clients, Message, Server, WebSocket, WebSocketConfig};
+use zapsocket::{Clients, DeflateConfig, Message, Server, WebSocket, WebSocketConfig};
 use zapsocket_realtime::Hub;
 
 use crate::realtime;
@@ -28,6 +28,10 @@ pub(crate) struct ServeArgs {
     /// dropped. 0 turns the heartbeat off.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
     ping_interval: u64,
+    /// Accept permessage-deflate (RFC 7692) from clients that offer it: messages of 1 KiB
+    /// and more are compressed, each on its own (no compressor kept per connection).
+    #[arg(long)]
+    deflate: bool,
 }
 
 /// Runs the server until Ctrl-C or SIGTERM.
@@ -70,7 +74,11 @@ async fn bind(args: &ServeArgs, hub: &Hub) -> zapsocket::Result<Server> {
         secs => config.heartbeat(Duration::from_secs(secs), Duration::from_secs(secs)),
     };
     let hub = hub.clone();
-    Server::builder()
+    let mut builder = Server::builder();
+    if args.deflate {
+        builder = builder.deflate(DeflateConfig::default());
+    }
+    builder
         .host(args.host.as_str())
         .port(args.port)
         .path("/")
