@@ -7,6 +7,9 @@
 #   ZAPSOCKET_NODE               the node binary: "$ZAPSOCKET_NODE" "$DIR/node/echo_server.mjs" 0
 #   ZAPSOCKET_NODE_MODULES       <repo>/tests/interop/node/node_modules (holds `ws`; the .mjs
 #                                  files find it on their own, whatever the cwd)
+#                                (headless Chromium: "$ZAPSOCKET_NODE" "$DIR/browser/echo_client.mjs"
+#                                  URL [PAGE_URL], with playwright-core in browser/node_modules and
+#                                  /usr/bin/chromium, or $CHROMIUM)
 #   ZAPSOCKET_PYTHON             a python that imports `websockets`:
 #                                  "$ZAPSOCKET_PYTHON" "$DIR/python/echo_server.py" 0
 # Values already set in the environment are kept. Changes nothing else; never cds.

@@ -8,6 +8,7 @@
 #                                     venv is unavailable pip --target tests/interop/python/site
 #                                     with the wrapper tests/interop/python/site/python
 #   JS client deps                    npm ci in js/ when js/package-lock.json exists
+#   playwright-core for the browser   npm ci in tests/interop/browser (with the peers)
 #   Chromium (browser tests)          apt-get install chromium when /usr/bin/chromium is missing
 #   Autobahn|Testsuite (wstest)       ../shared/conformance/install.sh (outside the repo)
 #   --no-peers     skip Node and Python      --no-autobahn  skip the Autobahn install
@@ -114,6 +115,9 @@ setup_autobahn() {
 if [ "$PEERS" = 1 ]; then
   setup_node
   setup_python
+  # Headless Chromium as an interop peer (tests/interop/browser, driven by playwright-core).
+  npm_install "$ROOT/tests/interop/browser"
+  done_list+=("playwright-core (tests/interop/browser)")
 fi
 if [ -f "$ROOT/js/package.json" ] && [ -f "$ROOT/js/package-lock.json" ]; then
   npm_install "$ROOT/js"
@@ -121,8 +125,10 @@ if [ -f "$ROOT/js/package.json" ] && [ -f "$ROOT/js/package-lock.json" ]; then
 fi
 [ "$AUTOBAHN" = 1 ] && setup_autobahn
 
-# Headless Chromium for js/test/browser.test.mjs (Debian's package; root + apt-get).
-if [ -f "$ROOT/js/test/browser.test.mjs" ] && [ ! -x /usr/bin/chromium ]; then
+# Headless Chromium for js/test/browser.test.mjs and the interop peer in
+# tests/interop/browser (Debian's package; root + apt-get).
+if { [ -f "$ROOT/js/test/browser.test.mjs" ] || { [ "$PEERS" = 1 ] && [ -d "$ROOT/tests/interop/browser" ]; }; } \
+   && [ ! -x /usr/bin/chromium ]; then
   apt_install chromium || die "chromium is needed for the headless browser tests (apt-get install -y chromium, as root)"
   done_list+=("chromium")
 fi
