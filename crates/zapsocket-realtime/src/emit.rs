@@ -153,7 +153,9 @@ fn deliver(state: &State, rooms: &[&str], except: &[&str], frame: &EncodedFrame)
     let (mut queued, mut dropped) = (0, 0);
     for room in rooms {
         state.for_each_member(room, |sid, socket| {
-            if excluded.contains(sid) || (dedupe && !seen.insert(Arc::as_ptr(socket))) {
+            let skip = (!excluded.is_empty() && excluded.contains(sid))
+                || (dedupe && !seen.insert(Arc::as_ptr(socket)));
+            if skip {
                 return;
             }
             match socket.sender.send_encoded(frame) {
