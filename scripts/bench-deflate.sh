@@ -9,7 +9,9 @@
 # Per round and server: echo of SIZE-byte messages (json: compressible, random: not), the
 # client offering deflate (on) or not (off), CONNS connections for SECS seconds, with the
 # server's CPU µs per message; then IDLE idle connections (each echoed one 4 KiB JSON
-# message) and the server's RSS per connection, with and without deflate. The server runs
+# message) and the server's RSS per connection: deflate offered (on), offered with
+# client_no_context_takeover (alone: the server may drop its decompressor between
+# messages), and not offered (off). The server runs
 # on core 1, the client on core 0. JSON lines go to $OUT; a table of medians is printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,7 +60,7 @@ for round in $(seq "$ROUNDS"); do
           | sed "s/^{/{\"server\":\"$name\",/" | tee -a "$OUT"
       done
     done
-    for offer in on off; do
+    for offer in on alone off; do
       start "$name"   # a fresh server: its RSS holds nothing but these connections
       sleep 0.5
       taskset -c 0 "$DRIVER" idle "$(url $name)" "$IDLE" "$offer" "$server" \
@@ -77,16 +79,16 @@ print("\necho: median msgs/s, server CPU µs/msg (client offers deflate: on/off)
 print(f"{'server':6} {'payload':8} {'offer':5} {'agreed':8} {'msgs/s':>8} {'MB/s':>7} {'cpu µs/msg':>10}")
 for s in ('zap', 'ws'):
     for p in ('json', 'random'):
-        for o in (True, False):
+        for o in ('on', 'off'):
             rs = [r for r in rows if r['mode'] == 'echo' and r['server'] == s and r['payload'] == p and r['offer'] == o]
             if not rs: continue
             agreed = 'yes' if rs[0]['agreed'] else 'no'
             cpu = [r['server_cpu_us_per_msg'] for r in rs if r['server_cpu_us_per_msg'] is not None]
-            print(f"{s:6} {p:8} {'on' if o else 'off':5} {agreed:8} {med([r['msgs_per_s'] for r in rs]):8.0f} {med([r['mb_per_s'] for r in rs]):7.1f} {med(cpu):10.1f}")
+            print(f"{s:6} {p:8} {o:5} {agreed:8} {med([r['msgs_per_s'] for r in rs]):8.0f} {med([r['mb_per_s'] for r in rs]):7.1f} {med(cpu):10.1f}")
 print("\nidle: median server RSS per connection (KiB)")
 for s in ('zap', 'ws'):
-    for o in (True, False):
+    for o in ('on', 'alone', 'off'):
         rs = [r for r in rows if r['mode'] == 'idle' and r['server'] == s and r['offer'] == o]
         if rs:
-            print(f"{s:6} deflate {'on ' if o else 'off'} ({rs[0]['agreed'] or 'none'}): {med([r['bytes_per_conn'] for r in rs]) / 1024:.1f} KiB over {rs[0]['conns']} connections")
+            print(f"{s:6} offer {o:5} ({rs[0]['agreed'] or 'none'}): {med([r['bytes_per_conn'] for r in rs]) / 1024:.1f} KiB over {rs[0]['conns']} connections")
 PY

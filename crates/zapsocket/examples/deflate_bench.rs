@@ -6,16 +6,18 @@
 //!
 //! ```text
 //! cargo run --release -p zapsocket --example deflate_bench -- echo URL SIZE json|random on|off CONNS SECS [PID]
-//! cargo run --release -p zapsocket --example deflate_bench -- idle URL CONNS on|off PID
+//! cargo run --release -p zapsocket --example deflate_bench -- idle URL CONNS on|off|alone PID [SIZE]
 //! ```
 //!
 //! - `echo`: CONNS connections each send a binary message of SIZE bytes and wait for its
 //!   echo (checked byte for byte), for SECS seconds. `json` is a chat-like JSON feed (every
 //!   message different, highly compressible), `random` is incompressible. `on` offers
-//!   permessage-deflate (it is used only if the server agrees; the output says). With PID,
+//!   permessage-deflate (it is used only if the server agrees; the output says), `alone`
+//!   offers it with `client_no_context_takeover`, `off` offers nothing. With PID,
 //!   the server's CPU time per message from /proc.
-//! - `idle`: reads the server's VmRSS, opens CONNS connections (each echoes one 4 KiB JSON
-//!   message, so compression state exists on both sides), waits 2 s, reads VmRSS again and
+//! - `idle`: reads the server's VmRSS, opens CONNS connections (each echoes one JSON message
+//!   of SIZE bytes, default 4096, so compression state exists on both sides; 32768 or more
+//!   fills a 15-bit window), waits 2 s, reads VmRSS again and
 //!   reports bytes per connection; then checks every connection still echoes.
 //!
 //! Each run prints one JSON line.
@@ -31,7 +33,7 @@ async fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("echo") if args.len() >= 7 => echo(&args[1..]).await,
-        Some("idle") if args.len() == 5 => idle(&args[1..]).await,
+        Some("idle") if (5..=6).contains(&args.len()) => idle(&args[1..]).await,
         _ => Err("usage: deflate_bench echo URL SIZE json|random on|off CONNS SECS [PID] | idle URL CONNS on|off PID".into()),
     }
 }
@@ -69,19 +71,33 @@ fn random_payload(size: usize, seq: u64) -> Vec<u8> {
         .collect()
 }
 
-async fn connect(url: &str, deflate: bool) -> Result<WebSocket, Error> {
-    let config = deflate.then(DeflateConfig::default);
+/// What the client offers: nothing, the default offer, or the default plus
+/// `client_no_context_takeover` (which lets a server drop its decompressor between messages).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Offer {
+    Off,
+    On,
+    Alone,
+}
+
+async fn connect(url: &str, offer: Offer) -> Result<WebSocket, Error> {
+    let config = match offer {
+        Offer::Off => None,
+        Offer::On => Some(DeflateConfig::default()),
+        Offer::Alone => Some(DeflateConfig::default().client_no_context_takeover(true)),
+    };
     let builder = Client::builder()
         .deflate(config)
         .config(zapsocket::WebSocketConfig::default().max_message_size(64 << 20));
     Ok(builder.connect(url).await?)
 }
 
-fn flag(arg: &str) -> Result<bool, Error> {
+fn offer(arg: &str) -> Result<Offer, Error> {
     match arg {
-        "on" => Ok(true),
-        "off" => Ok(false),
-        other => Err(format!("expected on or off, got {other:?}").into()),
+        "on" => Ok(Offer::On),
+        "off" => Ok(Offer::Off),
+        "alone" => Ok(Offer::Alone),
+        other => Err(format!("expected on, off or alone, got {other:?}").into()),
     }
 }
 
@@ -93,7 +109,8 @@ async fn echo(args: &[String]) -> Result<(), Error> {
         "random" => false,
         other => return Err(format!("expected json or random, got {other:?}").into()),
     };
-    let deflate = flag(&args[3])?;
+    let offer_arg = args[3].clone();
+    let deflate = offer(&offer_arg)?;
     let conns: usize = args[4].parse()?;
     let secs: f64 = args[5].parse()?;
     let pid = args.get(6).cloned();
@@ -118,7 +135,7 @@ async fn echo(args: &[String]) -> Result<(), Error> {
         tx.close(zapsocket::CloseCode::NORMAL, "").await?;
     }
     println!(
-        "{{\"mode\":\"echo\",\"url\":\"{url}\",\"size\":{size},\"payload\":\"{}\",\"offer\":{deflate},\"agreed\":{},\"conns\":{conns},\"messages\":{messages},\"msgs_per_s\":{:.0},\"mb_per_s\":{:.1},\"server_cpu_us_per_msg\":{}}}",
+        "{{\"mode\":\"echo\",\"url\":\"{url}\",\"size\":{size},\"payload\":\"{}\",\"offer\":\"{offer_arg}\",\"agreed\":{},\"conns\":{conns},\"messages\":{messages},\"msgs_per_s\":{:.0},\"mb_per_s\":{:.1},\"server_cpu_us_per_msg\":{}}}",
         if json { "json" } else { "random" },
         agreed.map_or("null".to_owned(), |h| format!("\"{h}\"")),
         messages as f64 / elapsed,
@@ -169,15 +186,17 @@ async fn run_echo(
 async fn idle(args: &[String]) -> Result<(), Error> {
     let url = args[0].clone();
     let conns: usize = args[1].parse()?;
-    let deflate = flag(&args[2])?;
+    let offer_arg = args[2].clone();
+    let deflate = offer(&offer_arg)?;
     let pid = &args[3];
+    let size: usize = args.get(4).map_or(Ok(4096), |s| s.parse())?;
     let before = vm_rss(pid)?;
     let mut sockets = Vec::with_capacity(conns);
     let mut agreed = None;
     for i in 0..conns {
         let (tx, mut rx) = connect(&url, deflate).await?.split();
         agreed = tx.deflate().map(|p| p.to_header());
-        let payload = json_payload(4096, i as u64);
+        let payload = json_payload(size, i as u64);
         tx.send(Message::binary(payload.clone())).await?;
         match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
             Ok(Some(Ok(Message::Binary(echo)))) if echo[..] == payload[..] => {}
@@ -196,7 +215,7 @@ async fn idle(args: &[String]) -> Result<(), Error> {
         }
     }
     println!(
-        "{{\"mode\":\"idle\",\"url\":\"{url}\",\"offer\":{deflate},\"agreed\":{},\"conns\":{conns},\"rss_before_kib\":{},\"rss_after_kib\":{},\"bytes_per_conn\":{:.0}}}",
+        "{{\"mode\":\"idle\",\"url\":\"{url}\",\"offer\":\"{offer_arg}\",\"agreed\":{},\"conns\":{conns},\"message_size\":{size},\"rss_before_kib\":{},\"rss_after_kib\":{},\"bytes_per_conn\":{:.0}}}",
         agreed.map_or("null".to_owned(), |h| format!("\"{h}\"")),
         before / 1024,
         after / 1024,

@@ -91,9 +91,10 @@ pub(crate) enum Inflated {
     Corrupt,
 }
 
-/// A raw-deflate decompressor (always with a 15-bit window, which inflates any smaller one).
+/// A raw-deflate decompressor for the window the peer agreed to compress with.
 pub(crate) struct Decompressor {
     inner: Decompress,
+    window_bits: u8,
     /// The stream ended with a final block (BFINAL): reset before the next message.
     ended: bool,
 }
@@ -105,19 +106,28 @@ impl std::fmt::Debug for Decompressor {
 }
 
 impl Decompressor {
-    /// A decompressor from this thread's cache, or a new one.
-    pub(crate) fn take() -> Decompressor {
-        DECOMPRESSORS.with_borrow_mut(Vec::pop).unwrap_or_else(|| Decompressor {
-            inner: Decompress::new_with_window_bits(false, 15),
+    /// A decompressor for `window_bits` (8 is taken as 9: zlib's compressors never use a
+    /// 256-byte window, they use 512 bytes) from this thread's cache, or a new one.
+    pub(crate) fn take(window_bits: u8) -> Decompressor {
+        let window_bits = window_bits.clamp(9, 15);
+        let cached = DECOMPRESSORS.with_borrow_mut(|cache| {
+            let i = cache.iter().position(|d| d.window_bits == window_bits)?;
+            Some(cache.swap_remove(i))
+        });
+        cached.unwrap_or_else(|| Decompressor {
+            inner: Decompress::new_with_window_bits(false, window_bits),
+            window_bits,
             ended: false,
         })
     }
 
-    /// Resets the decompressor and returns it to this thread's cache.
+    /// Resets the decompressor and returns it to this thread's cache (unless the cache
+    /// already has one for its window, or is full).
     pub(crate) fn give_back(mut self) {
         self.reset();
         DECOMPRESSORS.with_borrow_mut(|cache| {
-            if cache.is_empty() {
+            let known = cache.iter().any(|d| d.window_bits == self.window_bits);
+            if !known && cache.len() < CACHE_PER_THREAD {
                 cache.push(self);
             }
         });

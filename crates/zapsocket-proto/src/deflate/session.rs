@@ -16,6 +16,8 @@ pub(crate) struct Session {
     /// The window we compress with; `None` when it would be 8 bits (zlib cannot): then we
     /// send everything uncompressed, which RFC 7692 always allows.
     send_bits: Option<u8>,
+    /// The window the peer compresses with.
+    receive_bits: u8,
     /// We compress each message on its own: no compressor kept between messages.
     send_alone: bool,
     /// The peer compresses each message on its own: no window kept between messages.
@@ -36,6 +38,7 @@ impl Session {
             level: config.level.min(9),
             threshold: config.threshold,
             send_bits: (9..=15).contains(&bits).then_some(bits),
+            receive_bits: params.max_window_bits(peer),
             send_alone: params.no_context_takeover(role),
             receive_alone: params.no_context_takeover(peer),
             compressor: None,
@@ -86,7 +89,8 @@ impl Session {
         out: &mut Vec<u8>,
         limit: usize,
     ) -> Result<(), Inflated> {
-        let decompressor = self.decompressor.get_or_insert_with(Decompressor::take);
+        let bits = self.receive_bits;
+        let decompressor = self.decompressor.get_or_insert_with(|| Decompressor::take(bits));
         let result = decompressor.inflate(payload, fin, out, limit);
         if result.is_err() || (fin && self.receive_alone) {
             // A failed stream cannot be used again; a peer without context takeover needs

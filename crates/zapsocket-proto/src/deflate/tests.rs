@@ -190,14 +190,14 @@ fn inflate(decompressor: &mut Decompressor, frames: &[&[u8]]) -> Result<Vec<u8>,
 
 #[test]
 fn the_rfc_7692_examples_inflate_to_hello() {
-    let mut d = Decompressor::take();
+    let mut d = Decompressor::take(15);
     // §7.2.3.1 one frame, §7.2.3.1 two fragments.
     assert_eq!(inflate(&mut d, &[&[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]]).unwrap(), b"Hello");
     assert_eq!(inflate(&mut d, &[&[0xf2, 0x48, 0xcd], &[0xc9, 0xc9, 0x07, 0x00]]).unwrap(), b"Hello");
     // §7.2.3.2: the second message refers back to the first (context takeover).
     assert_eq!(inflate(&mut d, &[&[0xf2, 0x00, 0x11, 0x00, 0x00]]).unwrap(), b"Hello");
     // §7.2.3.3 a stored block, §7.2.3.4 a final block, §7.2.3.5 two blocks.
-    let mut d = Decompressor::take();
+    let mut d = Decompressor::take(15);
     let stored = [0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00];
     assert_eq!(inflate(&mut d, &[&stored]).unwrap(), b"Hello");
     assert_eq!(inflate(&mut d, &[&[0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00]]).unwrap(), b"Hello");
@@ -212,7 +212,7 @@ fn compressing_hello_gives_what_the_rfc_inflates() {
     let first = c.compress(b"Hello", true);
     let second = c.compress(b"Hello", true);
     assert!(second.len() < first.len(), "context takeover: {first:02x?} then {second:02x?}");
-    let mut d = Decompressor::take();
+    let mut d = Decompressor::take(15);
     assert_eq!(inflate(&mut d, &[&first]).unwrap(), b"Hello");
     assert_eq!(inflate(&mut d, &[&second]).unwrap(), b"Hello");
     c.give_back();
@@ -223,12 +223,12 @@ fn inflating_stops_at_the_limit_without_growing_past_it() {
     let mut c = Compressor::take(6, 15);
     let zeros = c.compress(&vec![0u8; 1 << 20], true);
     for limit in [0, 1, 4096, (1 << 20) - 1] {
-        let mut d = Decompressor::take();
+        let mut d = Decompressor::take(15);
         let mut out = Vec::new();
         assert_eq!(d.inflate(&zeros, true, &mut out, limit), Err(Inflated::TooLarge), "limit {limit}");
         assert!(out.capacity() <= limit, "capacity {} over the limit {limit}", out.capacity());
     }
-    let mut d = Decompressor::take();
+    let mut d = Decompressor::take(15);
     let mut out = Vec::new();
     assert_eq!(d.inflate(&zeros, true, &mut out, 1 << 20), Ok(()));
     assert_eq!((out.len(), out.capacity()), (1 << 20, 1 << 20));
