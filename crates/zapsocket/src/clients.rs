@@ -17,6 +17,10 @@ use crate::socket::{Info, WebSocketSender};
 /// never holds back the others; a client whose send queue is full gets the
 /// [`SlowConsumer`](crate::SlowConsumer) policy. Closed connections leave the set.
 ///
+/// With permessage-deflate, recipients that compress each message on their own (the
+/// server's default) share one compressed copy per setting, made once; a recipient with
+/// context takeover compresses the message itself (see [`EncodedFrame`]).
+///
 /// ```no_run
 /// # async fn run(server: zapsocket::Server, ws: zapsocket::WebSocket) {
 /// let clients = server.clients();
