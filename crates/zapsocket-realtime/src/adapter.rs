@@ -13,6 +13,9 @@ use crate::config::HistoryLimits;
 /// with every room it was recorded in), and whom it skipped.
 #[derive(Clone, Debug)]
 pub struct Recorded {
+    /// The hub's sequence number of the message: orders messages across rooms (a
+    /// replay merges several rooms' histories by it).
+    pub seq: u64,
     /// The encoded frame, `rooms` and `epoch` included.
     pub frame: EncodedFrame,
     /// The rooms (`$s:SID` for a socket) whose members did not get it.
@@ -39,6 +42,9 @@ pub trait Adapter: Send + Sync + 'static {
     /// Gives each of `rooms` its next offset, lets `encode` build the message with them
     /// (same order as `rooms`), records it in every room and returns it.
     fn append(&self, rooms: &[&str], encode: &mut dyn FnMut(&[u64]) -> Recorded) -> Arc<Recorded>;
+
+    /// The last offset given in `room` (0 if none).
+    fn last_offset(&self, room: &str) -> u64;
 
     /// The messages of `room` after offset `after`, oldest first, or [`Unavailable`] when
     /// some of them have left the window.
@@ -115,6 +121,10 @@ impl Adapter for MemoryAdapter {
         recorded
     }
 
+    fn last_offset(&self, room: &str) -> u64 {
+        self.lock().get(room).map_or(0, |h| h.last)
+    }
+
     fn replay(&self, room: &str, after: u64) -> Result<Vec<(u64, Arc<Recorded>)>, Unavailable> {
         let mut map = self.lock();
         let Some(history) = map.get_mut(room) else {
@@ -149,6 +159,7 @@ mod tests {
         a.append(rooms, &mut |offsets| {
             got = offsets.to_vec();
             Recorded {
+                seq: 0,
                 frame: EncodedFrame::text(&"x".repeat(size)),
                 except: Arc::new([]),
                 at: Instant::now(),

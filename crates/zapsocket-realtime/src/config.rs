@@ -41,8 +41,12 @@ pub struct HubConfig {
     pub ack_timeout: Duration,
     /// Each room's history, kept so that offsets can be replayed (recovery).
     pub history: HistoryLimits,
-    /// How long a disconnected session is kept for recovery. Default: 2 minutes.
+    /// How long a disconnected session (its rooms and data) is kept for recovery
+    /// (`$resume`). Default: 2 minutes. Zero turns recovery off.
     pub recovery_window: Duration,
+    /// The most disconnected sessions kept at once; past it the oldest is forgotten.
+    /// Default: 10,000. Bounds the memory that clients which connect and vanish cost.
+    pub max_detached_sessions: usize,
 }
 
 /// Bounds of one room's history: whichever is reached first evicts the oldest messages.
@@ -74,6 +78,7 @@ impl Default for HubConfig {
             ack_timeout: Duration::from_secs(10),
             history: HistoryLimits::default(),
             recovery_window: Duration::from_secs(120),
+            max_detached_sessions: 10_000,
         }
     }
 }

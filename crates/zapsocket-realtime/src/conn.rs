@@ -33,14 +33,15 @@ struct Limits {
 pub(crate) async fn run(hub: Hub, ws: WebSocket) {
     let (sender, mut rx) = ws.split();
     let inner = Arc::new(SocketInner::new(sender));
-    let socket = Socket { inner: inner.clone(), hub: hub.clone(), ack: None, timeout: None };
+    let mut inner = inner;
+    let mut socket = Socket { inner: inner.clone(), hub: hub.clone(), ack: None, timeout: None };
     if let Err(error) = connect(&socket).await {
         socket.send_direct(envelope::error_event(&error));
         hub.inner.counters.errors_out.fetch_add(1, Relaxed);
         let _ = inner.sender.close(CloseCode::POLICY_VIOLATION, truncate(&error.message, 120)).await;
         return;
     }
-    hub.write_state().sockets.insert(inner.sid.clone(), inner.clone());
+    register(&hub, &inner);
     hub.inner.counters.connections.fetch_add(1, Relaxed);
     hub.inner.counters.connections_total.fetch_add(1, Relaxed);
     socket.send_direct(hello(&hub, &inner.sid));
@@ -52,11 +53,14 @@ pub(crate) async fn run(hub: Hub, ws: WebSocket) {
             biased;
             Some(()) = running.next(), if !running.is_empty() => {}
             message = rx.recv(), if running.len() < max_running => match message {
-                Some(Ok(message)) => {
-                    if let Some(task) = receive(&socket, message) {
-                        running.push(task);
+                Some(Ok(message)) => match receive(&socket, message) {
+                    Next::Idle => {}
+                    Next::Run(task) => running.push(task),
+                    Next::Resumed(resumed) => {
+                        inner = resumed;
+                        socket = Socket { inner: inner.clone(), ..socket };
                     }
-                }
+                },
                 Some(Err(e)) => {
                     tracing::debug!(session = %inner.sid, error = %e, "connection failed");
                     break;
@@ -65,16 +69,39 @@ pub(crate) async fn run(hub: Hub, ws: WebSocket) {
             },
         }
     }
-    hub.remove(&inner);
+    let rooms = hub.remove(&inner);
     hub.inner.counters.connections.fetch_sub(1, Relaxed);
     let callbacks = hub.inner.on_disconnect.read().unwrap_or_else(|p| p.into_inner()).clone();
     for callback in callbacks {
         callback(&socket);
     }
+    hub.detach(inner, rooms);
     if !running.is_empty() {
         // Handlers still running finish on their own; their replies go nowhere.
         tokio::spawn(async move { while running.next().await.is_some() {} });
     }
+}
+
+/// What a received message leads to.
+enum Next {
+    /// Nothing more to do.
+    Idle,
+    /// A handler to run.
+    Run(BoxFuture<()>),
+    /// `$resume` succeeded: the connection is now this session.
+    Resumed(Arc<SocketInner>),
+}
+
+/// Adds a connected socket to the hub, in `$all` and its own room from their current
+/// offsets on.
+fn register(hub: &Hub, inner: &Arc<SocketInner>) {
+    let mut state = hub.write_state();
+    let all = hub.inner.adapter.last_offset(crate::ALL_ROOM);
+    let own = hub.inner.adapter.last_offset(&inner.room);
+    let mut joined_at = inner.joined_at.lock().unwrap_or_else(|p| p.into_inner());
+    joined_at.insert(crate::ALL_ROOM.to_owned(), all);
+    joined_at.insert(inner.room.clone(), own);
+    state.sockets.insert(inner.sid.clone(), inner.clone());
 }
 
 async fn connect(socket: &Socket) -> Result<(), ReplyError> {
@@ -101,7 +128,7 @@ fn hello(hub: &Hub, sid: &str) -> String {
 }
 
 /// Handles one received message; returns the handler to run, if one was started.
-fn receive(socket: &Socket, message: Message) -> Option<BoxFuture<()>> {
+fn receive(socket: &Socket, message: Message) -> Next {
     let counters = &socket.hub.inner.counters;
     let text = match message {
         Message::Text(text) => text,
@@ -110,9 +137,9 @@ fn receive(socket: &Socket, message: Message) -> Option<BoxFuture<()>> {
             let error =
                 ReplyError::new(ErrorCode::UNSUPPORTED, "binary frames are not part of protocol version 1");
             respond(socket, None, Err(error));
-            return None;
+            return Next::Idle;
         }
-        Message::Ping(_) | Message::Pong(_) => return None,
+        Message::Ping(_) | Message::Pong(_) => return Next::Idle,
     };
     counters.received(text.len());
     let max = socket.hub.config().max_message;
@@ -120,27 +147,41 @@ fn receive(socket: &Socket, message: Message) -> Option<BoxFuture<()>> {
         let error =
             ReplyError::new(ErrorCode::TOO_LARGE, format!("{} bytes, over the limit of {max}", text.len()));
         respond(socket, None, Err(error));
-        return None;
+        return Next::Idle;
     }
     match envelope::parse(text.as_str(), socket.hub.config().max_name) {
         Ok(envelope) => dispatch(socket, envelope),
         Err(Refused { ack, error }) => {
             respond(socket, ack, Err(error));
-            None
+            Next::Idle
         }
     }
 }
 
-fn dispatch(socket: &Socket, envelope: Envelope<'_>) -> Option<BoxFuture<()>> {
+fn dispatch(socket: &Socket, envelope: Envelope<'_>) -> Next {
     match envelope {
         Envelope::Reply { id, result } => {
             socket.inner.resolve(id, result.map(str::to_owned));
-            None
+            Next::Idle
+        }
+        Envelope::Event { name, data, ack, .. } if name == "$resume" => {
+            match check_middlewares(socket, &name, data).and_then(|()| socket.hub.resume(&socket.inner, data))
+            {
+                Ok((resumed, reply)) => {
+                    let socket = Socket { inner: resumed.clone(), ..socket.clone() };
+                    respond(&socket, ack, Ok(envelope::to_json(&reply)));
+                    Next::Resumed(resumed)
+                }
+                Err(error) => {
+                    respond(socket, ack, Err(error));
+                    Next::Idle
+                }
+            }
         }
         Envelope::Event { name, data, ack, .. } if name.starts_with('$') => {
             let result = check_middlewares(socket, &name, data).and_then(|()| reserved(socket, &name, data));
             respond(socket, ack, result);
-            None
+            Next::Idle
         }
         Envelope::Event { name, data, ack, .. } => {
             let handler =
@@ -151,9 +192,9 @@ fn dispatch(socket: &Socket, envelope: Envelope<'_>) -> Option<BoxFuture<()>> {
                 if ack.is_some() || socket.inner.warn_unknown(&name) {
                     respond(socket, ack, Err(error));
                 }
-                return None;
+                return Next::Idle;
             };
-            start(socket, ack, &name, data, &*handler)
+            start(socket, ack, &name, data, &*handler).map_or(Next::Idle, Next::Run)
         }
         Envelope::Call { name, data, ack } => {
             let procedure =
@@ -161,9 +202,9 @@ fn dispatch(socket: &Socket, envelope: Envelope<'_>) -> Option<BoxFuture<()>> {
             let Some(procedure) = procedure else {
                 let error = ReplyError::new(ErrorCode::UNKNOWN_PROCEDURE, format!("no procedure {name:?}"));
                 respond(socket, Some(ack), Err(error));
-                return None;
+                return Next::Idle;
             };
-            start(socket, Some(ack), &name, data, &*procedure)
+            start(socket, Some(ack), &name, data, &*procedure).map_or(Next::Idle, Next::Run)
         }
     }
 }
@@ -224,10 +265,6 @@ fn reserved(socket: &Socket, name: &str, data: &str) -> Reply {
             tracing::debug!(session = socket.id(), error = data, "$error from a client");
             Ok("null".into())
         }
-        "$resume" => Err(ReplyError::new(
-            ErrorCode::RECOVERY_UNAVAILABLE,
-            "this server does not recover sessions yet: resync",
-        )),
         _ => Err(ReplyError::new(ErrorCode::RESERVED, format!("event {name:?} is reserved"))),
     }
 }

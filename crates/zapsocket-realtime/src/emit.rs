@@ -117,6 +117,7 @@ impl Hub {
             let pairs: Vec<(&str, u64)> = rooms.iter().copied().zip(offsets.iter().copied()).collect();
             let json = envelope::room_event(event, data, epoch, &pairs);
             Recorded {
+                seq: inner.appends.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
                 frame: zapsocket::encode(Message::from(json)),
                 except: except.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>().into(),
                 at: Instant::now(),

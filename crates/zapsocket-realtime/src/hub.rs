@@ -61,7 +61,10 @@ pub(crate) struct Inner {
     pub(crate) counters: Counters,
     pub(crate) types: Mutex<Types>,
     sweep: Mutex<(u64, Instant)>,
-    appends: AtomicU64,
+    /// Room messages recorded so far: the last `Recorded::seq`.
+    pub(crate) appends: AtomicU64,
+    /// Sessions kept for recovery after their connection ended.
+    pub(crate) detached: Mutex<crate::recovery::Detached>,
 }
 
 /// A function run when a socket disconnects.
@@ -138,6 +141,7 @@ impl HubBuilder {
             types: Mutex::new(Types::default()),
             sweep: Mutex::new((0, Instant::now())),
             appends: AtomicU64::new(0),
+            detached: Mutex::default(),
         };
         Hub { inner: Arc::new(inner) }
     }
@@ -304,7 +308,7 @@ impl Hub {
 
     /// Sweeps the history now and then (called under the order lock).
     pub(crate) fn maybe_sweep(&self, state: &State) {
-        let count = self.inner.appends.fetch_add(1, Relaxed) + 1;
+        let count = self.inner.appends.load(Relaxed);
         let mut last = self.inner.sweep.lock().unwrap_or_else(|p| p.into_inner());
         if count - last.0 < SWEEP_EVERY.0 && last.1.elapsed() < SWEEP_EVERY.1 {
             return;

@@ -43,8 +43,11 @@
 //! ```
 //!
 //! Every socket is in the room `$all` and in its own room `$s:SID`, so a message to
-//! everyone or to one socket is a room message too: recorded with an offset, ready for
-//! recovery (issue 6). Handlers of one socket run concurrently on its connection's task,
+//! everyone or to one socket is a room message too: recorded with an offset. When a
+//! connection ends, its session (rooms, data) is kept for
+//! [`HubConfig::recovery_window`]; a client that reconnects in time sends `$resume` with
+//! its offsets and gets exactly what its rooms recorded meanwhile, in order, then live
+//! messages (docs/PROTOCOL.md, *Offsets and recovery*). Handlers of one socket run concurrently on its connection's task,
 //! started in arrival order; at most [`HubConfig::max_pending_acks`] at once, past which
 //! the socket is not read (TCP backpressure).
 //!
@@ -72,6 +75,7 @@ mod handler;
 mod hub;
 mod metrics;
 mod presence;
+mod recovery;
 mod socket;
 mod typescript;
 

@@ -77,6 +77,8 @@ impl Hub {
                     return Err(ReplyError::new(ErrorCode::DISCONNECTED, "the socket is disconnected"));
                 }
                 rooms.insert(room.to_owned());
+                let last = self.inner.adapter.last_offset(room);
+                socket.joined_at.lock().unwrap_or_else(|p| p.into_inner()).insert(room.to_owned(), last);
                 state.rooms.entry(room.to_owned()).or_default().insert(socket.sid.clone(), socket.clone());
             }
             (self.presence_of(&state, room), joined)
@@ -97,25 +99,33 @@ impl Hub {
         };
         if left {
             let event = PresenceEvent { room: room.to_owned(), member: socket.member() };
-            self.emit_reserved(&[room], &[], "$left", &event);
+            self.emit_reserved(&[room], &[socket.room.as_str()], "$left", &event);
         }
         Ok(())
     }
 
     /// Removes a disconnected socket: from the hub, from its rooms (with `$left`).
-    pub(crate) fn remove(&self, socket: &Arc<SocketInner>) {
-        let rooms: Vec<String> = {
+    /// Returns the rooms it was in.
+    pub(crate) fn remove(&self, socket: &Arc<SocketInner>) -> Vec<String> {
+        let rooms: Vec<(String, bool)> = {
             let mut state = self.write_state();
             state.sockets.remove(&socket.sid);
             let rooms = std::mem::take(&mut *socket.rooms.lock().unwrap_or_else(|p| p.into_inner()));
-            rooms.into_iter().filter(|room| self.remove_member(&mut state, room, &socket.sid)).collect()
+            let announce = |room: String| {
+                let announce = self.remove_member(&mut state, &room, &socket.sid);
+                (room, announce)
+            };
+            rooms.into_iter().map(announce).collect()
         };
         let member = socket.member();
-        for room in rooms {
-            let event = PresenceEvent { room: room.clone(), member: member.clone() };
-            self.emit_reserved(&[room.as_str()], &[], "$left", &event);
+        for (room, announce) in &rooms {
+            if *announce {
+                let event = PresenceEvent { room: room.clone(), member: member.clone() };
+                self.emit_reserved(&[room.as_str()], &[socket.room.as_str()], "$left", &event);
+            }
         }
         socket.fail_pending();
+        rooms.into_iter().map(|(room, _)| room).collect()
     }
 
     /// Every member of `room`, whatever its size.

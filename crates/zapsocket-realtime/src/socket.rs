@@ -54,6 +54,9 @@ pub(crate) struct SocketInner {
     /// The named rooms it joined.
     pub(crate) rooms: Mutex<BTreeSet<String>>,
     pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
+    /// Per room (with `$all` and its own), the room's last offset when it joined: a
+    /// `$resume` replays from there when the client has no offset for the room.
+    pub(crate) joined_at: Mutex<HashMap<String, u64>>,
     next_ack: AtomicU64,
     warned: Mutex<HashSet<String>>,
 }
@@ -64,7 +67,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl SocketInner {
     pub(crate) fn new(sender: WebSocketSender) -> Self {
-        let sid: Arc<str> = crate::random_id("s").into();
+        Self::with_sid(crate::random_id("s").into(), sender)
+    }
+
+    /// A socket taking over session `old` (a `$resume`), with its data.
+    pub(crate) fn resumed(old: &SocketInner, sender: WebSocketSender) -> Self {
+        let socket = Self::with_sid(old.sid.clone(), sender);
+        let public = old.public.read().unwrap_or_else(|p| p.into_inner()).clone();
+        *socket.public.write().unwrap_or_else(|p| p.into_inner()) = public;
+        *lock(&socket.private) = std::mem::take(&mut *lock(&old.private));
+        *lock(&socket.joined_at) = lock(&old.joined_at).clone();
+        socket
+    }
+
+    fn with_sid(sid: Arc<str>, sender: WebSocketSender) -> Self {
         SocketInner {
             room: format!("$s:{sid}"),
             sid,
@@ -73,6 +89,7 @@ impl SocketInner {
             private: Mutex::new(HashMap::new()),
             rooms: Mutex::new(BTreeSet::new()),
             pending: Mutex::new(HashMap::new()),
+            joined_at: Mutex::new(HashMap::new()),
             next_ack: AtomicU64::new(1),
             warned: Mutex::new(HashSet::new()),
         }
