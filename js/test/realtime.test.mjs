@@ -213,7 +213,7 @@ test('names: the name query parameter, set_name, guest names', async () => {
   await assert.rejects(guest.emitWithAck('set_name', { name: 'x'.repeat(33) }), { code: 'bad_payload' });
   const chat = next(guest, 'chat');
   guest.emit('chat', { text: 'named' });
-  assert.equal((await chat).from, 'grace');
+  assert.equal((await chat)[0].from, 'grace');
   const fancy = await client({ name: 'Zoë ✓' });
   assert.equal((await fancy.join(room)).find((m) => m.id === fancy.session).data.name, 'Zoë ✓');
 });
