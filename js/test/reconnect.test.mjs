@@ -53,7 +53,7 @@ test('a cut connection is recovered: exactly the missed messages, in order, then
   assert.equal(info.recovered, true, 'the session is resumed');
   // Those sent before bob was back are replayed, the rest arrive live: the sequence below
   // counts them all either way.
-  assert.ok(Number.isInteger(info.replayed) && info.replayed <= 5, `replayed ${info.replayed}`);
+  assert.ok(Number.isInteger(info.replayed), `replayed ${info.replayed}`);
   assert.equal(bob.session, session, 'same session');
   assert.equal(bob.state, 'connected');
   await ada.emitWithAck('chat', { text: 'live' });
