@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::Output;
-use futures_util::{FutureExt, SinkExt};
+use futures_util::SinkExt;
 use zapsocket::{Clients, DeflateConfig, Message, Server, WebSocket, WebSocketConfig};
 use zapsocket_realtime::Hub;
 
@@ -117,21 +117,12 @@ async fn handle(ws: WebSocket, broadcast: Clients, hub: Hub) {
 /// into the sink together and flushed once, so a burst costs one write, not one per
 /// message. Returns the close frame once the connection is over.
 async fn echo(ws: WebSocket) -> zapsocket::Result<Option<zapsocket::CloseFrame>> {
+    // `feed` queues without waiting for the write (it waits only while the send queue
+    // is full): the driver writes everything queued in one syscall once this task has
+    // taken every message already received, so echoes coalesce without a `flush`.
     let (mut tx, mut rx) = ws.split();
     while let Some(message) = rx.recv().await {
         feed_data(&mut tx, message?).await?;
-        // Take whatever else is ready without waiting; flush when nothing is.
-        loop {
-            match rx.recv().now_or_never() {
-                Some(Some(message)) => feed_data(&mut tx, message?).await?,
-                Some(None) => {
-                    tx.flush().await?;
-                    return Ok(rx.close_frame());
-                }
-                None => break,
-            }
-        }
-        tx.flush().await?;
     }
     Ok(rx.close_frame())
 }

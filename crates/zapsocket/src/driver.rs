@@ -9,7 +9,9 @@ use std::future::Future;
 use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -18,6 +20,29 @@ use zapsocket_proto::{CloseCode, Role};
 
 use crate::error::Error;
 use crate::shared::{Inner, Shared};
+
+/// The waker the socket's reads register: it notes that readiness changed, so a driver
+/// woken for something else does not ask an empty socket again (a read that returns
+/// `Pending` costs as much as the rest of a small message's work).
+#[derive(Default)]
+struct ReadFlag {
+    woken: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl Wake for ReadFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::SeqCst);
+        let waker = self.waker.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
 
 /// The most slices in one vectored write.
 const MAX_IO_SLICES: usize = 64;
@@ -38,10 +63,15 @@ pub(crate) struct Driver<S> {
     on_done: Option<Box<dyn FnOnce() + Send>>,
     /// Data was read since the last timer tick: keep the buffers for reuse.
     active: bool,
+    /// The last read returned `Pending`: the socket has our read waker.
+    read_pending: bool,
+    read_flag: Arc<ReadFlag>,
+    read_waker: Waker,
 }
 
 impl<S> Driver<S> {
     pub(crate) fn new(stream: S, shared: Arc<Shared>) -> Self {
+        let read_flag = Arc::new(ReadFlag::default());
         Driver {
             stream,
             shared,
@@ -51,6 +81,9 @@ impl<S> Driver<S> {
             linger_until: None,
             on_done: None,
             active: false,
+            read_pending: false,
+            read_waker: Waker::from(read_flag.clone()),
+            read_flag,
         }
     }
 
@@ -120,7 +153,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             Ok(read) => progress |= read,
             Err(e) => return fail(inner, e),
         }
-        progress |= inner.drain_while_closing();
+        if !inner.receiver_alive || inner.conn.state() == zapsocket_proto::State::CloseSent {
+            progress |= inner.drain_while_closing();
+        }
         match self.timers(cx, inner) {
             Ok(fired) => progress |= fired,
             Err(e) => return fail(inner, e),
@@ -178,7 +213,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         if buf.capacity() - buf.len() < MIN_READ {
             buf.reserve(want);
         }
-        match tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, buf) {
+        if self.read_pending && !self.read_flag.woken.swap(false, Ordering::SeqCst) {
+            // Still registered and no readiness news: the socket has nothing for us.
+            return Ok(false);
+        }
+        {
+            let mut waker = self.read_flag.waker.lock().unwrap_or_else(|p| p.into_inner());
+            if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *waker = Some(cx.waker().clone());
+            }
+        }
+        let result = tokio_util::io::poll_read_buf(
+            Pin::new(&mut self.stream),
+            &mut Context::from_waker(&self.read_waker),
+            buf,
+        );
+        self.read_pending = result.is_pending();
+        match result {
             Poll::Ready(Ok(0)) => {
                 inner.eof = true;
                 inner.wake_recv();
