@@ -252,9 +252,17 @@ impl Socket {
         self.hub.to(room).except(self)
     }
 
-    /// Closes the connection (1000); the socket leaves its rooms.
+    /// Closes the connection (1000: the client does not reconnect); the socket leaves
+    /// its rooms.
     pub async fn disconnect(&self) {
-        let _ = self.inner.sender.close(CloseCode::NORMAL, "").await;
+        self.close(CloseCode::NORMAL, "").await;
+    }
+
+    /// Closes the connection with `code` and `reason` (at most 123 bytes); the code
+    /// tells the client whether to reconnect (docs/PROTOCOL.md, *Close codes*: 1012 or
+    /// 4100–4999 reconnect, 1008 or 4000–4099 do not). Waits until closed.
+    pub async fn close(&self, code: CloseCode, reason: &str) {
+        let _ = self.inner.sender.close(code, reason).await;
     }
 
     /// Sends a message that is not recorded (a reply, an error, `$hello`).

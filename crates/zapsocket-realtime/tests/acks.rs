@@ -100,7 +100,7 @@ async fn server_acks_resolve_with_the_client_reply() {
     let client = Client::connect(&url).await.unwrap();
     client.on("question", |n: u32| Ok::<_, ReplyError>(n * 2));
     client.on("refused", |_: u32| Err::<u32, _>(ReplyError::forbidden("not telling")));
-    let socket = hub.socket(client.session()).unwrap();
+    let socket = hub.socket(&client.session()).unwrap();
     let answer: u32 = socket.emit_with_ack("question", &21).await.unwrap();
     assert_eq!(answer, 42);
     let err = socket.emit_with_ack::<_, u32>("refused", &1).await.unwrap_err();

@@ -46,7 +46,7 @@ async fn chat_errors_follow_the_contract() {
     let hub = demo::hub(Hub::new());
     let url = serve(&hub).await;
     let client = Client::connect(&url).await.unwrap();
-    let me = hub.socket(client.session()).unwrap();
+    let me = hub.socket(&client.session()).unwrap();
     assert!(me.public_data()["name"].as_str().unwrap().starts_with("guest-"));
     let code = |r: Result<Value, ReplyError>| r.unwrap_err().code.as_str().to_owned();
     assert_eq!(code(client.emit_with_ack("chat", &json!({"text": "x"})).await), "forbidden");

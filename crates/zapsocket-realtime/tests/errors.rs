@@ -141,7 +141,7 @@ async fn connect_middleware_refuses_with_forbidden_and_1008() {
         other => panic!("{other:?}"),
     }
     let client = Client::connect(&format!("{url}?token=secret")).await.unwrap();
-    let me = hub.socket(client.session()).unwrap();
+    let me = hub.socket(&client.session()).unwrap();
     assert_eq!(me.public_data(), json!({"name": "trusted"}));
     // The raw view: $error then close 1008.
     let mut ws = zapsocket::Client::connect(&format!("{url}?token=no")).await.unwrap();

@@ -24,7 +24,7 @@ async fn each_operator_reaches_exactly_its_recipients() {
     b.client.join("red").await.unwrap();
     b.client.join("blue").await.unwrap();
     c.client.join("blue").await.unwrap();
-    let socket = |r: &Recorder| hub.socket(r.client.session()).unwrap();
+    let socket = |r: &Recorder| hub.socket(&r.client.session()).unwrap();
     let (sa, sb, sd) = (socket(&a), socket(&b), socket(&d));
 
     sa.emit("to_a", &1).unwrap();

@@ -97,7 +97,7 @@ async fn server_side_join_and_public_data() {
     let mut a = named(&url, "a").await;
     let b = named(&url, "b").await;
     a.client.join("team").await.unwrap();
-    let sb = hub.socket(b.client.session()).unwrap();
+    let sb = hub.socket(&b.client.session()).unwrap();
     sb.set_public_data(json!({"name": "b", "score": 3}));
     sb.join("team").unwrap();
     let (event, data) = a.next().await;

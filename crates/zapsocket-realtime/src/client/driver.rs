@@ -1,13 +1,16 @@
-//! The client's driver task: reads every message and dispatches it.
+//! The client's driver task: reads every message and dispatches it; when the connection
+//! drops, reconnects, resumes or rejoins, then flushes the offline buffer.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 use serde::Deserialize;
-use tokio::sync::watch;
-use zapsocket::{Message, WebSocketReceiver};
+use zapsocket::{Message, WebSocketReceiver, WebSocketSender};
 
-use super::{ConnectError, Shared};
+use super::link::Shared;
+use super::{ConnState, ConnectError, Settings};
 use crate::envelope::{self, Envelope, Refused};
 use crate::error::{ErrorCode, ReplyError};
 
@@ -40,8 +43,23 @@ pub struct HelloLimits {
 /// Names from the server are not bounded by our limit on names we accept as a server.
 const ANY_NAME: usize = usize::MAX;
 
-/// Reads the first message, which must be `$hello` (or `$error` when refused).
-pub(super) async fn read_hello(rx: &mut WebSocketReceiver) -> Result<Hello, ConnectError> {
+/// Connects and reads `$hello` (or the `$error` of a refusal).
+pub(super) async fn open(
+    settings: &Settings,
+) -> Result<(WebSocketSender, WebSocketReceiver, Hello), ConnectError> {
+    let mut builder = zapsocket::Client::builder().protocol(crate::SUBPROTOCOL);
+    for (name, value) in &settings.headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    let ws = builder.connect(&settings.url).await.map_err(ConnectError::WebSocket)?;
+    let (sender, mut rx) = ws.split();
+    let hello = tokio::time::timeout(settings.hello_timeout, read_hello(&mut rx))
+        .await
+        .map_err(|_| ConnectError::Protocol("no $hello in time".into()))??;
+    Ok((sender, rx, hello))
+}
+
+async fn read_hello(rx: &mut WebSocketReceiver) -> Result<Hello, ConnectError> {
     let message = match rx.recv().await {
         Some(Ok(message)) => message,
         Some(Err(e)) => return Err(ConnectError::WebSocket(e)),
@@ -61,16 +79,136 @@ pub(super) async fn read_hello(rx: &mut WebSocketReceiver) -> Result<Hello, Conn
     }
 }
 
-pub(super) async fn run(shared: Arc<Shared>, mut rx: WebSocketReceiver, closed: watch::Sender<bool>) {
-    while let Some(Ok(message)) = rx.recv().await {
-        if let Message::Text(text) = message {
-            receive(&shared, text.as_str());
+/// Reads and dispatches until the connection ends; then reconnects, as long as the
+/// close code and the settings allow.
+pub(super) async fn run(shared: Arc<Shared>, mut rx: WebSocketReceiver) {
+    loop {
+        while let Some(Ok(message)) = rx.recv().await {
+            if let Message::Text(text) = message {
+                receive(&shared, text.as_str());
+            }
+        }
+        shared.detach().await;
+        let code = rx.close_frame().map_or(1006, |f| f.code.0);
+        let policy = shared.settings.reconnect.clone();
+        let Some(policy) = policy.filter(|_| may_reconnect(code) && !shared.closing.load(Relaxed)) else {
+            shared.finish().await;
+            return;
+        };
+        match reconnect(&shared, &policy).await {
+            Some(next) => rx = next,
+            None => {
+                shared.finish().await;
+                return;
+            }
         }
     }
-    for (_, tx) in shared.lock_pending().drain() {
-        let _ = tx.send(Err(ReplyError::new(ErrorCode::DISCONNECTED, "the connection closed")));
+}
+
+/// Whether a close code lets the client reconnect (docs/PROTOCOL.md, *Close codes*).
+pub(super) fn may_reconnect(code: u16) -> bool {
+    matches!(code, 1001 | 1006 | 1011 | 1012 | 1013 | 4100..=4999)
+}
+
+/// The delay before attempt `attempt` (1, 2, ...): doubling, capped, minus jitter.
+pub(super) fn backoff(policy: &super::Reconnect, attempt: u32) -> Duration {
+    let doubled = policy.initial_delay.saturating_mul(1 << attempt.saturating_sub(1).min(16));
+    let delay = doubled.min(policy.max_delay);
+    let cut = policy.jitter.clamp(0.0, 1.0) * rand::random::<f64>();
+    delay.mul_f64(1.0 - cut)
+}
+
+async fn reconnect(shared: &Shared, policy: &super::Reconnect) -> Option<WebSocketReceiver> {
+    for attempt in 1.. {
+        if policy.max_attempts.is_some_and(|max| attempt > max) {
+            return None;
+        }
+        shared.state.send_replace(ConnState::Reconnecting { attempt });
+        tokio::select! {
+            () = tokio::time::sleep(backoff(policy, attempt)) => {}
+            () = shared.wake.notified() => {}
+        }
+        if shared.closing.load(Relaxed) {
+            return None;
+        }
+        match open(&shared.settings).await {
+            Ok((sender, mut rx, hello)) => {
+                *shared.answer.write().unwrap_or_else(|p| p.into_inner()) = Some(sender.clone());
+                if restore(shared, &sender, &mut rx, hello).await.is_ok() {
+                    shared.attach(sender).await;
+                    return Some(rx);
+                }
+            }
+            Err(ConnectError::Refused(e)) => {
+                tracing::debug!(error = %e, "reconnection refused");
+                return None;
+            }
+            Err(e) => tracing::debug!(attempt, error = %e, "reconnection failed"),
+        }
     }
-    let _ = closed.send(true);
+    None
+}
+
+/// After reconnecting: `$resume` the session, or take the new one and rejoin the rooms.
+async fn restore(
+    shared: &Shared,
+    sender: &WebSocketSender,
+    rx: &mut WebSocketReceiver,
+    hello: Hello,
+) -> Result<(), ReplyError> {
+    let old = shared.hello();
+    if shared.settings.recovery {
+        let offsets = shared.offsets().clone();
+        let data = serde_json::json!({"session": old.session, "epoch": old.epoch, "offsets": offsets});
+        match inline_request(shared, sender, rx, "$resume", &data).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.code == ErrorCode::RECOVERY_UNAVAILABLE => tracing::debug!(error = %e, "resync"),
+            Err(e) => return Err(e),
+        }
+    }
+    *shared.hello.write().unwrap_or_else(|p| p.into_inner()) = hello;
+    shared.offsets().clear();
+    let rooms: Vec<String> = shared.rooms().iter().cloned().collect();
+    for room in rooms {
+        if let Err(e) =
+            inline_request(shared, sender, rx, "$join", &serde_json::json!({ "room": room })).await
+        {
+            if e.code == ErrorCode::DISCONNECTED || e.code == ErrorCode::TIMEOUT {
+                return Err(e);
+            }
+            tracing::debug!(%room, error = %e, "could not rejoin");
+            shared.rooms().remove(&room);
+        }
+    }
+    Ok(())
+}
+
+/// Sends a request on a connection that is not in use yet and reads until its reply,
+/// dispatching what arrives before it (a resume's replayed messages).
+async fn inline_request(
+    shared: &Shared,
+    sender: &WebSocketSender,
+    rx: &mut WebSocketReceiver,
+    event: &str,
+    data: &serde_json::Value,
+) -> Result<String, ReplyError> {
+    let id = shared.next_id.fetch_add(1, Relaxed);
+    let json = envelope::event(event, &envelope::to_json(data), Some(id));
+    sender.send(Message::from(json)).await.map_err(|_| super::link::disconnected())?;
+    let deadline = tokio::time::Instant::now() + shared.ack_timeout();
+    loop {
+        let message = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .map_err(|_| ReplyError::new(ErrorCode::TIMEOUT, format!("no reply to {event}")))?;
+        let Some(Ok(message)) = message else { return Err(super::link::disconnected()) };
+        let Some(text) = message.as_text() else { continue };
+        if let Ok(Envelope::Reply { id: reply, result }) = envelope::parse(text, ANY_NAME)
+            && reply == id
+        {
+            return result.map(str::to_owned);
+        }
+        receive(shared, text);
+    }
 }
 
 fn receive(shared: &Shared, text: &str) {
@@ -79,11 +217,7 @@ fn receive(shared: &Shared, text: &str) {
         Err(Refused { ack, error }) => return answer(shared, ack, Err(error)),
     };
     match envelope {
-        Envelope::Reply { id, result } => {
-            if let Some(tx) = shared.lock_pending().remove(&id) {
-                let _ = tx.send(result.map(str::to_owned));
-            }
-        }
+        Envelope::Reply { id, result } => shared.resolve(id, result.map(str::to_owned)),
         Envelope::Event { name, data, ack, rooms } => {
             if let Some(rooms) = rooms {
                 record_offsets(shared, rooms.get());
@@ -114,7 +248,7 @@ fn receive(shared: &Shared, text: &str) {
 /// Keeps the highest offset seen per room.
 fn record_offsets(shared: &Shared, rooms: &str) {
     let Ok(rooms) = serde_json::from_str::<HashMap<String, u64>>(rooms) else { return };
-    let mut offsets = shared.offsets.lock().unwrap_or_else(|p| p.into_inner());
+    let mut offsets = shared.offsets();
     for (room, offset) in rooms {
         let seen = offsets.entry(room).or_default();
         *seen = (*seen).max(offset);
@@ -122,16 +256,37 @@ fn record_offsets(shared: &Shared, rooms: &str) {
 }
 
 fn answer(shared: &Shared, ack: Option<u64>, result: Result<String, ReplyError>) {
-    let json = match (ack, &result) {
-        (Some(id), _) => envelope::reply(id, &result),
-        (None, Err(error)) => {
-            // The server did not ask for an answer: a client reports nothing back.
-            tracing::debug!(%error, "a server event the client could not handle");
-            return;
+    match (ack, &result) {
+        (Some(id), _) => shared.answer(envelope::reply(id, &result)),
+        // The server did not ask for an answer: a client reports nothing back.
+        (None, Err(error)) => tracing::debug!(%error, "a server event the client could not handle"),
+        (None, Ok(_)) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_codes_decide_reconnection() {
+        for code in [1001, 1006, 1011, 1012, 1013, 4100, 4999] {
+            assert!(may_reconnect(code), "{code}");
         }
-        (None, Ok(_)) => return,
-    };
-    if let Err(e) = shared.sender.try_send(Message::from(json)) {
-        tracing::debug!(error = %e, "could not queue a reply");
+        for code in [1000, 1002, 1008, 1009, 4000, 4099] {
+            assert!(!may_reconnect(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_jitter_only_shortens() {
+        let policy = super::super::Reconnect { jitter: 0.0, ..Default::default() };
+        let delays: Vec<u128> = (1..=7).map(|a| backoff(&policy, a).as_millis()).collect();
+        assert_eq!(delays, [500, 1000, 2000, 4000, 8000, 10000, 10000]);
+        let policy = super::super::Reconnect::default();
+        for _ in 0..100 {
+            let d = backoff(&policy, 2);
+            assert!(d <= Duration::from_secs(1) && d >= Duration::from_millis(500), "{d:?}");
+        }
     }
 }

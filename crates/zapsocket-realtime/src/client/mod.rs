@@ -1,5 +1,6 @@
 //! A Rust client for the protocol: connect (subprotocol `zap.v1`), emit, typed `on`,
-//! acks both ways, procedure calls, rooms and presence.
+//! acks both ways, procedure calls, rooms and presence; reconnection with backoff,
+//! session recovery (`$resume`) or rejoin, and an offline buffer.
 //!
 //! ```no_run
 //! use zapsocket_realtime::client::Client;
@@ -17,27 +18,31 @@
 //!
 //! One driver task owns the receiving half of the WebSocket and dispatches what
 //! arrives (replies to pending requests, events to handlers, offsets per room); the
-//! [`Client`] handle is cheap to clone. Reconnection (issue 6) belongs in that driver:
-//! it keeps the session id, the epoch and the offsets it needs to `$resume`.
+//! [`Client`] handle is cheap to clone. When the connection drops with a close code that
+//! allows it (docs/PROTOCOL.md, *Close codes*), the driver reconnects with exponential
+//! backoff and jitter, presents its session and offsets with `$resume` (the server
+//! replays what was missed), or, when the server cannot, joins the client's rooms again.
+//! Emits made meanwhile wait in a bounded buffer and go out in order; requests that were
+//! already sent fail with `disconnected`.
 
 mod driver;
+mod link;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::{oneshot, watch};
-use zapsocket::{CloseCode, Message, WebSocketSender};
 
 use crate::envelope;
 use crate::error::{ErrorCode, ReplyError};
-use crate::handler::{HandlerOutput, Reply};
+use crate::handler::HandlerOutput;
 use crate::presence::{MembersReply, RoomRequest};
 
-pub use driver::Hello;
+pub use driver::{Hello, HelloLimits};
+use link::{Handler, Shared};
 
 /// Why [`Client::connect`] failed.
 #[derive(Debug)]
@@ -63,22 +68,81 @@ impl std::fmt::Display for ConnectError {
 
 impl std::error::Error for ConnectError {}
 
+/// Where a [`Client`] stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnState {
+    /// Connected: emits go out at once.
+    Connected,
+    /// The connection dropped; this is the attempt under way (1, 2, ...). Emits wait in
+    /// the offline buffer.
+    Reconnecting {
+        /// The attempt number.
+        attempt: u32,
+    },
+    /// Closed for good: by [`Client::close`], a close code that forbids reconnecting, a
+    /// refusal, or the attempts running out.
+    Closed,
+}
+
+/// How a [`Client`] reconnects: exponential backoff from `initial_delay`, doubling up to
+/// `max_delay`, each delay shortened by up to `jitter` (a fraction) at random.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Reconnect {
+    /// The first delay. Default: 500 ms.
+    pub initial_delay: Duration,
+    /// The longest delay. Default: 10 s.
+    pub max_delay: Duration,
+    /// Up to this fraction of each delay is taken off at random. Default: 0.5. Spreads
+    /// the reconnections of many clients after a server restart.
+    pub jitter: f64,
+    /// Attempts before giving up; `None` (default): no limit.
+    pub max_attempts: Option<u32>,
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Reconnect {
+            initial_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(10),
+            jitter: 0.5,
+            max_attempts: None,
+        }
+    }
+}
+
 /// Settings of a [`Client`].
 #[derive(Clone, Debug)]
 pub struct ClientBuilder {
+    settings: Settings,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    url: String,
     headers: Vec<(String, String)>,
     ack_timeout: Option<Duration>,
     max_pending: usize,
+    max_buffered: usize,
     hello_timeout: Duration,
+    reconnect: Option<Reconnect>,
+    recovery: bool,
 }
 
 impl Default for ClientBuilder {
     fn default() -> Self {
         ClientBuilder {
-            headers: Vec::new(),
-            ack_timeout: None,
-            max_pending: 1_024,
-            hello_timeout: Duration::from_secs(10),
+            settings: Settings {
+                url: String::new(),
+                headers: Vec::new(),
+                ack_timeout: None,
+                max_pending: 1_024,
+                max_buffered: 1_000,
+                hello_timeout: Duration::from_secs(10),
+                reconnect: Some(Reconnect::default()),
+                recovery: true,
+            },
         }
     }
 }
@@ -86,51 +150,51 @@ impl Default for ClientBuilder {
 impl ClientBuilder {
     /// Adds a header to the upgrade request (e.g. `Authorization`).
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.headers.push((name.into(), value.into()));
+        self.settings.headers.push((name.into(), value.into()));
         self
     }
 
     /// How long requests wait for their reply. Default: the server's `ack_timeout_ms`
     /// from `$hello`.
     pub fn ack_timeout(mut self, timeout: Duration) -> Self {
-        self.ack_timeout = Some(timeout);
+        self.settings.ack_timeout = Some(timeout);
         self
     }
 
     /// The most requests pending at once; past it a request fails with `limit`.
     /// Default: 1,024.
     pub fn max_pending(mut self, max: usize) -> Self {
-        self.max_pending = max;
+        self.settings.max_pending = max;
+        self
+    }
+
+    /// The most envelopes kept while reconnecting; past it an emit fails with `limit`
+    /// (the newest is refused, what is buffered keeps its order). Default: 1,000.
+    pub fn max_buffered(mut self, max: usize) -> Self {
+        self.settings.max_buffered = max;
+        self
+    }
+
+    /// How to reconnect; `None` turns reconnection off. Default: [`Reconnect::default`].
+    pub fn reconnect(mut self, reconnect: Option<Reconnect>) -> Self {
+        self.settings.reconnect = reconnect;
+        self
+    }
+
+    /// Whether to `$resume` the session after reconnecting (else rooms are rejoined).
+    /// Default: true.
+    pub fn recovery(mut self, recovery: bool) -> Self {
+        self.settings.recovery = recovery;
         self
     }
 
     /// Connects to `url` (`ws://host/path`), offering `zap.v1`, and waits for `$hello`.
-    pub async fn connect(self, url: &str) -> Result<Client, ConnectError> {
-        let mut builder = zapsocket::Client::builder().protocol(crate::SUBPROTOCOL);
-        for (name, value) in &self.headers {
-            builder = builder.header(name.as_str(), value.as_str());
-        }
-        let ws = builder.connect(url).await.map_err(ConnectError::WebSocket)?;
-        let (sender, mut rx) = ws.split();
-        let hello = tokio::time::timeout(self.hello_timeout, driver::read_hello(&mut rx))
-            .await
-            .map_err(|_| ConnectError::Protocol("no $hello in time".into()))??;
-        let ack_timeout = self.ack_timeout.unwrap_or(Duration::from_millis(hello.limits.ack_timeout_ms));
-        let (closed_tx, closed) = watch::channel(false);
-        let shared = Arc::new(Shared {
-            sender: sender.clone(),
-            hello,
-            ack_timeout,
-            max_pending: self.max_pending,
-            pending: Mutex::default(),
-            next_id: AtomicU64::new(1),
-            handlers: RwLock::default(),
-            any: RwLock::default(),
-            offsets: Mutex::default(),
-            closed,
-        });
-        tokio::spawn(driver::run(shared.clone(), rx, closed_tx));
-        Ok(Client { shared, _guard: Arc::new(CloseOnDrop(sender)) })
+    pub async fn connect(mut self, url: &str) -> Result<Client, ConnectError> {
+        self.settings.url = url.to_owned();
+        let (sender, rx, hello) = driver::open(&self.settings).await?;
+        let shared = Arc::new(Shared::new(self.settings, hello, sender));
+        tokio::spawn(driver::run(shared.clone(), rx));
+        Ok(Client { _guard: Arc::new(CloseOnDrop(Arc::downgrade(&shared))), shared })
     }
 }
 
@@ -141,53 +205,42 @@ pub struct Client {
     _guard: Arc<CloseOnDrop>,
 }
 
-type Handler = Arc<dyn Fn(&str) -> Option<Reply> + Send + Sync>;
-type AnyHandler = Arc<dyn Fn(&str, &str) + Send + Sync>;
-
-pub(crate) struct Shared {
-    sender: WebSocketSender,
-    hello: Hello,
-    ack_timeout: Duration,
-    max_pending: usize,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
-    next_id: AtomicU64,
-    handlers: RwLock<HashMap<String, Handler>>,
-    any: RwLock<Vec<AnyHandler>>,
-    offsets: Mutex<HashMap<String, u64>>,
-    closed: watch::Receiver<bool>,
-}
-
-impl Shared {
-    fn lock_pending(&self) -> MutexGuard<'_, HashMap<u64, oneshot::Sender<Reply>>> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
 impl Client {
     /// Connects with the defaults. See [`ClientBuilder::connect`].
     pub async fn connect(url: &str) -> Result<Client, ConnectError> {
         ClientBuilder::default().connect(url).await
     }
 
-    /// A builder for headers and timeouts.
+    /// A builder for headers, timeouts, reconnection.
     pub fn builder() -> ClientBuilder {
         ClientBuilder::default()
     }
 
-    /// What the server said in `$hello`: session id, epoch, limits.
-    pub fn hello(&self) -> &Hello {
-        &self.shared.hello
+    /// What the server said in `$hello` (of the session in use): session id, epoch,
+    /// limits.
+    pub fn hello(&self) -> Hello {
+        self.shared.hello()
     }
 
     /// The session id.
-    pub fn session(&self) -> &str {
-        &self.shared.hello.session
+    pub fn session(&self) -> String {
+        self.shared.hello().session
+    }
+
+    /// Where the client stands.
+    pub fn state(&self) -> ConnState {
+        *self.shared.state.borrow()
+    }
+
+    /// Changes of [`Client::state`], as a watch channel.
+    pub fn state_changes(&self) -> tokio::sync::watch::Receiver<ConnState> {
+        self.shared.state.subscribe()
     }
 
     /// The highest offset seen in each room (with `$all` and `$s:SID`): what a `$resume`
     /// presents.
     pub fn offsets(&self) -> HashMap<String, u64> {
-        self.shared.offsets.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.shared.offsets().clone()
     }
 
     /// Handles the server event `event`, its data decoded as `T` (a decoding failure is
@@ -213,10 +266,12 @@ impl Client {
         self.shared.any.write().unwrap_or_else(|p| p.into_inner()).push(Arc::new(handler));
     }
 
-    /// Sends an event; resolves once written. Fails with `disconnected`.
+    /// Sends an event; resolves once queued on the connection, or kept in the offline
+    /// buffer while reconnecting. Fails with `disconnected` once closed, `limit` when the
+    /// buffer is full.
     pub async fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), ReplyError> {
         let data = serde_json::to_string(data).map_err(|e| ReplyError::bad_payload(e.to_string()))?;
-        self.send(envelope::event(event, &data, None)).await
+        self.shared.send(None, envelope::event(event, &data, None)).await
     }
 
     /// Sends an event asking for an ack; resolves with the reply's data as `R`.
@@ -239,13 +294,17 @@ impl Client {
         self.request(|id| envelope::call(name, &data, id)).await
     }
 
-    /// Joins a room; returns its members (this client included) and their count.
+    /// Joins a room; returns its members (this client included) and their count. The
+    /// room is joined again after a reconnection that could not resume the session.
     pub async fn join(&self, room: &str) -> Result<MembersReply, ReplyError> {
-        self.emit_with_ack("$join", &RoomRequest { room: room.to_owned() }).await
+        let reply = self.emit_with_ack("$join", &RoomRequest { room: room.to_owned() }).await?;
+        self.shared.rooms().insert(room.to_owned());
+        Ok(reply)
     }
 
     /// Leaves a room.
     pub async fn leave(&self, room: &str) -> Result<(), ReplyError> {
+        self.shared.rooms().remove(room);
         self.emit_with_ack::<_, RoomRequest>("$leave", &RoomRequest { room: room.to_owned() }).await.map(drop)
     }
 
@@ -256,53 +315,36 @@ impl Client {
 
     /// Sends raw text (for tests of what a server does with malformed input).
     pub async fn send_raw(&self, text: &str) -> Result<(), ReplyError> {
-        self.send(text.to_owned()).await
+        self.shared.send(None, text.to_owned()).await
     }
 
-    /// Closes the connection (1000) and waits until it is closed.
+    /// Closes the connection (1000) for good and waits until it is closed.
     pub async fn close(&self) {
-        let _ = self.shared.sender.close(CloseCode::NORMAL, "").await;
+        close(&self.shared).await;
+        self.closed().await;
     }
 
-    /// Waits until the connection is closed (by either side).
+    /// Waits until the client is closed for good.
     pub async fn closed(&self) {
-        let mut closed = self.shared.closed.clone();
-        let _ = closed.wait_for(|c| *c).await;
-    }
-
-    /// The server's close frame, once closed.
-    pub fn close_frame(&self) -> Option<zapsocket::CloseFrame> {
-        self.shared.sender.close_frame()
-    }
-
-    async fn send(&self, json: String) -> Result<(), ReplyError> {
-        self.shared.sender.send(Message::from(json)).await.map_err(|e| disconnected(&e))
+        let mut state = self.shared.state.subscribe();
+        let _ = state.wait_for(|s| *s == ConnState::Closed).await;
     }
 
     async fn request<R: DeserializeOwned>(
         &self,
         envelope: impl FnOnce(u64) -> String,
     ) -> Result<R, ReplyError> {
-        let (id, rx) = {
-            let mut pending = self.shared.lock_pending();
-            if pending.len() >= self.shared.max_pending {
-                return Err(ReplyError::new(ErrorCode::LIMIT, "too many requests pending"));
-            }
-            let id = self.shared.next_id.fetch_add(1, Relaxed);
-            let (tx, rx) = oneshot::channel();
-            pending.insert(id, tx);
-            (id, rx)
-        };
-        if let Err(e) = self.send(envelope(id)).await {
-            self.shared.lock_pending().remove(&id);
+        let (id, rx) = self.shared.register()?;
+        if let Err(e) = self.shared.send(Some(id), envelope(id)).await {
+            self.shared.forget(id);
             return Err(e);
         }
-        let timeout = self.shared.ack_timeout;
+        let timeout = self.shared.ack_timeout();
         let reply = match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(reply)) => reply,
-            Ok(Err(_)) => Err(ReplyError::new(ErrorCode::DISCONNECTED, "the connection closed")),
+            Ok(Err(_)) => Err(link::disconnected()),
             Err(_) => {
-                self.shared.lock_pending().remove(&id);
+                self.shared.forget(id);
                 Err(ReplyError::new(ErrorCode::TIMEOUT, format!("no reply within {timeout:?}")))
             }
         }?;
@@ -310,26 +352,34 @@ impl Client {
     }
 }
 
-fn disconnected(e: &zapsocket::Error) -> ReplyError {
-    ReplyError::new(ErrorCode::DISCONNECTED, e.to_string())
+/// Stops reconnecting and closes the connection in use.
+async fn close(shared: &Shared) {
+    shared.closing.store(true, Relaxed);
+    shared.wake.notify_one();
+    let sender = shared.link.lock().await.sender.clone();
+    match sender {
+        Some(sender) => {
+            let _ = sender.close(zapsocket::CloseCode::NORMAL, "").await;
+        }
+        None => shared.finish().await,
+    }
 }
 
-/// Closes the connection when the last [`Client`] clone is dropped.
-struct CloseOnDrop(WebSocketSender);
+/// Closes the client when the last [`Client`] clone is dropped (the driver task holds
+/// the shared state too, so it is told to stop).
+struct CloseOnDrop(std::sync::Weak<Shared>);
 
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
-        let sender = self.0.clone();
+        let Some(shared) = self.0.upgrade() else { return };
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = sender.close(CloseCode::NORMAL, "").await;
-            });
+            runtime.spawn(async move { close(&shared).await });
         }
     }
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("session", &self.session()).finish()
+        f.debug_struct("Client").field("session", &self.session()).field("state", &self.state()).finish()
     }
 }

@@ -1,0 +1,171 @@
+//! The Rust client keeps going: reconnection with backoff, session recovery, rejoin
+//! after a server restart, the offline buffer, and the close codes that stop it.
+
+#![allow(clippy::unwrap_used)] // test helpers below panic on purpose
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+use zapsocket::CloseCode;
+use zapsocket_realtime::client::{Client, ConnState, Reconnect};
+use zapsocket_realtime::{Hub, ReplyError, SUBPROTOCOL, Socket};
+
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Serves `hub` on `port` (0: any); returns the port and the serving task.
+async fn serve_on(hub: &Hub, port: u16) -> (u16, tokio::task::JoinHandle<()>) {
+    let server = zapsocket::Server::builder().port(port).subprotocol(SUBPROTOCOL).bind().await.unwrap();
+    let port = server.local_addr().port();
+    let hub = hub.clone();
+    let task = tokio::spawn(async move {
+        let _ = server.serve(move |ws| hub.clone().handle(ws)).await;
+    });
+    (port, task)
+}
+
+fn fast() -> Reconnect {
+    let mut policy = Reconnect::default();
+    policy.initial_delay = Duration::from_millis(50);
+    policy.max_delay = Duration::from_millis(200);
+    policy
+}
+
+async fn connect(port: u16, policy: Reconnect) -> Client {
+    Client::builder().reconnect(Some(policy)).connect(&format!("ws://127.0.0.1:{port}/")).await.unwrap()
+}
+
+async fn wait_state(client: &Client, wanted: fn(&ConnState) -> bool) {
+    let mut states = client.state_changes();
+    tokio::time::timeout(PATIENCE, states.wait_for(wanted)).await.expect("state in time").unwrap();
+}
+
+async fn kick(hub: &Hub, session: &str, code: u16) {
+    hub.socket(session).unwrap().close(CloseCode(code), "test").await;
+}
+
+#[tokio::test]
+async fn a_dropped_connection_is_resumed_and_nothing_is_missed_or_repeated() {
+    let hub = Hub::new();
+    let (port, _server) = serve_on(&hub, 0).await;
+    let client = connect(port, fast()).await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    client.on("n", move |n: u32| {
+        let _ = tx.send(n);
+    });
+    client.join("r").await.unwrap();
+    let session = client.session();
+    for n in 0..10 {
+        hub.to("r").emit("n", &n).unwrap();
+    }
+    for n in 0..10 {
+        assert_eq!(rx.recv().await, Some(n));
+    }
+    kick(&hub, &session, 1012).await;
+    wait_state(&client, |s| matches!(s, ConnState::Reconnecting { .. })).await;
+    for n in 10..30 {
+        hub.to("r").emit("n", &n).unwrap(); // recorded while the client is away
+    }
+    wait_state(&client, |s| *s == ConnState::Connected).await;
+    for n in 30..40 {
+        hub.to("r").emit("n", &n).unwrap();
+    }
+    for n in 10..40 {
+        let got = tokio::time::timeout(PATIENCE, rx.recv()).await.unwrap();
+        assert_eq!(got, Some(n), "in order, no gap");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(rx.try_recv().is_err(), "no duplicate");
+    assert_eq!(client.session(), session, "the same session");
+    assert_eq!(hub.socket(&session).unwrap().rooms(), ["r"]);
+}
+
+#[tokio::test]
+async fn after_a_server_restart_on_the_same_port_the_client_rejoins_its_rooms() {
+    let first = Hub::new();
+    let (port, server) = serve_on(&first, 0).await;
+    let client = connect(port, fast()).await;
+    client.join("lobby").await.unwrap();
+    let old_session = client.session();
+    server.abort();
+    kick(&first, &old_session, 1012).await;
+    wait_state(&client, |s| matches!(s, ConnState::Reconnecting { attempt } if *attempt >= 2)).await;
+    let second = Hub::new();
+    let (_, _server) = serve_on(&second, port).await;
+    wait_state(&client, |s| *s == ConnState::Connected).await;
+    assert_ne!(client.session(), old_session, "a new epoch: a new session");
+    let members = second.members("lobby");
+    assert_eq!(members.len(), 1);
+    assert_eq!(members[0].id, client.session(), "rejoined");
+    assert_eq!(client.hello().epoch, second.epoch());
+}
+
+#[tokio::test]
+async fn the_offline_buffer_keeps_order_is_bounded_and_sent_requests_fail() {
+    let hub = Hub::new();
+    let (tx, mut got) = mpsc::unbounded_channel();
+    hub.on("note", move |_: Socket, n: u32| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(n);
+        }
+    });
+    hub.procedure("slow", |_: Socket, (): ()| async move {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        Ok::<_, ReplyError>(())
+    });
+    let (port, _server) = serve_on(&hub, 0).await;
+    let mut policy = fast();
+    policy.initial_delay = Duration::from_millis(400);
+    policy.jitter = 0.0;
+    let client = Client::builder()
+        .reconnect(Some(policy))
+        .max_buffered(5)
+        .connect(&format!("ws://127.0.0.1:{port}/"))
+        .await
+        .unwrap();
+    let in_flight = {
+        let client = client.clone();
+        tokio::spawn(async move { client.call::<_, ()>("slow", &()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    kick(&hub, &client.session(), 1001).await;
+    wait_state(&client, |s| matches!(s, ConnState::Reconnecting { .. })).await;
+    let err = in_flight.await.unwrap().unwrap_err();
+    assert_eq!(err.code.as_str(), "disconnected", "a sent request fails");
+    for n in 0..4 {
+        client.emit("note", &n).await.unwrap();
+    }
+    let buffered_ack = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client.emit_with_ack::<_, Value>("$members", &serde_json::json!({"room": "x"})).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let full = client.emit("note", &4).await.unwrap_err();
+    assert_eq!(full.code.as_str(), "limit", "five envelopes are buffered");
+    wait_state(&client, |s| *s == ConnState::Connected).await;
+    for n in 0..4 {
+        assert_eq!(tokio::time::timeout(PATIENCE, got.recv()).await.unwrap(), Some(n), "in order");
+    }
+    let members = buffered_ack.await.unwrap().unwrap();
+    assert_eq!(members["count"], 0, "a buffered request is sent after reconnecting and answered");
+}
+
+#[tokio::test]
+async fn close_codes_that_forbid_it_and_a_deliberate_close_do_not_reconnect() {
+    let hub = Hub::new();
+    let (port, _server) = serve_on(&hub, 0).await;
+    let client = connect(port, fast()).await;
+    kick(&hub, &client.session(), 1008).await;
+    wait_state(&client, |s| *s == ConnState::Closed).await;
+    let err = client.emit("x", &1).await.unwrap_err();
+    assert_eq!(err.code.as_str(), "disconnected");
+
+    let client = connect(port, fast()).await;
+    client.close().await;
+    assert_eq!(client.state(), ConnState::Closed);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(hub.metrics().connections, 0, "no reconnection");
+}
