@@ -67,6 +67,8 @@ pub(crate) struct Driver<S> {
     read_pending: bool,
     read_flag: Arc<ReadFlag>,
     read_waker: Waker,
+    /// The server's heartbeat thread runs the keepalive timer of this open connection.
+    external_keepalive: bool,
 }
 
 impl<S> Driver<S> {
@@ -84,7 +86,15 @@ impl<S> Driver<S> {
             read_pending: false,
             read_waker: Waker::from(read_flag.clone()),
             read_flag,
+            external_keepalive: false,
         }
+    }
+
+    /// Leaves the keepalive timer of the open connection to the server's heartbeat
+    /// thread (see `heartbeat.rs`); the driver still runs the close timers.
+    pub(crate) fn external_keepalive(mut self) -> Self {
+        self.external_keepalive = true;
+        self
     }
 
     /// Runs `f` when the connection is finished (e.g. to leave a registry).
@@ -259,6 +269,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     /// Runs the protocol timers; arms a sleep for the next deadline.
     fn timers(&mut self, cx: &mut Context<'_>, inner: &mut Inner) -> Result<bool, Error> {
+        if self.external_keepalive && inner.conn.state() == zapsocket_proto::State::Open {
+            // Only keepalive deadlines exist while open: the heartbeat thread has them.
+            return Ok(false);
+        }
         let mut deadline = inner.conn.poll_timeout();
         if let Some(linger) = self.linger_until {
             deadline = Some(deadline.map_or(linger, |d| d.min(linger)));

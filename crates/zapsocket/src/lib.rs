@@ -68,6 +68,7 @@ mod clients;
 mod config;
 mod driver;
 mod error;
+mod heartbeat;
 mod joined;
 mod message;
 mod request;

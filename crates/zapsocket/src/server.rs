@@ -20,6 +20,7 @@ use crate::clients::Clients;
 use crate::config::{WebSocketConfig, server_default};
 use crate::driver::Driver;
 use crate::error::{Error, Kind, Result};
+use crate::heartbeat::Heartbeat;
 use crate::joined::Joined;
 use crate::request::Request;
 use crate::shared::Shared;
@@ -91,6 +92,8 @@ struct Settings {
     /// Connections open with context takeover on the server's side (each keeps a
     /// compressor), bounded by `DeflateConfig::max_context_takeover_connections`.
     context_takeover: Arc<AtomicUsize>,
+    /// The keepalive ticker, started with the first connection that has a heartbeat.
+    heartbeat: std::sync::OnceLock<Arc<Heartbeat>>,
 }
 
 /// Builds a [`Server`]: where to listen and how each connection behaves.
@@ -264,6 +267,7 @@ impl Server {
                 clients: Clients::new(),
                 deflate: None,
                 context_takeover: Arc::default(),
+                heartbeat: std::sync::OnceLock::new(),
             },
         }
     }
@@ -405,7 +409,13 @@ async fn handshake(
         clients.insert(&ws.sender());
     }
     let id = shared.id;
-    let driver = Driver::new(stream, shared).on_done(move || {
+    let mut driver = Driver::new(stream, shared.clone());
+    if let Some(interval) = settings.config.protocol.ping_interval {
+        let timeout = settings.config.protocol.pong_timeout;
+        settings.heartbeat.get_or_init(|| Heartbeat::start(interval, timeout)).add(&shared);
+        driver = driver.external_keepalive();
+    }
+    let driver = driver.on_done(move || {
         if let Some(clients) = clients {
             clients.remove(id);
         }
