@@ -1,8 +1,8 @@
-//! The client: connect to a `ws://` URL.
+//! The client: connect to a `ws://` or `wss://` URL.
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use zapsocket_proto::deflate::DeflateConfig;
 use zapsocket_proto::handshake::ClientHandshake;
@@ -14,6 +14,7 @@ use crate::error::{Error, Kind, Result};
 use crate::server::next_id;
 use crate::shared::Shared;
 use crate::socket::{Info, WebSocket};
+use crate::tls::Certificate;
 
 /// Opens client connections.
 ///
@@ -43,6 +44,8 @@ impl Client {
             config: WebSocketConfig::default(),
             connect_timeout: Duration::from_secs(10),
             deflate: Some(DeflateConfig::default()),
+            roots: Vec::new(),
+            builtin_roots: true,
         }
     }
 }
@@ -55,6 +58,8 @@ pub struct ClientBuilder {
     config: WebSocketConfig,
     connect_timeout: Duration,
     deflate: Option<DeflateConfig>,
+    roots: Vec<Certificate>,
+    builtin_roots: bool,
 }
 
 impl ClientBuilder {
@@ -85,6 +90,19 @@ impl ClientBuilder {
         self
     }
 
+    /// Trusts `cert` for `wss://` (say, your own CA), besides the system's roots.
+    pub fn add_root_certificate(mut self, cert: Certificate) -> Self {
+        self.roots.push(cert);
+        self
+    }
+
+    /// Whether `wss://` trusts the system's root certificates. Default: true. With
+    /// false, only those given to [`ClientBuilder::add_root_certificate`] are trusted.
+    pub fn tls_built_in_root_certs(mut self, trust: bool) -> Self {
+        self.builtin_roots = trust;
+        self
+    }
+
     /// How long the TCP connect and the handshake may take. Default: 10 s.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
@@ -94,13 +112,13 @@ impl ClientBuilder {
     /// Connects and performs the handshake.
     pub async fn connect(self, url: &str) -> Result<WebSocket> {
         let url = url::Url::parse(url).map_err(|e| Error::invalid(format!("bad URL {url:?}: {e}")))?;
-        match url.scheme() {
-            "ws" => {}
-            "wss" => return Err(Error::invalid("wss:// needs TLS support, which is not built in yet")),
+        let secure = match url.scheme() {
+            "ws" => false,
+            "wss" => true,
             other => return Err(Error::invalid(format!("unsupported scheme {other:?}"))),
-        }
+        };
         let host = url.host_str().ok_or_else(|| Error::invalid("URL has no host"))?.to_owned();
-        let port = url.port_or_known_default().unwrap_or(80);
+        let port = url.port_or_known_default().unwrap_or(if secure { 443 } else { 80 });
         let host_header = match url.port() {
             Some(p) => format!("{host}:{p}"),
             None => host.clone(),
@@ -111,16 +129,41 @@ impl ClientBuilder {
             target.push_str(q);
         }
         let timeout = self.connect_timeout;
-        tokio::time::timeout(timeout, self.open(&host, port, &host_header, &target))
+        tokio::time::timeout(timeout, self.open(secure, &host, port, &host_header, &target))
             .await
             .map_err(|_| Error::new(Kind::Timeout("connect")))?
     }
 
-    async fn open(self, host: &str, port: u16, host_header: &str, target: &str) -> Result<WebSocket> {
+    async fn open(
+        self,
+        secure: bool,
+        host: &str,
+        port: u16,
+        host_header: &str,
+        target: &str,
+    ) -> Result<WebSocket> {
         let connect_host = host.trim_matches(['[', ']']);
-        let mut stream = TcpStream::connect((connect_host, port)).await?;
+        let stream = TcpStream::connect((connect_host, port)).await?;
         let _ = stream.set_nodelay(true);
         let peer_addr = stream.peer_addr().ok();
+        if secure {
+            let tls = crate::tls::connect(stream, connect_host, self.builtin_roots, &self.roots).await?;
+            self.handshake(tls, peer_addr, host_header, target).await
+        } else {
+            self.handshake(stream, peer_addr, host_header, target).await
+        }
+    }
+
+    async fn handshake<S>(
+        self,
+        mut stream: S,
+        peer_addr: Option<std::net::SocketAddr>,
+        host_header: &str,
+        target: &str,
+    ) -> Result<WebSocket>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let mut handshake = ClientHandshake::new(host_header, target, &self.headers, &self.protocols);
         if let Some(config) = &self.deflate {
             handshake = handshake.deflate(config.clone());
@@ -149,7 +192,13 @@ impl ClientBuilder {
         }
         conn.feed(&handshake.take_leftover());
         let shared = Shared::new(next_id(), conn, &self.config);
-        let info = Info { request: None, protocol: response.protocol, peer_addr, deflate: response.deflate };
+        let info = Info {
+            request: None,
+            protocol: response.protocol,
+            peer_addr,
+            deflate: response.deflate,
+            extensions: Default::default(),
+        };
         let ws = WebSocket::new(shared.clone(), info);
         tokio::spawn(Driver::new(stream, shared));
         Ok(ws)
@@ -159,7 +208,7 @@ impl ClientBuilder {
 /// The server sent a 101 we cannot accept (an invalid extension answer): for the server
 /// the connection is open, so it is failed as RFC 6455 §7.1.7 says, with a close frame
 /// carrying `code`, before the TCP connection is dropped.
-async fn fail_open_connection(stream: &mut TcpStream, code: CloseCode) {
+async fn fail_open_connection<S: AsyncWrite + Unpin>(stream: &mut S, code: CloseCode) {
     let mut conn = Connection::new(Role::Client, Default::default());
     if conn.close(std::time::Instant::now(), code, "unacceptable Sec-WebSocket-Extensions").is_ok() {
         let bytes = conn.outbound().first_chunk().to_vec();

@@ -38,6 +38,8 @@ pub(crate) enum Kind {
     Timeout(&'static str),
     /// A URL or argument was invalid.
     Invalid(String),
+    /// TLS failed: a bad certificate or key, or a peer's certificate not trusted.
+    Tls(String),
 }
 
 impl Error {
@@ -85,6 +87,16 @@ impl Error {
             Kind::Io(k, _) => *k == io::ErrorKind::TimedOut,
             _ => false,
         }
+    }
+
+    /// TLS failed: the peer's certificate was not trusted (unknown issuer, wrong name,
+    /// expired), the TLS handshake failed, or a certificate or key could not be loaded.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.kind, Kind::Tls(_))
+    }
+
+    pub(crate) fn tls(msg: impl Into<String>) -> Self {
+        Error::new(Kind::Tls(msg.into()))
     }
 
     /// An argument (URL, header, close code) was invalid.
@@ -137,6 +149,7 @@ impl fmt::Display for Error {
             Kind::Terminated => f.write_str("the connection was terminated"),
             Kind::Timeout(what) => write!(f, "{what} timed out"),
             Kind::Invalid(msg) => write!(f, "invalid argument: {msg}"),
+            Kind::Tls(msg) => write!(f, "TLS error: {msg}"),
         }
     }
 }

@@ -68,6 +68,7 @@ mod clients;
 mod config;
 mod driver;
 mod error;
+mod extensions;
 mod heartbeat;
 mod joined;
 mod message;
@@ -75,16 +76,25 @@ mod request;
 mod server;
 mod shared;
 mod socket;
+mod tls;
+mod upgrade;
 
 pub use client::{Client, ClientBuilder};
 pub use clients::{Clients, encode};
 pub use config::{ProtocolConfig, SlowConsumer, WebSocketConfig};
 pub use error::{Error, Result};
+pub use extensions::Extensions;
 pub use message::{Message, Utf8Bytes};
 pub use request::Request;
-pub use server::{HttpResponse, Server, ServerBuilder};
+pub use server::{Accept, HttpResponse, Server, ServerBuilder, ShutdownHandle};
 pub use shared::ReadyState;
 pub use socket::{WebSocket, WebSocketReceiver, WebSocketSender};
+pub use tls::{Certificate, Identity};
+pub use upgrade::Upgrader;
+#[cfg(feature = "axum")]
+pub use upgrade::axum;
+#[cfg(feature = "hyper")]
+pub use upgrade::hyper;
 pub use zapsocket_proto as proto;
 pub use zapsocket_proto::deflate::{DeflateConfig, DeflateParams};
 pub use zapsocket_proto::{CloseCode, CloseFrame, EncodedFrame};

@@ -25,6 +25,8 @@ pub(crate) struct Info {
     pub(crate) protocol: Option<String>,
     pub(crate) peer_addr: Option<SocketAddr>,
     pub(crate) deflate: Option<DeflateParams>,
+    /// What the server's `authorize` hook attached.
+    pub(crate) extensions: crate::Extensions,
 }
 
 /// One WebSocket connection: receive with [`WebSocket::recv`] (or as a [`Stream`]), send
@@ -118,6 +120,10 @@ impl WebSocket {
     /// The receiving half, by reference.
     pub fn receiver(&mut self) -> &mut WebSocketReceiver {
         &mut self.rx
+    }
+
+    pub(crate) fn info(&self) -> &Arc<Info> {
+        &self.rx.info
     }
 }
 
@@ -219,6 +225,10 @@ impl WebSocketReceiver {
     /// The upgrade request (server side).
     pub fn request(&self) -> Option<&Request> {
         self.info.request.as_ref()
+    }
+
+    pub(crate) fn info(&self) -> &Arc<Info> {
+        &self.info
     }
 }
 

@@ -1,0 +1,140 @@
+//! TLS with rustls (ring): the server's certificate and key, the client's trusted roots.
+
+use std::sync::{Arc, OnceLock};
+
+use rustls::RootCertStore;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::net::TcpStream;
+
+use crate::error::{Error, Result};
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A server's certificate chain and private key, for `wss://`
+/// ([`ServerBuilder::tls`](crate::ServerBuilder::tls)).
+///
+/// ```no_run
+/// # async fn run() -> zapsocket::Result<()> {
+/// let identity = zapsocket::Identity::from_pem_files("cert.pem", "key.pem")?;
+/// let server = zapsocket::Server::builder().port(8443).tls(identity).bind().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Identity {
+    config: Arc<rustls::ServerConfig>,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Identity(..)")
+    }
+}
+
+impl Identity {
+    /// From PEM: the certificate chain (leaf first) and the private key (PKCS#8, PKCS#1
+    /// or SEC1).
+    pub fn from_pem(cert_chain: &[u8], key: &[u8]) -> Result<Identity> {
+        let certs = parse_certs(cert_chain)?;
+        let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| Error::tls(format!("private key: {e}")))?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::tls(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| Error::tls(format!("certificate and key: {e}")))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Identity { config: Arc::new(config) })
+    }
+
+    /// From PEM files: the certificate chain and the private key.
+    pub fn from_pem_files(
+        cert_chain: impl AsRef<std::path::Path>,
+        key: impl AsRef<std::path::Path>,
+    ) -> Result<Identity> {
+        let certs = read(cert_chain.as_ref())?;
+        let key = read(key.as_ref())?;
+        Identity::from_pem(&certs, &key)
+    }
+
+    pub(crate) fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.config.clone())
+    }
+}
+
+/// Certificates a client trusts besides (or instead of) the system's roots
+/// ([`ClientBuilder::add_root_certificate`](crate::ClientBuilder::add_root_certificate)).
+#[derive(Clone, Debug)]
+pub struct Certificate {
+    certs: Vec<CertificateDer<'static>>,
+}
+
+impl Certificate {
+    /// Every certificate in a PEM bundle (at least one).
+    pub fn from_pem(pem: &[u8]) -> Result<Certificate> {
+        Ok(Certificate { certs: parse_certs(pem)? })
+    }
+
+    /// Every certificate in a PEM file.
+    pub fn from_pem_file(path: impl AsRef<std::path::Path>) -> Result<Certificate> {
+        Certificate::from_pem(&read(path.as_ref())?)
+    }
+}
+
+fn read(path: &std::path::Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::tls(format!("{}: {e}", path.display())))
+}
+
+fn parse_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::tls(format!("certificate: {e}")))?;
+    if certs.is_empty() {
+        return Err(Error::tls("no certificate in the PEM data"));
+    }
+    Ok(certs)
+}
+
+/// The system's trusted roots, loaded once per process.
+fn native_roots() -> &'static [CertificateDer<'static>] {
+    static ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let loaded = rustls_native_certs::load_native_certs();
+        for e in &loaded.errors {
+            tracing::debug!(error = %e, "a system root certificate could not be loaded");
+        }
+        loaded.certs
+    })
+}
+
+/// Opens TLS to `host` over `stream`, verifying its certificate against the system roots
+/// (if `builtin_roots`) and `extra` roots.
+pub(crate) async fn connect(
+    stream: TcpStream,
+    host: &str,
+    builtin_roots: bool,
+    extra: &[Certificate],
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let mut roots = RootCertStore::empty();
+    if builtin_roots {
+        roots.add_parsable_certificates(native_roots().iter().cloned());
+    }
+    for cert in extra.iter().flat_map(|c| &c.certs) {
+        roots.add(cert.clone()).map_err(|e| Error::tls(format!("root certificate: {e}")))?;
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let name =
+        ServerName::try_from(host.to_owned()).map_err(|e| Error::invalid(format!("host {host:?}: {e}")))?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    connector.connect(name, stream).await.map_err(|e| match e.get_ref() {
+        Some(inner) if inner.is::<rustls::Error>() => Error::tls(inner.to_string()),
+        _ => e.into(),
+    })
+}

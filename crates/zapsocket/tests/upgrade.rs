@@ -1,0 +1,154 @@
+//! Upgrades taken from another server, through real sockets: axum (JSON route and
+//! WebSocket route on one port), hyper 1, and any stream (`handle_upgrade`).
+
+#![allow(clippy::unwrap_used)] // Test helpers: a failed step is a failed test.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use zapsocket::axum::WebSocketUpgrade;
+use zapsocket::{Accept, Client, HttpResponse, Server, Upgrader};
+
+use common::{RawPeer, upgrade_request, url};
+
+struct User(String);
+
+async fn ws_route(ws: WebSocketUpgrade) -> axum::response::Response {
+    ws.on_upgrade(|mut socket| async move {
+        let user = socket.data::<User>().map_or("anonymous".to_owned(), |u| u.0.clone());
+        let _ = socket.send(format!("hello {user}")).await;
+        while let Some(Ok(msg)) = socket.recv().await {
+            if msg.is_data() && socket.send(msg).await.is_err() {
+                break;
+            }
+        }
+    })
+}
+
+async fn axum_app(upgrader: Upgrader) -> SocketAddr {
+    let app = Router::new()
+        .route("/api/status", get(|| async { Json(serde_json_value()) }))
+        .route("/ws", get(ws_route))
+        .layer(Extension(upgrader));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await.unwrap();
+    });
+    addr
+}
+
+fn serde_json_value() -> std::collections::BTreeMap<&'static str, &'static str> {
+    [("status", "ok")].into_iter().collect()
+}
+
+async fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test]
+async fn axum_serves_http_and_websocket_on_one_port() {
+    let upgrader = Server::builder()
+        .allowed_origin("https://app.example")
+        .authorize(|request| async move {
+            match request.query_param("access_token").as_deref() {
+                Some("good") => Ok(Accept::new().data(User(request.ip().to_string()))),
+                _ => Err(HttpResponse::text(401, "access_token required")),
+            }
+        })
+        .build_upgrader();
+    let addr = axum_app(upgrader.clone()).await;
+
+    let json = http_get(addr, "/api/status").await;
+    assert!(json.starts_with("HTTP/1.1 200"), "{json}");
+    assert!(json.ends_with(r#"{"status":"ok"}"#), "{json}");
+
+    let mut ws = Client::connect(&url(addr, "/ws?access_token=good")).await.unwrap();
+    assert_eq!(ws.recv().await.unwrap().unwrap().as_text(), Some("hello 127.0.0.1"));
+    ws.send("echo me").await.unwrap();
+    assert_eq!(ws.recv().await.unwrap().unwrap().as_text(), Some("echo me"));
+    assert_eq!(upgrader.clients().len(), 1);
+
+    let err = Client::connect(&url(addr, "/ws?access_token=bad")).await.unwrap_err();
+    assert_eq!(err.status(), Some(401));
+    let evil = upgrade_request("/ws?access_token=good")
+        .replace("Host: localhost\r\n", "Host: x\r\nOrigin: https://evil.example\r\n");
+    let (_p, head) = RawPeer::request(addr, evil).await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    let plain = http_get(addr, "/ws").await;
+    assert!(plain.starts_with("HTTP/1.1 4"), "a plain GET is not an upgrade: {plain}");
+}
+
+#[tokio::test]
+async fn hyper_upgrade_serves_routes_and_websockets() {
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let upgrader = Server::builder().subprotocol("chat").build_upgrader();
+    tokio::spawn(async move {
+        loop {
+            let (stream, peer) = listener.accept().await.unwrap();
+            let upgrader = upgrader.clone();
+            let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let upgrader = upgrader.clone();
+                async move {
+                    if req.uri().path() != "/ws" {
+                        return Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            "plain http".to_owned(),
+                        ));
+                    }
+                    Ok(zapsocket::hyper::upgrade(&upgrader, req, peer, |mut ws| async move {
+                        while let Some(Ok(msg)) = ws.recv().await {
+                            if msg.is_data() && ws.send(msg).await.is_err() {
+                                break;
+                            }
+                        }
+                    })
+                    .await)
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades(),
+            );
+        }
+    });
+    assert!(http_get(addr, "/").await.ends_with("plain http"));
+    let mut ws = Client::builder().protocol("chat").connect(&url(addr, "/ws")).await.unwrap();
+    assert_eq!(ws.protocol(), Some("chat"));
+    ws.send("via hyper").await.unwrap();
+    assert_eq!(ws.recv().await.unwrap().unwrap().as_text(), Some("via hyper"));
+}
+
+#[tokio::test]
+async fn handle_upgrade_takes_any_stream() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let upgrader = Server::builder().path("/ws").build_upgrader();
+    tokio::spawn(async move {
+        loop {
+            let (stream, peer) = listener.accept().await.unwrap();
+            let upgrader = upgrader.clone();
+            tokio::spawn(async move {
+                if let Ok(ws) = upgrader.handle_upgrade(stream, peer).await {
+                    let _ = ws.send("upgraded by hand").await;
+                }
+            });
+        }
+    });
+    let mut ws = Client::connect(&url(addr, "/ws")).await.unwrap();
+    assert_eq!(ws.recv().await.unwrap().unwrap().as_text(), Some("upgraded by hand"));
+    let (_p, head) = RawPeer::request(addr, upgrade_request("/elsewhere")).await;
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+}
