@@ -26,6 +26,10 @@ pub(crate) struct ConnectArgs {
     /// Do not offer permessage-deflate (offered by default; used if the server agrees).
     #[arg(long)]
     no_deflate: bool,
+    /// For wss://: also trust the CA certificate(s) in this PEM file (the system's roots
+    /// are trusted too).
+    #[arg(long, value_name = "PATH")]
+    ca: Option<std::path::PathBuf>,
 }
 
 /// How long piped mode waits, after stdin ends, for the answers to what it sent.
@@ -60,6 +64,10 @@ async fn open(args: &ConnectArgs) -> Result<WebSocket, String> {
     }
     if args.no_deflate {
         builder = builder.deflate(None);
+    }
+    if let Some(path) = &args.ca {
+        let ca = zapsocket::Certificate::from_pem_file(path).map_err(|e| format!("--ca: {e}"))?;
+        builder = builder.add_root_certificate(ca);
     }
     builder.connect(&args.url).await.map_err(|e| match e.is_handshake() {
         true => e.to_string(),

@@ -32,9 +32,34 @@ pub(crate) struct ServeArgs {
     /// and more are compressed, each on its own (no compressor kept per connection).
     #[arg(long)]
     deflate: bool,
+    /// Accept browsers only from this Origin (repeatable; `*` for any); others get 403.
+    /// Default: any origin.
+    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+    allowed_origins: Vec<String>,
+    /// A subprotocol to accept when a client offers it (repeatable, in order of
+    /// preference), besides the realtime hub's own.
+    #[arg(long = "subprotocol", value_name = "NAME")]
+    subprotocols: Vec<String>,
+    /// Serve wss:// with this PEM certificate chain (needs --tls-key).
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// On SIGINT or SIGTERM: seconds to wait for clients to answer the 1001 close before
+    /// they are dropped.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    shutdown_timeout: u64,
+    /// The most connections open at once; more get 503. Default: no limit.
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// The most connections open at once from one IP address; more get 503.
+    #[arg(long, value_name = "N")]
+    max_connections_per_ip: Option<usize>,
 }
 
-/// Runs the server until Ctrl-C or SIGTERM.
+/// Runs the server until Ctrl-C or SIGTERM, then shuts down gracefully: every client gets
+/// 1001 after what was queued for it.
 pub(crate) async fn run(args: ServeArgs) -> ExitCode {
     crate::init_logging("info", Output::Stdout);
     let shutdown = Shutdown::install();
@@ -48,20 +73,21 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
     };
     let addr = server.local_addr();
     // On stdout: scripts that start us on port 0 read the port from this line.
-    tracing::info!("listening on ws://{addr}");
+    let scheme = if args.tls_cert.is_some() { "wss" } else { "ws" };
+    tracing::info!("listening on {scheme}://{addr}");
     let broadcast = Clients::new();
-    let serving = server.serve(move |ws| handle(ws, broadcast.clone(), hub.clone()));
-    tokio::select! {
-        result = serving => match result {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!(error = %e, "server stopped");
-                ExitCode::FAILURE
-            }
-        },
-        signal = shutdown.recv() => {
-            tracing::info!("{signal}: shutting down");
+    let signal = async {
+        let signal = shutdown.recv().await;
+        tracing::info!("{signal}: shutting down");
+    };
+    match server.serve_with_shutdown(move |ws| handle(ws, broadcast.clone(), hub.clone()), signal).await {
+        Ok(()) => {
+            tracing::info!("shut down");
             ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "server stopped");
+            ExitCode::FAILURE
         }
     }
 }
@@ -78,6 +104,21 @@ async fn bind(args: &ServeArgs, hub: &Hub) -> zapsocket::Result<Server> {
     if args.deflate {
         builder = builder.deflate(DeflateConfig::default());
     }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        builder = builder.tls(zapsocket::Identity::from_pem_files(cert, key)?);
+    }
+    for origin in &args.allowed_origins {
+        builder = builder.allowed_origin(origin.as_str());
+    }
+    for name in &args.subprotocols {
+        builder = builder.subprotocol(name.as_str());
+    }
+    if let Some(max) = args.max_connections {
+        builder = builder.max_connections(max);
+    }
+    if let Some(max) = args.max_connections_per_ip {
+        builder = builder.max_connections_per_ip(max);
+    }
     builder
         .host(args.host.as_str())
         .port(args.port)
@@ -87,6 +128,7 @@ async fn bind(args: &ServeArgs, hub: &Hub) -> zapsocket::Result<Server> {
         .path(realtime::PATH)
         .subprotocol(zapsocket_realtime::SUBPROTOCOL)
         .config(config)
+        .shutdown_timeout(Duration::from_secs(args.shutdown_timeout))
         .http(move |request| realtime::http(&hub, request))
         .bind()
         .await
