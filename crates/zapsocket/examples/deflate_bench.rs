@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! cargo run --release -p zapsocket --example deflate_bench -- echo URL SIZE json|random on|off CONNS SECS [PID]
-//! cargo run --release -p zapsocket --example deflate_bench -- idle URL CONNS on|off|alone PID [SIZE]
+//! cargo run --release -p zapsocket --example deflate_bench -- idle URL CONNS on|off|alone PID [SIZE [WAIT_SECS]]
 //! ```
 //!
 //! - `echo`: CONNS connections each send a binary message of SIZE bytes and wait for its
@@ -17,7 +17,8 @@
 //!   the server's CPU time per message from /proc.
 //! - `idle`: reads the server's VmRSS, opens CONNS connections (each echoes one JSON message
 //!   of SIZE bytes, default 4096, so compression state exists on both sides; 32768 or more
-//!   fills a 15-bit window), waits 2 s, reads VmRSS again and
+//!   fills a 15-bit window), waits WAIT_SECS (default 2; a server with a heartbeat releases
+//!   idle buffers on its ticks), reads VmRSS again and
 //!   reports bytes per connection; then checks every connection still echoes.
 //!
 //! Each run prints one JSON line.
@@ -33,7 +34,7 @@ async fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("echo") if args.len() >= 7 => echo(&args[1..]).await,
-        Some("idle") if (5..=6).contains(&args.len()) => idle(&args[1..]).await,
+        Some("idle") if (5..=7).contains(&args.len()) => idle(&args[1..]).await,
         _ => Err("usage: deflate_bench echo URL SIZE json|random on|off CONNS SECS [PID] | idle URL CONNS on|off PID".into()),
     }
 }
@@ -190,6 +191,7 @@ async fn idle(args: &[String]) -> Result<(), Error> {
     let deflate = offer(&offer_arg)?;
     let pid = &args[3];
     let size: usize = args.get(4).map_or(Ok(4096), |s| s.parse())?;
+    let wait: f64 = args.get(5).map_or(Ok(2.0), |s| s.parse())?;
     let before = vm_rss(pid)?;
     let mut sockets = Vec::with_capacity(conns);
     let mut agreed = None;
@@ -204,15 +206,31 @@ async fn idle(args: &[String]) -> Result<(), Error> {
         }
         sockets.push((tx, rx));
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Each connection keeps a reader (it answers the server's heartbeat pings as they are
+    // read) and reports the text messages it gets.
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let mut senders = Vec::with_capacity(conns);
+    for (i, (tx, mut rx)) in sockets.into_iter().enumerate() {
+        let seen_tx = seen_tx.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(message)) = rx.recv().await {
+                if message.is_text() {
+                    let _ = seen_tx.send(i);
+                }
+            }
+        });
+        senders.push(tx);
+    }
+    tokio::time::sleep(Duration::from_secs_f64(wait)).await;
     let after = vm_rss(pid)?;
     // Every connection is still there.
-    for (i, (tx, rx)) in sockets.iter_mut().enumerate() {
+    for tx in &senders {
         tx.send(Message::text("still there?")).await?;
-        match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await {
-            Ok(Some(Ok(Message::Text(t)))) if t == "still there?" => {}
-            _ => return Err(format!("connection {i} did not answer after idling").into()),
-        }
+    }
+    for _ in 0..conns {
+        tokio::time::timeout(Duration::from_secs(10), seen.recv())
+            .await
+            .map_err(|_| "a connection did not answer after idling")?;
     }
     println!(
         "{{\"mode\":\"idle\",\"url\":\"{url}\",\"offer\":\"{offer_arg}\",\"agreed\":{},\"conns\":{conns},\"message_size\":{size},\"rss_before_kib\":{},\"rss_after_kib\":{},\"bytes_per_conn\":{:.0}}}",
@@ -221,7 +239,7 @@ async fn idle(args: &[String]) -> Result<(), Error> {
         after / 1024,
         after.saturating_sub(before) as f64 / conns as f64,
     );
-    for (tx, _) in &sockets {
+    for tx in &senders {
         let _ = tx.close(zapsocket::CloseCode::NORMAL, "").await;
     }
     Ok(())
