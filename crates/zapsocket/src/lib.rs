@@ -46,6 +46,19 @@
 //! connection and compresses a broadcast once for all recipients; docs/DEFLATE.md gives
 //! the memory per connection and the trade-offs.
 //!
+//! ## In a web app
+//!
+//! [`ServerBuilder::authorize`] runs an async hook before the 101 answer (refuse with any
+//! status, or accept with data read later by [`WebSocket::data`]);
+//! [`ServerBuilder::allowed_origin`] refuses other origins with 403;
+//! [`ServerBuilder::max_connections`] and [`ServerBuilder::max_connections_per_ip`] answer
+//! 503 when full; [`ServerBuilder::tls`] serves `wss://` (rustls), and the client verifies
+//! certificates against the system roots and [`ClientBuilder::add_root_certificate`].
+//! [`Server::serve_with_shutdown`] shuts down gracefully (1001 to every client after its
+//! queued messages). To share a port with another server, [`ServerBuilder::build_upgrader`]
+//! gives an [`Upgrader`]: [`Upgrader::handle_upgrade`] for any stream, and behind features
+//! `hyper::upgrade` (feature `hyper`) and `axum::WebSocketUpgrade` (feature `axum`).
+//!
 //! ## Limits
 //!
 //! Every buffer a peer can grow is bounded; see [`WebSocketConfig`] and
