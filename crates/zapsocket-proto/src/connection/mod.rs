@@ -173,14 +173,19 @@ impl Connection {
     /// How many more bytes the frame being received needs (0 when unknown), so the I/O
     /// layer can size its next read without trusting the declared length for
     /// allocation: reads should still be capped.
+    ///
+    /// Before the next frame is decoded, its header is peeked at, so that a large frame
+    /// can be read in few syscalls; a header over `max_frame_size` gives 0 (it will be
+    /// refused when decoded, and nothing more should be read for it).
     pub fn read_hint(&self) -> usize {
-        match self.pending {
-            Some(p) => (p.header_len as u64 + p.header.payload_len)
-                .saturating_sub(self.rbuf.len() as u64)
-                .try_into()
-                .unwrap_or(usize::MAX),
-            None => 0,
-        }
+        let (header_len, payload_len) = match self.pending {
+            Some(p) => (p.header_len, p.header.payload_len),
+            None => match FrameHeader::decode(&self.rbuf, true) {
+                Ok(Some((h, len))) if h.payload_len <= self.config.max_frame_size as u64 => (len, h.payload_len),
+                _ => return 0,
+            },
+        };
+        (header_len as u64 + payload_len).saturating_sub(self.rbuf.len() as u64).try_into().unwrap_or(usize::MAX)
     }
 
     /// Bytes buffered for a message still being received (partial frame plus
