@@ -181,11 +181,16 @@ impl Connection {
         let (header_len, payload_len) = match self.pending {
             Some(p) => (p.header_len, p.header.payload_len),
             None => match FrameHeader::decode(&self.rbuf, true) {
-                Ok(Some((h, len))) if h.payload_len <= self.config.max_frame_size as u64 => (len, h.payload_len),
+                Ok(Some((h, len))) if h.payload_len <= self.config.max_frame_size as u64 => {
+                    (len, h.payload_len)
+                }
                 _ => return 0,
             },
         };
-        (header_len as u64 + payload_len).saturating_sub(self.rbuf.len() as u64).try_into().unwrap_or(usize::MAX)
+        (header_len as u64 + payload_len)
+            .saturating_sub(self.rbuf.len() as u64)
+            .try_into()
+            .unwrap_or(usize::MAX)
     }
 
     /// Bytes buffered for a message still being received (partial frame plus
