@@ -6,8 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::Output;
-use futures_util::SinkExt;
-use zapsocket::{Clients, DeflateConfig, Message, Server, WebSocket, WebSocketConfig};
+use zapsocket::{Clients, DeflateConfig, Server, WebSocket, WebSocketConfig};
 use zapsocket_realtime::Hub;
 
 use crate::realtime;
@@ -159,23 +158,18 @@ async fn handle(ws: WebSocket, broadcast: Clients, hub: Hub) {
 /// into the sink together and flushed once, so a burst costs one write, not one per
 /// message. Returns the close frame once the connection is over.
 async fn echo(ws: WebSocket) -> zapsocket::Result<Option<zapsocket::CloseFrame>> {
-    // `feed` queues without waiting for the write (it waits only while the send queue
-    // is full): the driver writes everything queued in one syscall once this task has
-    // taken every message already received, so echoes coalesce without a `flush`.
-    let (mut tx, mut rx) = ws.split();
+    // `queue` waits only while the send queue is full, not for the write: the driver
+    // writes everything queued in one syscall once this task has taken every message
+    // already received, so echoes coalesce. Pings and pongs are not echoed (the library
+    // answers pings itself).
+    let (tx, mut rx) = ws.split();
     while let Some(message) = rx.recv().await {
-        feed_data(&mut tx, message?).await?;
+        let message = message?;
+        if message.is_data() {
+            tx.queue(message).await?;
+        }
     }
     Ok(rx.close_frame())
-}
-
-/// Queues a text or binary message; pings and pongs are not echoed (the library answers
-/// pings itself).
-async fn feed_data(tx: &mut zapsocket::WebSocketSender, message: Message) -> zapsocket::Result<()> {
-    if message.is_data() {
-        tx.feed(message).await?;
-    }
-    Ok(())
 }
 
 /// Relays every data message to every client of `/broadcast`, the sender included.

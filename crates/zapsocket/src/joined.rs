@@ -68,6 +68,8 @@ pub(crate) struct Joined<D, H> {
     handler_flag: Arc<Flag>,
     driver_waker: Waker,
     handler_waker: Waker,
+    /// The task waker last handed to `task`, to compare without locking.
+    last_task_waker: Option<Waker>,
 }
 
 impl<D, H> Joined<D, H> {
@@ -83,6 +85,7 @@ impl<D, H> Joined<D, H> {
             task,
             driver_flag,
             handler_flag,
+            last_task_waker: None,
         }
     }
 }
@@ -96,11 +99,10 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        {
-            let mut waker = this.task.waker.lock().unwrap_or_else(|p| p.into_inner());
-            if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                *waker = Some(cx.waker().clone());
-            }
+        if !this.last_task_waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            // Locked only when the task's waker changes (rarely: it is the same task).
+            *this.task.waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
+            this.last_task_waker = Some(cx.waker().clone());
         }
         this.task.polling.store(true, Ordering::SeqCst);
         for _ in 0..MAX_ROUNDS {

@@ -102,6 +102,11 @@ impl WebSocket {
         self.tx.send(message).await
     }
 
+    /// Queues a message without waiting for the write. See [`WebSocketSender::queue`].
+    pub async fn queue(&self, message: impl Into<Message>) -> Result<()> {
+        self.tx.queue(message).await
+    }
+
     /// Sends a message without compressing it. See [`WebSocketSender::send_uncompressed`].
     pub async fn send_uncompressed(&self, message: impl Into<Message>) -> Result<()> {
         self.tx.send_uncompressed(message).await
@@ -240,6 +245,17 @@ impl WebSocketSender {
         let mut op = Some(|c: &mut Connection| queue_message(c, message));
         let offset = poll_fn(|cx| self.shared.poll_enqueue(cx, &mut op)).await?;
         self.written(offset).await
+    }
+
+    /// Queues a message, waiting only while the send queue is full; does not wait for
+    /// the write (like `ws`'s `send(data)` without a callback). Everything queued goes
+    /// out in as few writes as the socket allows, so a loop of `queue` coalesces: the
+    /// cheapest way to echo or relay. A failed write shows in a later call or in
+    /// `recv()`.
+    pub async fn queue(&self, message: impl Into<Message>) -> Result<()> {
+        let message = message.into();
+        let mut op = Some(|c: &mut Connection| queue_message(c, message));
+        poll_fn(|cx| self.shared.poll_enqueue(cx, &mut op)).await.map(drop)
     }
 
     /// Sends a message without compressing it, whatever its size (like `ws`'s
