@@ -174,3 +174,17 @@ async fn a_message_in_65536_fragments_is_reassembled() {
     let msg = tokio::time::timeout(Duration::from_secs(20), rx.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(msg.len(), 4 << 20);
 }
+
+#[tokio::test]
+async fn queue_returns_before_the_write_and_keeps_order() {
+    let addr = echo_addr().await;
+    let mut ws = Client::connect(&url(addr, "/")).await.unwrap();
+    for i in 0..500 {
+        ws.queue(format!("q{i}")).await.unwrap();
+    }
+    for i in 0..500 {
+        assert_eq!(ws.recv().await.unwrap().unwrap().as_text(), Some(format!("q{i}").as_str()));
+    }
+    ws.close(CloseCode::NORMAL, "").await.unwrap();
+    assert!(ws.queue("late").await.unwrap_err().is_closed());
+}
