@@ -1,78 +1,16 @@
 //! The `zap` binary, run for real: `zap serve` on a free port driven by the zapsocket
 //! client, and `zap connect` piped against `zap serve`.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use zapsocket::{Client, CloseCode, Message, WebSocket};
 
-const ZAP: &str = env!("CARGO_BIN_EXE_zap");
-/// Upper bound for any single wait in these tests.
-const PATIENCE: Duration = Duration::from_secs(10);
-
-/// A running `zap serve`, killed on drop.
-struct Serve {
-    child: Child,
-    addr: String,
-}
-
-impl Serve {
-    /// Starts `zap serve --port 0 EXTRA...` and reads its address from stdout.
-    fn start(extra: &[&str]) -> Serve {
-        let mut child = Command::new(ZAP)
-            .args(["serve", "--port", "0"])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn zap serve");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let (tx, rx) = mpsc::channel();
-        // Keep draining stdout so that logging never blocks the server.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some((_, addr)) = line.split_once("listening on ws://") {
-                    let _ = tx.send(addr.trim().to_owned());
-                }
-            }
-        });
-        let addr = rx.recv_timeout(PATIENCE).expect("zap serve printed its address");
-        Serve { child, addr }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("ws://{}{path}", self.addr)
-    }
-
-    fn pid(&self) -> String {
-        self.child.id().to_string()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Waits for `child` to exit, at most [`PATIENCE`].
-fn wait_exit(child: &mut Child) -> ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        assert!(start.elapsed() < PATIENCE, "process did not exit in time");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+mod common;
+use common::{PATIENCE, Serve, ZAP, wait_exit};
 
 async fn connect(url: &str) -> WebSocket {
     tokio::time::timeout(PATIENCE, Client::connect(url)).await.expect("connect in time").expect("connect")

@@ -2,53 +2,14 @@
 //! rooms), `/metrics`, the demo page and the JS module over plain HTTP, and `/` still
 //! echoing for WebSocket upgrades.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::io::{Read, Write};
 
 use serde_json::{Value, json};
 use tokio::sync::mpsc as channel;
 use zapsocket_realtime::client::Client;
 
-const ZAP: &str = env!("CARGO_BIN_EXE_zap");
-const PATIENCE: Duration = Duration::from_secs(10);
-
-/// A running `zap serve --port 0`, killed on drop.
-struct Serve {
-    child: Child,
-    addr: String,
-}
-
-impl Serve {
-    fn start() -> Serve {
-        let mut child = Command::new(ZAP)
-            .args(["serve", "--port", "0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn zap serve");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some((_, addr)) = line.split_once("listening on ws://") {
-                    let _ = tx.send(addr.trim().to_owned());
-                }
-            }
-        });
-        let addr = rx.recv_timeout(PATIENCE).expect("zap serve printed its address");
-        Serve { child, addr }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+mod common;
+use common::{PATIENCE, Serve};
 
 fn http_get(addr: &str, path: &str) -> String {
     let mut stream = std::net::TcpStream::connect(addr).expect("connect");
@@ -77,7 +38,7 @@ async fn next(rx: &mut channel::UnboundedReceiver<Value>) -> Value {
 
 #[tokio::test]
 async fn chat_on_ws_reaches_the_room_with_names_and_metrics_count_it() {
-    let serve = Serve::start();
+    let serve = Serve::start(&[]);
     let (ada, mut ada_rx) = chatter(&serve, "ada").await;
     let (bob, mut bob_rx) = chatter(&serve, "bob").await;
     ada.join("lobby").await.expect("join");
@@ -100,7 +61,7 @@ async fn chat_on_ws_reaches_the_room_with_names_and_metrics_count_it() {
 
 #[tokio::test]
 async fn plain_http_serves_the_demo_page_and_the_client_module() {
-    let serve = Serve::start();
+    let serve = Serve::start(&[]);
     let page = http_get(&serve.addr, "/");
     assert!(page.contains("data-testid=\"members\""), "{page:.300}");
     assert!(page.contains("/zapsocket.js"), "the page imports the client");
@@ -112,7 +73,7 @@ async fn plain_http_serves_the_demo_page_and_the_client_module() {
 
 #[tokio::test]
 async fn root_still_echoes_websocket_upgrades_without_a_subprotocol() {
-    let serve = Serve::start();
+    let serve = Serve::start(&[]);
     let mut ws = zapsocket::Client::connect(&format!("ws://{}/", serve.addr)).await.expect("connect");
     assert_eq!(ws.protocol(), None);
     ws.send("ping").await.expect("send");

@@ -1,0 +1,88 @@
+//! What the CLI tests share: a real `zap serve` on a free port, killed on drop.
+
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub const ZAP: &str = env!("CARGO_BIN_EXE_zap");
+/// Upper bound for any single wait in these tests.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A running `zap serve`, killed on drop.
+pub struct Serve {
+    pub child: Child,
+    /// `HOST:PORT`, as it printed `listening on ws://HOST:PORT` (or `wss://`).
+    pub addr: String,
+}
+
+impl Serve {
+    /// Starts `zap serve --port 0 EXTRA...` and reads its address from stdout.
+    pub fn start(extra: &[&str]) -> Serve {
+        let mut child = Command::new(ZAP)
+            .args(["serve", "--port", "0"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn zap serve");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, rx) = mpsc::channel();
+        // Keep draining stdout so that logging never blocks the server.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some((_, addr)) =
+                    line.split_once("listening on ").and_then(|(_, u)| u.split_once("://"))
+                {
+                    let _ = tx.send(addr.trim().to_owned());
+                }
+            }
+        });
+        let addr = rx.recv_timeout(PATIENCE).expect("zap serve printed its address");
+        Serve { child, addr }
+    }
+
+    /// `ws://HOST:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    /// The process id, for `kill`.
+    pub fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> &str {
+        self.addr.rsplit_once(':').map_or("", |(_, p)| p)
+    }
+
+    /// Waits for the process to exit, at most [`PATIENCE`].
+    pub fn exit_in_time(&mut self) -> ExitStatus {
+        wait_exit(&mut self.child)
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits for `child` to exit, at most [`PATIENCE`].
+pub fn wait_exit(child: &mut Child) -> ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(start.elapsed() < PATIENCE, "process did not exit in time");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
