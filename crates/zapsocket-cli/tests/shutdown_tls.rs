@@ -13,10 +13,16 @@ use zapsocket::{Certificate, Client, CloseCode, Message, WebSocket};
 mod common;
 use common::{PATIENCE, Serve, ZAP};
 
+/// Sent until every client has one: `/broadcast` relays only to clients whose handler
+/// has registered them, which happens just after their handshake.
+const PROBE: &str = "probe";
+
+/// The next data message, skipping pings, pongs and the registration probes.
 async fn data(ws: &mut WebSocket) -> Option<Message> {
     loop {
         match tokio::time::timeout(PATIENCE, ws.recv()).await.expect("a message in time") {
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(message)) if message.as_text() == Some(PROBE) => continue,
             Some(Ok(message)) => return Some(message),
             Some(Err(e)) => panic!("receive failed: {e}"),
             None => return None,
@@ -34,6 +40,16 @@ async fn sigterm_with_100_clients_closes_each_with_1001_after_every_queued_messa
     let mut clients = Vec::new();
     for _ in 0..CLIENTS {
         clients.push(Client::connect(&url).await.expect("connect"));
+    }
+    // Wait until the server relays to every client (each has seen a probe).
+    for n in 1..CLIENTS {
+        loop {
+            clients[0].send(PROBE).await.expect("probe");
+            let seen = tokio::time::timeout(Duration::from_millis(200), clients[n].recv()).await;
+            if matches!(seen, Ok(Some(Ok(Message::Text(t)))) if t == PROBE) {
+                break;
+            }
+        }
     }
     // One sender; the server relays each message to all 100, which do not read yet: the
     // messages wait in the server's queues and the TCP buffers.
