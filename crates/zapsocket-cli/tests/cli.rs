@@ -10,7 +10,7 @@ use futures_util::{SinkExt, StreamExt};
 use zapsocket::{Client, CloseCode, Message, WebSocket};
 
 mod common;
-use common::{PATIENCE, Serve, ZAP, wait_exit};
+use common::{PATIENCE, Serve, ZAP, http_get, wait_exit};
 
 async fn connect(url: &str) -> WebSocket {
     tokio::time::timeout(PATIENCE, Client::connect(url)).await.expect("connect in time").expect("connect")
@@ -135,15 +135,6 @@ async fn plain_http_get_on_root_returns_the_html_page() {
     assert!(response.contains("data-testid=\"status\""), "the demo chat page: {response:.300}");
     let missing = http_get(&serve.addr, "/nothing-here");
     assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
-}
-
-fn http_get(addr: &str, path: &str) -> String {
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("write");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read to end");
-    response
 }
 
 #[tokio::test]

@@ -2,23 +2,12 @@
 //! rooms), `/metrics`, the demo page and the JS module over plain HTTP, and `/` still
 //! echoing for WebSocket upgrades.
 
-use std::io::{Read, Write};
-
 use serde_json::{Value, json};
 use tokio::sync::mpsc as channel;
 use zapsocket_realtime::client::Client;
 
 mod common;
-use common::{PATIENCE, Serve};
-
-fn http_get(addr: &str, path: &str) -> String {
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("write");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read to end");
-    response
-}
+use common::{PATIENCE, Serve, http_get};
 
 /// A client on `/ws` named `name`, with a channel of the `chat` events it receives.
 async fn chatter(serve: &Serve, name: &str) -> (Client, channel::UnboundedReceiver<Value>) {

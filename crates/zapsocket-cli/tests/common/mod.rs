@@ -2,7 +2,7 @@
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -85,4 +85,14 @@ pub fn wait_exit(child: &mut Child) -> ExitStatus {
         assert!(start.elapsed() < PATIENCE, "process did not exit in time");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A plain HTTP GET of `path` on `addr` (`HOST:PORT`); the whole response, head and body.
+pub fn http_get(addr: &str, path: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(PATIENCE)).expect("timeout");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read to end");
+    response
 }
