@@ -106,18 +106,20 @@ where
         }
         this.task.polling.store(true, Ordering::SeqCst);
         for _ in 0..MAX_ROUNDS {
-            if this.driver_flag.take()
-                && let Some(driver) = &mut this.driver
-                && Pin::new(driver).poll(&mut Context::from_waker(&this.driver_waker)).is_ready()
-            {
-                this.driver = None;
-            }
-            // Includes a wake from the driver poll just above.
+            // The handler goes first: on the first round it runs before the driver
+            // writes the 101 (see `handshake::open`), and what it queues is written by
+            // the driver poll just below.
             if this.handler_flag.take()
                 && let Some(handler) = &mut this.handler
                 && handler.as_mut().poll(&mut Context::from_waker(&this.handler_waker)).is_ready()
             {
                 this.handler = None;
+            }
+            if this.driver_flag.take()
+                && let Some(driver) = &mut this.driver
+                && Pin::new(driver).poll(&mut Context::from_waker(&this.driver_waker)).is_ready()
+            {
+                this.driver = None;
             }
             if this.driver.is_none() && this.handler.is_none() {
                 return Poll::Ready(());

@@ -50,6 +50,31 @@ async fn a_broadcast_reaches_100_clients_exactly_once_in_order() {
     }
 }
 
+/// As with `ws`'s `connection` event: what a handler does before its first wait runs
+/// before the client sees the 101, so a client is in the handler's set by the time its
+/// `connect` returns, however slow that first step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_joins_its_set_before_the_client_sees_the_connection_open() {
+    let server = Server::builder().bind().await.unwrap();
+    let addr = server.local_addr();
+    let room = Clients::new();
+    let joined = room.clone();
+    tokio::spawn(server.serve(move |mut ws: WebSocket| {
+        // A slow first step (blocking on purpose), then the join.
+        std::thread::sleep(Duration::from_millis(100));
+        joined.insert(&ws.sender());
+        async move { while ws.recv().await.is_some() {} }
+    }));
+    let mut open = Vec::new();
+    for i in 0..3 {
+        let mut ws = Client::connect(&url(addr, "/")).await.unwrap();
+        assert_eq!(room.broadcast(format!("welcome {i}")), i + 1, "the new client is in the set");
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.recv()).await.unwrap().unwrap().unwrap();
+        assert_eq!(msg, Message::text(format!("welcome {i}")));
+        open.push(ws);
+    }
+}
+
 #[tokio::test]
 async fn broadcast_except_skips_the_sender() {
     let server = Server::builder().bind().await.unwrap();

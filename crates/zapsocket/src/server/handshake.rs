@@ -112,10 +112,11 @@ where
             return None;
         }
     };
-    if stream.write_all(&admitted.response.encode(&admitted.accept)).await.is_err() {
-        return None;
-    }
-    Some(open(stream, &leftover, request, admitted, settings))
+    // The 101 is the first thing the driver writes, so a handler's first steps (say,
+    // joining a broadcast set) run before the client can see the connection open, as
+    // with `ws`'s `connection` event.
+    let response = admitted.response.encode(&admitted.accept);
+    Some(open(stream, Some(response), &leftover, request, admitted, settings))
 }
 
 /// Decides on an upgrade request, in order: HTTP routes, path (404), validity (400...),
@@ -161,9 +162,11 @@ fn choose_protocol(request: &Request, settings: &Settings) -> Option<String> {
     }
 }
 
-/// Opens the connection on `stream` once the 101 is sent: the socket and its driver.
+/// Opens the connection on `stream`: the socket and its driver. `response` is the 101
+/// still to send (the driver writes it first), `None` when it was sent already.
 pub(crate) fn open<S>(
     stream: S,
+    response: Option<Vec<u8>>,
     leftover: &[u8],
     request: Request,
     admitted: Admitted,
@@ -172,6 +175,9 @@ pub(crate) fn open<S>(
     let mut conn = Connection::new(Role::Server, settings.config.protocol.clone());
     if let (Some(params), Some(config)) = (admitted.deflate, &settings.deflate) {
         conn.set_deflate(params, config);
+    }
+    if let Some(response) = response {
+        conn.outbound().push(response.into());
     }
     conn.feed(leftover);
     let shared = Shared::new(next_id(), conn, &settings.config);

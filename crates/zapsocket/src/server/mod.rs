@@ -128,6 +128,10 @@ impl Server {
 
     /// Runs `handler` for every connection, each in its own task, until a shutdown
     /// started with [`Server::shutdown_handle`] has finished.
+    ///
+    /// The handler runs up to its first `.await` that waits before the 101 is written
+    /// (like `ws`'s `connection` event): a socket it adds to a broadcast set there is in
+    /// the set before the client sees the connection open.
     pub async fn serve<F, Fut>(self, handler: F) -> Result<()>
     where
         F: Fn(WebSocket) -> Fut + Send + Sync + 'static,

@@ -101,7 +101,7 @@ pub(crate) fn spawn_connection<F, Fut>(
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let (ws, driver) = open(TokioIo::new(upgraded), &[], request, admitted, &settings);
+                let (ws, driver) = open(TokioIo::new(upgraded), None, &[], request, admitted, &settings);
                 Joined::new(driver, handler(ws)).await;
             }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
