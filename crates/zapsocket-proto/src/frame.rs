@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 use crate::Error;
 use crate::mask::apply_mask;
@@ -131,30 +131,36 @@ impl FrameHeader {
 
     /// Appends this header to `out`.
     pub fn encode(&self, out: &mut BytesMut) {
-        let mut b0 = self.opcode.as_u8();
-        if self.fin {
-            b0 |= 0x80;
-        }
-        if self.rsv1 {
-            b0 |= 0x40;
-        }
+        let (bytes, len) = self.to_bytes();
+        out.extend_from_slice(&bytes[..len]);
+    }
+
+    /// This header's bytes: the first `len` of the array.
+    fn to_bytes(&self) -> ([u8; MAX_HEADER_LEN], usize) {
+        let mut h = [0u8; MAX_HEADER_LEN];
+        h[0] = self.opcode.as_u8() | if self.fin { 0x80 } else { 0 } | if self.rsv1 { 0x40 } else { 0 };
         let mask_bit = if self.mask.is_some() { 0x80 } else { 0 };
-        out.reserve(MAX_HEADER_LEN);
-        out.put_u8(b0);
-        match self.payload_len {
-            n @ 0..=125 => out.put_u8(mask_bit | n as u8),
+        let mut len = match self.payload_len {
+            n @ 0..=125 => {
+                h[1] = mask_bit | n as u8;
+                2
+            }
             n @ 126..=0xffff => {
-                out.put_u8(mask_bit | 126);
-                out.put_u16(n as u16);
+                h[1] = mask_bit | 126;
+                h[2..4].copy_from_slice(&(n as u16).to_be_bytes());
+                4
             }
             n => {
-                out.put_u8(mask_bit | 127);
-                out.put_u64(n);
+                h[1] = mask_bit | 127;
+                h[2..10].copy_from_slice(&n.to_be_bytes());
+                10
             }
-        }
+        };
         if let Some(key) = self.mask {
-            out.put_slice(&key);
+            h[len..len + 4].copy_from_slice(&key);
+            len += 4;
         }
+        (h, len)
     }
 }
 
@@ -174,7 +180,9 @@ pub(crate) fn encode_frame_rsv1(
     mask: Option<[u8; 4]>,
 ) {
     let header = FrameHeader { fin, rsv1, opcode, mask, payload_len: payload.len() as u64 };
-    header.encode(out);
+    let (bytes, len) = header.to_bytes();
+    out.reserve(len + payload.len());
+    out.extend_from_slice(&bytes[..len]);
     let start = out.len();
     out.extend_from_slice(payload);
     if let Some(key) = mask {

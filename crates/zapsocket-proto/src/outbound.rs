@@ -120,6 +120,12 @@ impl Outbound {
         n = n.min(self.len);
         self.len -= n;
         self.written_total += n as u64;
+        if self.len == 0 && self.tail.capacity() <= 64 * 1024 {
+            // All written: the tail is reused from its start.
+            self.chunks.clear();
+            self.tail.clear();
+            return;
+        }
         while n > 0 {
             let Some(front) = self.chunks.front_mut() else { break };
             if n >= front.len() {

@@ -37,9 +37,10 @@ impl Wake for ReadFlag {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.woken.store(true, Ordering::SeqCst);
-        let waker = self.waker.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if let Some(waker) = waker {
-            waker.wake();
+        // Woken under the lock, without a clone: a waker only schedules, it never polls
+        // (so it cannot come back to this lock).
+        if let Some(waker) = &*self.waker.lock().unwrap_or_else(|p| p.into_inner()) {
+            waker.wake_by_ref();
         }
     }
 }
@@ -52,15 +53,20 @@ const MIN_READ: usize = 4 * 1024;
 const MAX_READ: usize = 256 * 1024;
 
 pub(crate) struct Driver<S> {
-    stream: S,
     shared: Arc<Shared>,
+    io: Io<S>,
+    on_done: Option<Box<dyn FnOnce() + Send>>,
+}
+
+/// The driver's own state, apart from what it shares with the handles.
+struct Io<S> {
+    stream: S,
     sleep: Option<Pin<Box<Sleep>>>,
     sleep_at: Option<Instant>,
     /// The socket's write side was shut down.
     shut_down: bool,
     /// When a closed client stops waiting for the server to end the TCP connection.
     linger_until: Option<Instant>,
-    on_done: Option<Box<dyn FnOnce() + Send>>,
     /// Data was read since the last timer tick: keep the buffers for reuse.
     active: bool,
     /// The last read returned `Pending`: the socket has our read waker.
@@ -69,31 +75,44 @@ pub(crate) struct Driver<S> {
     read_waker: Waker,
     /// The server's heartbeat thread runs the keepalive timer of this open connection.
     external_keepalive: bool,
+    /// The handler runs in the same task (see `joined.rs`): after a read that drained
+    /// the socket, let it decode before reading again.
+    yield_after_read: bool,
 }
 
 impl<S> Driver<S> {
     pub(crate) fn new(stream: S, shared: Arc<Shared>) -> Self {
         let read_flag = Arc::new(ReadFlag::default());
-        Driver {
+        let io = Io {
             stream,
-            shared,
             sleep: None,
             sleep_at: None,
             shut_down: false,
             linger_until: None,
-            on_done: None,
             active: false,
             read_pending: false,
             read_waker: Waker::from(read_flag.clone()),
             read_flag,
             external_keepalive: false,
-        }
+            yield_after_read: false,
+        };
+        Driver { shared, io, on_done: None }
     }
 
     /// Leaves the keepalive timer of the open connection to the server's heartbeat
     /// thread (see `heartbeat.rs`); the driver still runs the close timers.
     pub(crate) fn external_keepalive(mut self) -> Self {
-        self.external_keepalive = true;
+        self.io.external_keepalive = true;
+        self
+    }
+
+    /// For a driver polled with its handler in one task (`joined.rs`): once a read has
+    /// emptied the socket, the driver returns (woken again at once) so the handler decodes
+    /// and answers first; the next poll writes the answer, then reads. This saves a read
+    /// attempt and a round per message. Elsewhere a self-wake goes through the scheduler,
+    /// so it stays off.
+    pub(crate) fn yield_after_read(mut self) -> Self {
+        self.io.yield_after_read = true;
         self
     }
 
@@ -104,9 +123,22 @@ impl<S> Driver<S> {
     }
 }
 
+/// What a read attempt got.
+#[derive(PartialEq, Eq)]
+enum Read {
+    /// Nothing (the socket had nothing, or reading is paused or over).
+    Nothing,
+    /// Data, or the end of the stream.
+    Data,
+    /// Data, and the socket has no more for now.
+    Drained,
+}
+
 enum Step {
     /// Something changed: go round again.
     Progress,
+    /// Data was read: return, woken again at once (see `Driver::yield_after_read`).
+    Yield,
     /// Nothing to do until woken.
     Idle,
     /// The connection is over.
@@ -118,17 +150,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        let shared = this.shared.clone();
-        let mut inner = shared.lock();
+        let mut inner = this.shared.lock();
         match &inner.driver_waker {
             Some(w) if w.will_wake(cx.waker()) => {}
             _ => inner.driver_waker = Some(cx.waker().clone()),
         }
         // Bounded rounds keep one busy connection from starving the others.
         for _ in 0..32 {
-            match this.step(cx, &mut inner) {
+            match this.io.step(cx, &this.shared, &mut inner) {
                 Step::Progress => continue,
                 Step::Idle => return Poll::Pending,
+                Step::Yield => break,
                 Step::Done => {
                     inner.set_done();
                     drop(inner);
@@ -144,13 +176,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
-    fn step(&mut self, cx: &mut Context<'_>, inner: &mut Inner) -> Step {
+impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
+    fn step(&mut self, cx: &mut Context<'_>, shared: &Shared, inner: &mut Inner) -> Step {
         if inner.terminate {
             inner.set_local_close(CloseCode::ABNORMAL, "terminated");
             return Step::Done;
         }
-        if self.shared.handles() == 0 && inner.conn.state() == zapsocket_proto::State::Open {
+        if shared.handles() == 0 && inner.conn.state() == zapsocket_proto::State::Open {
             // Every handle was dropped: close politely.
             let _ = inner.conn.close(Instant::now(), CloseCode::NORMAL, "");
         }
@@ -160,7 +192,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             return fail(inner, e);
         }
         match self.read(cx, inner) {
-            Ok(read) => progress |= read,
+            Ok(Read::Drained) if self.yield_after_read => return Step::Yield,
+            Ok(read) => progress |= read != Read::Nothing,
             Err(e) => return fail(inner, e),
         }
         if !inner.receiver_alive || inner.conn.state() == zapsocket_proto::State::CloseSent {
@@ -209,13 +242,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     /// Reads what the socket has, unless the read buffer is full.
-    fn read(&mut self, cx: &mut Context<'_>, inner: &mut Inner) -> Result<bool, Error> {
+    fn read(&mut self, cx: &mut Context<'_>, inner: &mut Inner) -> Result<Read, Error> {
         if inner.eof {
-            return Ok(false);
+            return Ok(Read::Nothing);
         }
         if !inner.below_read_limit() {
             inner.read_paused = true;
-            return Ok(false);
+            return Ok(Read::Nothing);
         }
         inner.read_paused = false;
         let want = inner.conn.read_hint().clamp(MIN_READ, MAX_READ);
@@ -225,8 +258,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         }
         if self.read_pending && !self.read_flag.woken.swap(false, Ordering::SeqCst) {
             // Still registered and no readiness news: the socket has nothing for us.
-            return Ok(false);
+            return Ok(Read::Nothing);
         }
+        let room = buf.capacity() - buf.len();
         {
             let mut waker = self.read_flag.waker.lock().unwrap_or_else(|p| p.into_inner());
             if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
@@ -243,9 +277,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             Poll::Ready(Ok(0)) => {
                 inner.eof = true;
                 inner.wake_recv();
-                Ok(true)
+                Ok(Read::Data)
             }
-            Poll::Ready(Ok(_)) => {
+            Poll::Ready(Ok(n)) => {
                 self.active = true;
                 inner.conn.note_received();
                 if inner.conn.is_closed() {
@@ -253,7 +287,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     inner.conn.read_buffer().clear();
                 }
                 inner.wake_recv();
-                Ok(true)
+                // A read that did not fill the room took all the socket had.
+                Ok(if n < room { Read::Drained } else { Read::Data })
             }
             Poll::Ready(Err(e)) => Err(e.into()),
             Poll::Pending => {
@@ -262,7 +297,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 if !self.active && inner.conn.read_buffer().is_empty() {
                     inner.conn.release_buffers();
                 }
-                Ok(false)
+                Ok(Read::Nothing)
             }
         }
     }

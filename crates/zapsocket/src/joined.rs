@@ -35,11 +35,11 @@ impl Wake for Flag {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.woken.store(true, Ordering::SeqCst);
-        if !self.task.polling.load(Ordering::SeqCst) {
-            let waker = self.task.waker.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            if let Some(waker) = waker {
-                waker.wake();
-            }
+        if !self.task.polling.load(Ordering::SeqCst)
+            && let Some(waker) = &*self.task.waker.lock().unwrap_or_else(|p| p.into_inner())
+        {
+            // Under the lock, without a clone: a waker only schedules the task.
+            waker.wake_by_ref();
         }
     }
 }

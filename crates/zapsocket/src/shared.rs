@@ -319,6 +319,9 @@ impl Inner {
     }
 
     pub(crate) fn wake_written(&mut self) {
+        if self.write_waiters.is_empty() && self.space_waiters.is_empty() {
+            return;
+        }
         let written = self.conn.outbound().written_offset();
         self.write_waiters.retain(|(offset, waker)| {
             if *offset <= written {

@@ -70,7 +70,7 @@ pub(crate) async fn serve_stream<S, F, Fut>(
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     if let Some((ws, driver)) = handshake(stream, peer, &settings).await {
-        Joined::new(driver, handler(ws)).await;
+        Joined::new(driver.yield_after_read(), handler(ws)).await;
     }
 }
 
