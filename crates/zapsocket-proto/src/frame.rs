@@ -136,7 +136,7 @@ impl FrameHeader {
     }
 
     /// This header's bytes: the first `len` of the array.
-    fn to_bytes(&self) -> ([u8; MAX_HEADER_LEN], usize) {
+    fn to_bytes(self) -> ([u8; MAX_HEADER_LEN], usize) {
         let mut h = [0u8; MAX_HEADER_LEN];
         h[0] = self.opcode.as_u8() | if self.fin { 0x80 } else { 0 } | if self.rsv1 { 0x40 } else { 0 };
         let mask_bit = if self.mask.is_some() { 0x80 } else { 0 };
