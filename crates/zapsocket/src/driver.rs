@@ -196,9 +196,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
             Ok(read) => progress |= read != Read::Nothing,
             Err(e) => return fail(inner, e),
         }
-        if !inner.receiver_alive || inner.conn.state() == zapsocket_proto::State::CloseSent {
-            progress |= inner.drain_while_closing();
-        }
+        progress |= inner.drain();
         match self.timers(cx, inner) {
             Ok(fired) => progress |= fired,
             Err(e) => return fail(inner, e),

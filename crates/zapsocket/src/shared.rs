@@ -58,7 +58,7 @@ pub(crate) struct Inner {
     pub(crate) receiver_alive: bool,
     /// Our own record of why the connection ended, when no close frame was exchanged.
     local_close: Option<CloseFrame>,
-    /// Messages the driver decoded while closing (see `Inner::drain_while_closing`).
+    /// Messages the driver decoded for `recv()` (see `Inner::drain`).
     inbound: VecDeque<Result<Message>>,
     inbound_bytes: usize,
 }
@@ -174,13 +174,18 @@ impl Shared {
         Poll::Pending
     }
 
-    /// Ready once the driver has finished and the transport is gone.
+    /// Ready once the driver has finished and the transport is gone. While someone waits
+    /// here the driver decodes what arrives (see `Inner::drain`), so the close is seen
+    /// even if nobody reads.
     pub(crate) fn poll_done(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut inner = self.lock();
         if inner.done {
             return Poll::Ready(());
         }
-        inner.done_waiters.push(cx.waker().clone());
+        if !inner.done_waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            inner.done_waiters.push(cx.waker().clone());
+        }
+        inner.wake_driver();
         Poll::Pending
     }
 
@@ -285,20 +290,28 @@ impl Inner {
         }
     }
 
-    /// Decodes in the driver when no `recv()` will: once our close frame is sent (so the
-    /// peer's answer is seen even if nobody reads) or when the receiver is gone. Messages
-    /// are kept for `recv()` up to `max_read_buffer` bytes, the rest dropped. Returns
+    /// Decodes in the driver when no `recv()` may: once our close frame is sent (so the
+    /// peer's answer is seen even if nobody reads), when the receiver is gone, or while a
+    /// task waits in `closed()`. Pings are answered on the way. Messages are kept for
+    /// `recv()` up to `max_read_buffer` bytes: past that, while closing they are dropped;
+    /// otherwise decoding stops until `recv()` takes them (nothing is lost). Returns
     /// whether anything was decoded.
-    pub(crate) fn drain_while_closing(&mut self) -> bool {
-        if self.receiver_alive && self.conn.state() != State::CloseSent {
+    pub(crate) fn drain(&mut self) -> bool {
+        let closing = !self.receiver_alive || self.conn.state() == State::CloseSent;
+        if !closing && self.done_waiters.is_empty() {
             return false;
         }
         let mut any = false;
         while !self.conn.is_closed() {
+            if !closing && self.inbound_bytes >= self.max_read_buffer {
+                break;
+            }
             let Some(item) = self.decode_next() else { break };
             any = true;
             let keep = match &item {
-                Ok(m) => self.receiver_alive && self.inbound_bytes + m.len() <= self.max_read_buffer,
+                Ok(m) => {
+                    self.receiver_alive && (!closing || self.inbound_bytes + m.len() <= self.max_read_buffer)
+                }
                 Err(_) => self.receiver_alive,
             };
             if keep {

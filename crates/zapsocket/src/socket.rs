@@ -179,7 +179,7 @@ impl WebSocket {
         self.tx.close_frame()
     }
 
-    /// Waits until the connection is closed.
+    /// Waits until the connection is closed. See [`WebSocketSender::closed`].
     pub async fn closed(&self) {
         self.tx.closed().await
     }
@@ -351,6 +351,14 @@ impl WebSocketSender {
     }
 
     /// Waits until the connection is closed and the transport released.
+    ///
+    /// A handler may wait here without reading (`ws.closed().await`, as when it only
+    /// broadcasts): while it waits, pings are answered and the peer's close is seen and
+    /// answered. What arrives is kept for [`WebSocket::recv`] up to
+    /// [`WebSocketConfig::max_read_buffer`](crate::WebSocketConfig::max_read_buffer) bytes;
+    /// past that, reading pauses until `recv()` takes some (nothing is dropped, and the
+    /// server heartbeat, on by default, ends a peer that keeps sending to a handler that
+    /// never reads).
     pub async fn closed(&self) {
         poll_fn(|cx| self.shared.poll_done(cx)).await
     }

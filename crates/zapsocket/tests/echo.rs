@@ -188,3 +188,40 @@ async fn queue_returns_before_the_write_and_keeps_order() {
     ws.close(CloseCode::NORMAL, "").await.unwrap();
     assert!(ws.queue("late").await.unwrap_err().is_closed());
 }
+
+/// A handler that never reads and only waits for the end (`ws.closed()`): pings are still
+/// answered and the peer's close is seen and answered at once, with nothing it sent lost.
+#[tokio::test]
+async fn a_handler_waiting_in_closed_answers_pings_and_the_close() {
+    let server = Server::builder().bind().await.unwrap();
+    let addr = server.local_addr();
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(server.serve(move |mut ws: zapsocket::WebSocket| {
+        let done_tx = done_tx.clone();
+        async move {
+            ws.closed().await;
+            // What arrived before the close is still there for recv().
+            let mut kept = Vec::new();
+            while let Some(Ok(msg)) = ws.recv().await {
+                kept.push(msg);
+            }
+            let _ = done_tx.send((kept, ws.close_frame()));
+        }
+    }));
+    let mut ws = Client::connect(&url(addr, "/")).await.unwrap();
+    ws.send("kept for later").await.unwrap();
+    ws.ping(Bytes::from_static(b"are you there")).await.unwrap();
+    let pong = tokio::time::timeout(Duration::from_secs(5), ws.recv()).await.unwrap().unwrap().unwrap();
+    assert_eq!(pong, Message::Pong(Bytes::from_static(b"are you there")));
+    ws.close(CloseCode(4000), "bye").await.unwrap();
+    // Well before the 5 s close timeout: the server answered the close.
+    let end = tokio::time::timeout(Duration::from_secs(2), ws.recv()).await.unwrap();
+    assert!(end.is_none());
+    assert_eq!(ws.close_frame().unwrap().code, CloseCode(4000));
+    let (kept, frame) = tokio::time::timeout(Duration::from_secs(2), done_rx.recv()).await.unwrap().unwrap();
+    assert_eq!(
+        kept,
+        vec![Message::text("kept for later"), Message::Ping(Bytes::from_static(b"are you there"))]
+    );
+    assert_eq!(frame.unwrap().reason, "bye");
+}
