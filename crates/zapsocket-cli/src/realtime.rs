@@ -27,16 +27,11 @@ pub(crate) fn hub(max_message: usize) -> Hub {
 pub(crate) fn http(hub: &Hub, request: &Request) -> Option<HttpResponse> {
     match request.path() {
         "/" => Some(HttpResponse::html(DEMO_HTML)),
-        "/zapsocket.js" => Some(HttpResponse {
-            status: 200,
-            content_type: "text/javascript; charset=utf-8".into(),
-            body: CLIENT_JS.as_bytes().to_vec(),
-        }),
-        "/metrics" => Some(HttpResponse {
-            status: 200,
-            content_type: "text/plain; version=0.0.4; charset=utf-8".into(),
-            body: hub.metrics().to_prometheus().into_bytes(),
-        }),
+        "/zapsocket.js" => Some(HttpResponse::bytes("text/javascript; charset=utf-8", CLIENT_JS)),
+        "/metrics" => Some(HttpResponse::bytes(
+            "text/plain; version=0.0.4; charset=utf-8",
+            hub.metrics().to_prometheus(),
+        )),
         _ => None,
     }
 }

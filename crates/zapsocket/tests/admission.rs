@@ -38,7 +38,8 @@ fn token_hook(builder: zapsocket::ServerBuilder) -> zapsocket::ServerBuilder {
         match request.query_param("access_token").as_deref() {
             Some("good") => Ok(Accept::new().data(UserId("ada".into())).header("X-User", "ada")),
             Some(_) => Err(HttpResponse::text(403, "token revoked")),
-            None => Err(HttpResponse::text(401, "access_token required")),
+            None => Err(HttpResponse::text(401, "access_token required")
+                .with_header("WWW-Authenticate", "Bearer realm=\"chat\"")),
         }
     })
 }
@@ -52,6 +53,9 @@ async fn a_refused_token_gets_the_hooks_status_and_body_and_no_upgrade() {
     let rest = String::from_utf8(peer.read_to_end().await).unwrap();
     assert!(rest.contains("token revoked"), "{rest}");
 
+    let (_peer, head) = RawPeer::request(addr, upgrade_request("/")).await;
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    assert!(head.contains("\r\nWWW-Authenticate: Bearer realm=\"chat\"\r\n"), "{head}");
     let err = Client::connect(&url(addr, "/")).await.unwrap_err();
     assert_eq!(err.status(), Some(401), "{err}");
 }

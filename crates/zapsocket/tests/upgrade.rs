@@ -62,7 +62,8 @@ async fn axum_serves_http_and_websocket_on_one_port() {
         .authorize(|request| async move {
             match request.query_param("access_token").as_deref() {
                 Some("good") => Ok(Accept::new().data(User(request.ip().to_string()))),
-                _ => Err(HttpResponse::text(401, "access_token required")),
+                _ => Err(HttpResponse::text(401, "access_token required")
+                    .with_header("WWW-Authenticate", "Bearer")),
             }
         })
         .build_upgrader();
@@ -80,6 +81,8 @@ async fn axum_serves_http_and_websocket_on_one_port() {
 
     let err = Client::connect(&url(addr, "/ws?access_token=bad")).await.unwrap_err();
     assert_eq!(err.status(), Some(401));
+    let (_p, head) = RawPeer::request(addr, upgrade_request("/ws")).await;
+    assert!(head.to_ascii_lowercase().contains("\r\nwww-authenticate: bearer\r\n"), "{head}");
     let evil = upgrade_request("/ws?access_token=good")
         .replace("Host: localhost\r\n", "Host: x\r\nOrigin: https://evil.example\r\n");
     let (_p, head) = RawPeer::request(addr, evil).await;

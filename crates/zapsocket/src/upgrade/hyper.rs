@@ -133,8 +133,13 @@ pub(crate) fn refusal_response(refusal: Refusal) -> Response<String> {
     let refused = refusal.into_response();
     let status = StatusCode::from_u16(refused.status).unwrap_or(StatusCode::BAD_REQUEST);
     let mut response = text(status, String::from_utf8_lossy(&refused.body).into_owned());
-    if let Ok(value) = HeaderValue::try_from(refused.content_type) {
+    if let Ok(value) = HeaderValue::try_from(&refused.content_type) {
         response.headers_mut().insert(http::header::CONTENT_TYPE, value);
+    }
+    for (name, value) in refused.valid_headers() {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            response.headers_mut().append(name, value);
+        }
     }
     response
 }
