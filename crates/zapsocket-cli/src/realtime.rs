@@ -1,6 +1,6 @@
 //! The realtime side of `zap serve`: the hub at `/ws` (docs/PROTOCOL.md, *zap serve's
-//! built-in chat*), the demo chat page at `/`, the JS client at `/zapsocket.js` and the
-//! hub's metrics at `/metrics` (Prometheus text format).
+//! built-in chat*), the demo chat page at `/`, the JS client at `/zapsocket.js` (with
+//! the two modules it imports, under `/zapsocket/`) and the hub's metrics at `/metrics` (Prometheus text format).
 
 use zapsocket::{HttpResponse, Request};
 use zapsocket_realtime::{Hub, HubConfig, demo};
@@ -8,8 +8,13 @@ use zapsocket_realtime::{Hub, HubConfig, demo};
 /// The demo chat page (written by the JS side, built on `js/`).
 const DEMO_HTML: &str = include_str!("../assets/demo.html");
 
-/// The JavaScript client, imported by the demo page.
-const CLIENT_JS: &str = include_str!("../../../js/zapsocket.js");
+/// The JavaScript client, imported by the demo page, and the modules it imports (by
+/// relative paths, so they are served at the same places as in `js/`).
+const CLIENT_JS: [(&str, &str); 3] = [
+    ("/zapsocket.js", include_str!("../../../js/zapsocket.js")),
+    ("/zapsocket/protocol.js", include_str!("../../../js/zapsocket/protocol.js")),
+    ("/zapsocket/connection.js", include_str!("../../../js/zapsocket/connection.js")),
+];
 
 /// The WebSocket path of the realtime endpoint.
 pub(crate) const PATH: &str = "/ws";
@@ -25,9 +30,11 @@ pub(crate) fn hub(max_message: usize) -> Hub {
 /// Plain HTTP: the demo page on `/`, the client module, the metrics; `None` (404)
 /// elsewhere.
 pub(crate) fn http(hub: &Hub, request: &Request) -> Option<HttpResponse> {
+    if let Some((_, module)) = CLIENT_JS.iter().find(|(path, _)| *path == request.path()) {
+        return Some(HttpResponse::bytes("text/javascript; charset=utf-8", *module));
+    }
     match request.path() {
         "/" => Some(HttpResponse::html(DEMO_HTML)),
-        "/zapsocket.js" => Some(HttpResponse::bytes("text/javascript; charset=utf-8", CLIENT_JS)),
         "/metrics" => Some(HttpResponse::bytes(
             "text/plain; version=0.0.4; charset=utf-8",
             hub.metrics().to_prometheus(),

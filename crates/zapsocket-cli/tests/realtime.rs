@@ -58,6 +58,14 @@ async fn plain_http_serves_the_demo_page_and_the_client_module() {
     assert!(module.starts_with("HTTP/1.1 200"), "{module:.200}");
     assert!(module.to_ascii_lowercase().contains("content-type: text/javascript"), "{module:.200}");
     assert!(module.contains("export function connect"), "{module:.400}");
+    // The modules it imports by relative path are served where the browser looks.
+    for import in ["./zapsocket/protocol.js", "./zapsocket/connection.js"] {
+        assert!(module.contains(import), "{import}");
+        let path = import.trim_start_matches('.');
+        let served = http_get(&serve.addr, path);
+        assert!(served.starts_with("HTTP/1.1 200"), "{path}: {served:.200}");
+        assert!(served.contains("export "), "{path}: {served:.200}");
+    }
 }
 
 #[tokio::test]
