@@ -251,6 +251,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
         inner.read_paused = false;
         let want = inner.conn.read_hint().clamp(MIN_READ, MAX_READ);
         let buf = inner.conn.read_buffer();
+        if buf.is_empty() {
+            // Start again at the front of the allocation when no message still holds
+            // part of it (free now; later, a frame that ran past its end would have to
+            // be moved there: a copy of all of it, once per large message).
+            let _ = buf.try_reclaim(buf.capacity() + 1);
+        }
         if buf.capacity() - buf.len() < MIN_READ {
             buf.reserve(want);
         }
