@@ -34,8 +34,12 @@ pub(crate) struct Info {
 ///
 /// The connection runs in its own driver task: it writes what is queued (coalescing
 /// every queued frame into one write), reads what arrives, and runs the heartbeat.
-/// Messages are decoded as `recv()` asks for them, and pings are answered as they are
-/// read. Dropping every handle closes the connection with 1000.
+/// While a task waits in `recv()`, messages are decoded there, on that task; when none
+/// does (it is busy, or never reads), the driver decodes what arrives and keeps it for
+/// `recv()` (up to [`WebSocketConfig::max_read_buffer`](crate::WebSocketConfig::max_read_buffer)
+/// bytes, then it stops reading until `recv()` catches up), so pings are answered and a
+/// close is seen either way, as with `ws`. Dropping every handle closes the connection
+/// with 1000.
 ///
 /// ```no_run
 /// # async fn run() -> zapsocket::Result<()> {
@@ -353,12 +357,8 @@ impl WebSocketSender {
     /// Waits until the connection is closed and the transport released.
     ///
     /// A handler may wait here without reading (`ws.closed().await`, as when it only
-    /// broadcasts): while it waits, pings are answered and the peer's close is seen and
-    /// answered. What arrives is kept for [`WebSocket::recv`] up to
-    /// [`WebSocketConfig::max_read_buffer`](crate::WebSocketConfig::max_read_buffer) bytes;
-    /// past that, reading pauses until `recv()` takes some (nothing is dropped, and the
-    /// server heartbeat, on by default, ends a peer that keeps sending to a handler that
-    /// never reads).
+    /// broadcasts): pings are answered and the peer's close is seen and answered all the
+    /// same (see [`WebSocket`]).
     pub async fn closed(&self) {
         poll_fn(|cx| self.shared.poll_done(cx)).await
     }

@@ -55,3 +55,38 @@ async fn the_heartbeat_terminates_a_silent_peer_and_keeps_a_live_one() {
     assert!(pings >= 3, "only {pings} pings in 900 ms");
     assert_eq!(live.ready_state(), zapsocket::ReadyState::Open, "the live client survived several intervals");
 }
+
+/// As with `ws`, a connection answers pings even while nobody reads it: a client that
+/// only holds its socket (or only sends) survives a server's heartbeat, and the pings
+/// wait for it in order when it does read.
+#[tokio::test]
+async fn a_client_that_does_not_read_still_answers_the_heartbeat() {
+    let server = Server::builder()
+        .heartbeat(Duration::from_millis(100), Duration::from_millis(150))
+        .bind()
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    tokio::spawn(server.serve(|mut ws: WebSocket| async move {
+        while let Some(Ok(msg)) = ws.recv().await {
+            if msg.is_data() && ws.send(msg).await.is_err() {
+                break;
+            }
+        }
+    }));
+    let mut ws = Client::connect(&url(addr, "/")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(ws.ready_state(), zapsocket::ReadyState::Open, "terminated while not reading");
+    ws.send("still here").await.unwrap();
+    let mut pings = 0;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(2), ws.recv()).await.unwrap().unwrap().unwrap() {
+            zapsocket::Message::Ping(_) => pings += 1,
+            msg => {
+                assert_eq!(msg, zapsocket::Message::text("still here"));
+                break;
+            }
+        }
+    }
+    assert!(pings >= 3, "only {pings} pings kept in 900 ms");
+}

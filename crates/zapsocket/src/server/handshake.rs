@@ -69,7 +69,9 @@ pub(crate) async fn serve_stream<S, F, Fut>(
     F: Fn(WebSocket) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    if let Some((ws, driver)) = handshake(stream, peer, &settings).await {
+    // The handshake's state (its read buffer, the hook's future...) is boxed and freed
+    // once it is done: in the task it would stay allocated for the connection's life.
+    if let Some((ws, driver)) = Box::pin(handshake(stream, peer, &settings)).await {
         Joined::new(driver.yield_after_read(), handler(ws)).await;
     }
 }

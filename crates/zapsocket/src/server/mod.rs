@@ -205,10 +205,14 @@ where
         tokio::spawn(async move {
             match settings.tls.clone() {
                 None => handshake::serve_stream(stream, peer, settings, handler).await,
+                // Boxed: a TLS connection's state would otherwise size every task.
                 Some(acceptor) => {
-                    if let Some(tls) = tls_accept(&acceptor, stream, peer, &settings).await {
-                        handshake::serve_stream(tls, peer, settings, handler).await;
-                    }
+                    Box::pin(async move {
+                        if let Some(tls) = tls_accept(&acceptor, stream, peer, &settings).await {
+                            handshake::serve_stream(tls, peer, settings, handler).await;
+                        }
+                    })
+                    .await
                 }
             }
         });
