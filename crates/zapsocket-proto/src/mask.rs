@@ -8,17 +8,19 @@
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
     let mut key = key;
     key.rotate_left(offset % 4);
-    let mut pattern = [0u8; 16];
-    for (i, byte) in pattern.iter_mut().enumerate() {
-        *byte = key[i & 3];
-    }
-    let wide = u128::from_ne_bytes(pattern);
+    let narrow = u32::from_ne_bytes(key);
+    // The key repeated: the same bytes whatever the byte order.
+    let wide = u128::from(narrow) * 0x0000_0001_0000_0001_0000_0001_0000_0001;
     let (chunks, rest) = buf.as_chunks_mut::<16>();
     for chunk in chunks {
         *chunk = (u128::from_ne_bytes(*chunk) ^ wide).to_ne_bytes();
     }
-    for (i, byte) in rest.iter_mut().enumerate() {
-        *byte ^= key[i & 3];
+    let (words, rest) = rest.as_chunks_mut::<4>();
+    for word in words {
+        *word = (u32::from_ne_bytes(*word) ^ narrow).to_ne_bytes();
+    }
+    for (byte, k) in rest.iter_mut().zip(key) {
+        *byte ^= k;
     }
 }
 

@@ -78,6 +78,8 @@ struct Io<S> {
     /// The handler runs in the same task (see `joined.rs`): after a read that drained
     /// the socket, let it decode before reading again.
     yield_after_read: bool,
+    /// A frame larger than a minimum read arrived on this connection.
+    large_frames: bool,
 }
 
 impl<S> Driver<S> {
@@ -95,6 +97,7 @@ impl<S> Driver<S> {
             read_flag,
             external_keepalive: false,
             yield_after_read: false,
+            large_frames: false,
         };
         Driver { shared, io, on_done: None }
     }
@@ -249,12 +252,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
             return Ok(Read::Nothing);
         }
         inner.read_paused = false;
-        let want = inner.conn.read_hint().clamp(MIN_READ, MAX_READ);
+        let hint = inner.conn.read_hint();
+        self.large_frames |= hint > MIN_READ;
+        let want = hint.clamp(MIN_READ, MAX_READ);
         let buf = inner.conn.read_buffer();
-        if buf.is_empty() {
+        if self.large_frames && buf.is_empty() {
             // Start again at the front of the allocation when no message still holds
             // part of it (free now; later, a frame that ran past its end would have to
-            // be moved there: a copy of all of it, once per large message).
+            // be moved there: a copy of all of it, once per large message). Small
+            // frames never get there: a reserve with nothing buffered does the same.
             let _ = buf.try_reclaim(buf.capacity() + 1);
         }
         if buf.capacity() - buf.len() < MIN_READ {
