@@ -42,8 +42,8 @@ pub struct WebSocketConfig {
     /// The most received bytes buffered before they are read by `recv()`, beyond the
     /// frame in progress. Default: 64 KiB. Past it, reading from the socket pauses (TCP
     /// backpressure), so a peer cannot grow our memory faster than we consume. It bounds
-    /// both the undecoded bytes and the messages decoded while no task waited in `recv()`
-    /// (see [`WebSocket`](crate::WebSocket)): at most twice this, plus one message.
+    /// both the undecoded bytes and the messages decoded while a task waits in `closed()`
+    /// without reading: at most twice this, plus one message.
     pub max_read_buffer: usize,
 }
 

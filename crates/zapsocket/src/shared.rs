@@ -56,10 +56,6 @@ pub(crate) struct Inner {
     pub(crate) terminate: bool,
     /// The receiving handle is alive; if not, the driver decodes and discards.
     pub(crate) receiver_alive: bool,
-    /// The receiver's last poll found nothing and it has not taken a message since: it
-    /// will come back to decode what arrives. Otherwise the driver decodes (see
-    /// `Inner::drain`), so that pings are answered when nobody reads.
-    reader_parked: bool,
     /// Our own record of why the connection ended, when no close frame was exchanged.
     local_close: Option<CloseFrame>,
     /// Messages the driver decoded for `recv()` (see `Inner::drain`).
@@ -86,7 +82,6 @@ impl Shared {
                 error: None,
                 terminate: false,
                 receiver_alive: true,
-                reader_parked: false,
                 local_close: None,
                 inbound: VecDeque::new(),
                 inbound_bytes: 0,
@@ -179,7 +174,9 @@ impl Shared {
         Poll::Pending
     }
 
-    /// Ready once the driver has finished and the transport is gone.
+    /// Ready once the driver has finished and the transport is gone. While someone waits
+    /// here the driver decodes what arrives (see `Inner::drain`), so the close is seen
+    /// even if nobody reads.
     pub(crate) fn poll_done(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut inner = self.lock();
         if inner.done {
@@ -187,6 +184,7 @@ impl Shared {
         }
         if !inner.done_waiters.iter().any(|w| w.will_wake(cx.waker())) {
             inner.done_waiters.push(cx.waker().clone());
+            inner.wake_driver();
         }
         Poll::Pending
     }
@@ -195,13 +193,11 @@ impl Shared {
     pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Message>>> {
         let mut inner = self.lock();
         if let Some(item) = inner.next_message() {
-            inner.reader_parked = false;
             return Poll::Ready(Some(item));
         }
         if inner.conn.is_closed() || inner.done {
             return Poll::Ready(inner.error.take().map(Err));
         }
-        inner.reader_parked = true;
         inner.set_recv_waker(cx.waker());
         if inner.read_paused && inner.below_read_limit() {
             inner.wake_driver();
@@ -294,17 +290,17 @@ impl Inner {
         }
     }
 
-    /// Decodes in the driver what no `recv()` is waiting for: when the receiver is not
-    /// parked in `recv()` (busy, or never reading), once our close frame is sent (so the
-    /// peer's answer is seen even if nobody reads), or when the receiver is gone. Pings
-    /// are answered and a close is seen on the way, as `ws` does. Messages are kept for
+    /// Decodes in the driver when no `recv()` may: once our close frame is sent (so the
+    /// peer's answer is seen even if nobody reads), when the receiver is gone, or while a
+    /// task waits in `closed()`. Pings are answered on the way. Messages are kept for
     /// `recv()` up to `max_read_buffer` bytes: past that, while closing they are dropped;
-    /// otherwise decoding stops until `recv()` takes them (nothing is lost). While the
-    /// receiver is parked in `recv()`, it decodes itself, on its own task (the fast
-    /// path). Returns whether anything was decoded.
+    /// otherwise decoding stops until `recv()` takes them (nothing is lost). Otherwise
+    /// decoding is left to `recv()`, on the reader's task, so that a message is handed
+    /// over before a protocol error in a later frame fails the connection. Returns
+    /// whether anything was decoded.
     pub(crate) fn drain(&mut self) -> bool {
         let closing = !self.receiver_alive || self.conn.state() == State::CloseSent;
-        if !closing && (self.reader_parked || self.conn.read_buffer().is_empty()) {
+        if !closing && (self.done_waiters.is_empty() || self.conn.read_buffer().is_empty()) {
             return false;
         }
         let mut any = false;

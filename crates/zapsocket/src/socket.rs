@@ -34,12 +34,11 @@ pub(crate) struct Info {
 ///
 /// The connection runs in its own driver task: it writes what is queued (coalescing
 /// every queued frame into one write), reads what arrives, and runs the heartbeat.
-/// While a task waits in `recv()`, messages are decoded there, on that task; when none
-/// does (it is busy, or never reads), the driver decodes what arrives and keeps it for
-/// `recv()` (up to [`WebSocketConfig::max_read_buffer`](crate::WebSocketConfig::max_read_buffer)
-/// bytes, then it stops reading until `recv()` catches up), so pings are answered and a
-/// close is seen either way, as with `ws`. Dropping every handle closes the connection
-/// with 1000.
+/// Messages are decoded as `recv()` asks for them, on the reader's task, and pings are
+/// answered as they are read (as in tokio-tungstenite): a connection nobody reads does
+/// not answer pings, so keep a task reading (or waiting in
+/// [`closed()`](WebSocketSender::closed), or drop the receiver) for as long as the peer
+/// runs a heartbeat. Dropping every handle closes the connection with 1000.
 ///
 /// ```no_run
 /// # async fn run() -> zapsocket::Result<()> {
@@ -357,8 +356,11 @@ impl WebSocketSender {
     /// Waits until the connection is closed and the transport released.
     ///
     /// A handler may wait here without reading (`ws.closed().await`, as when it only
-    /// broadcasts): pings are answered and the peer's close is seen and answered all the
-    /// same (see [`WebSocket`]).
+    /// broadcasts): while it waits, the connection decodes what arrives, so pings are
+    /// answered and the peer's close is seen and answered. Messages are kept for
+    /// [`WebSocket::recv`] up to
+    /// [`WebSocketConfig::max_read_buffer`](crate::WebSocketConfig::max_read_buffer) bytes;
+    /// past that, reading pauses until `recv()` takes some (nothing is dropped).
     pub async fn closed(&self) {
         poll_fn(|cx| self.shared.poll_done(cx)).await
     }
