@@ -20,6 +20,12 @@ use crate::socket::WebSocket;
 /// The server must be built with upgrades on (`http1::Builder::serve_connection(..)
 /// .with_upgrades()`).
 ///
+/// Here hyper writes the 101 before `handler` runs, so a client may see the connection
+/// open a moment before the handler has, say, joined a broadcast set (with
+/// [`Server::serve`](crate::Server::serve) the handler's first steps come first). A
+/// client that must not miss a broadcast waits for a first message from the handler (a
+/// welcome) before counting on it.
+///
 /// ```no_run
 /// # async fn run(stream: tokio::net::TcpStream, peer: std::net::SocketAddr) {
 /// use hyper::service::service_fn;
