@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 use zapsocket::{Client, CloseCode, Server, WebSocket};
 
-use common::{RawPeer, url};
+use common::{RawPeer, echo_server, url};
 
 #[tokio::test]
 async fn the_heartbeat_terminates_a_silent_peer_and_keeps_a_live_one() {
@@ -60,19 +60,8 @@ async fn the_heartbeat_terminates_a_silent_peer_and_keeps_a_live_one() {
 /// server's heartbeat, and the pings wait for it in order when it does read.
 #[tokio::test]
 async fn a_client_waiting_in_closed_answers_the_heartbeat() {
-    let server = Server::builder()
-        .heartbeat(Duration::from_millis(100), Duration::from_millis(150))
-        .bind()
-        .await
-        .unwrap();
-    let addr = server.local_addr();
-    tokio::spawn(server.serve(|mut ws: WebSocket| async move {
-        while let Some(Ok(msg)) = ws.recv().await {
-            if msg.is_data() && ws.send(msg).await.is_err() {
-                break;
-            }
-        }
-    }));
+    let heartbeat = Server::builder().heartbeat(Duration::from_millis(100), Duration::from_millis(150));
+    let addr = echo_server(heartbeat).await;
     let mut ws = Client::connect(&url(addr, "/")).await.unwrap();
     let waited = tokio::time::timeout(Duration::from_millis(900), ws.closed()).await;
     assert!(waited.is_err(), "the connection ended while the client waited");
