@@ -9,59 +9,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::io::BufRead;
 use std::time::Duration;
 
 use bytes::Bytes;
 use zapsocket::{Client, CloseCode, Message, Server, WebSocket};
 
-struct Peer {
-    program: PathBuf,
-    script: PathBuf,
-}
-
-fn interop_dir() -> PathBuf {
-    std::env::var_os("ZAPSOCKET_INTEROP_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop"))
-}
-
-/// The peer's interpreter and script, or `None` (with a note) when not installed.
-fn peer(kind: &str, script: &str) -> Option<Peer> {
-    let dir = interop_dir();
-    let program = match kind {
-        "node" => {
-            let modules = dir.join("node/node_modules/ws/package.json");
-            modules.exists().then(|| std::env::var_os("ZAPSOCKET_NODE").map_or("node".into(), PathBuf::from))
-        }
-        _ => std::env::var_os("ZAPSOCKET_PYTHON")
-            .map(PathBuf::from)
-            .or_else(|| Some(dir.join("python/.venv/bin/python")).filter(|p| p.exists()))
-            .or_else(|| Some(dir.join("python/site/python")).filter(|p| p.exists())),
-    };
-    match program {
-        Some(program) => Some(Peer { program, script: dir.join(kind).join(script) }),
-        None if std::env::var("ZAPSOCKET_INTEROP").as_deref() == Ok("1") => {
-            panic!("{kind} interop peer not installed: run scripts/setup.sh")
-        }
-        None => {
-            eprintln!("skipped: {kind} interop peer not installed (scripts/setup.sh installs it)");
-            None
-        }
-    }
-}
-
-/// Kills the child process on drop.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::peers::{peer, run_client, start_server};
 
 /// A zapsocket echo server that reports the close frames it sees.
 async fn echo_server()
@@ -86,19 +40,7 @@ async fn echo_server()
 async fn foreign_client_against_our_server(kind: &str, script: &str) {
     let Some(peer) = peer(kind, script) else { return };
     let (addr, mut closes) = echo_server().await;
-    let url = format!("ws://{addr}/");
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(&peer.program).arg(&peer.script).arg(&url).output().expect("spawn peer")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{kind} client failed: {stdout} {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(stdout.contains("\"ok\":true") || stdout.contains("\"ok\": true"), "{stdout}");
+    run_client(peer, vec![format!("ws://{addr}/")]).await;
     let close = tokio::time::timeout(Duration::from_secs(5), closes.recv()).await.unwrap().unwrap().unwrap();
     assert_eq!((close.code, close.reason.as_str()), (CloseCode(4000), "bye"));
 }
@@ -113,25 +55,9 @@ async fn python_websockets_client_talks_to_our_server() {
     foreign_client_against_our_server("python", "echo_client.py").await;
 }
 
-/// Starts a foreign echo server on a free port; returns it, its port and its stdout.
-fn start_foreign_server(peer: &Peer) -> (Guard, u16, BufReader<std::process::ChildStdout>) {
-    let mut child = Command::new(&peer.program)
-        .arg(&peer.script)
-        .arg("0")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn peer server");
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let guard = Guard(child);
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let port = line.trim().strip_prefix("listening ").and_then(|p| p.parse().ok()).expect("listening PORT");
-    (guard, port, stdout)
-}
-
 async fn our_client_against_foreign_server(kind: &str, script: &str) {
     let Some(peer) = peer(kind, script) else { return };
-    let (_guard, port, stdout) = start_foreign_server(&peer);
+    let (_guard, port, stdout) = start_server(&peer);
     let url = format!("ws://127.0.0.1:{port}/");
     let mut ws = Client::connect(&url).await.unwrap();
     let binary: Vec<u8> = (0..65536u32).map(|i| (i * 31 + 7) as u8).collect();

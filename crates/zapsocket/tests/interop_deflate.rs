@@ -13,59 +13,18 @@
 
 #![allow(clippy::unwrap_used)] // Test helpers: a failed step is a failed test.
 
+mod common;
 mod tap;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::peers::{Guard, peer, run_client, start_server};
 use tap::{TapFrame, WireTap};
 use zapsocket::{Client, CloseCode, DeflateConfig, HttpResponse, Message, Server, WebSocket};
-
-fn interop_dir() -> PathBuf {
-    std::env::var_os("ZAPSOCKET_INTEROP_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop"))
-}
-
-fn required() -> bool {
-    std::env::var("ZAPSOCKET_INTEROP").as_deref() == Ok("1")
-}
-
-/// The interpreter of a peer (`node`, `python` or `browser`), or `None` with a note.
-fn peer_program(kind: &str) -> Option<PathBuf> {
-    let dir = interop_dir();
-    let node = || std::env::var_os("ZAPSOCKET_NODE").map_or("node".into(), PathBuf::from);
-    let program = match kind {
-        "node" => dir.join("node/node_modules/ws/package.json").exists().then(node),
-        "browser" => {
-            let chromium = std::env::var_os("CHROMIUM").map_or("/usr/bin/chromium".into(), PathBuf::from);
-            (dir.join("browser/node_modules/playwright-core/package.json").exists() && chromium.exists())
-                .then(node)
-        }
-        _ => std::env::var_os("ZAPSOCKET_PYTHON")
-            .map(PathBuf::from)
-            .or_else(|| Some(dir.join("python/.venv/bin/python")).filter(|p| p.exists()))
-            .or_else(|| Some(dir.join("python/site/python")).filter(|p| p.exists())),
-    };
-    if program.is_none() {
-        assert!(!required(), "{kind} interop peer not installed: run scripts/setup.sh");
-        eprintln!("skipped: {kind} interop peer not installed (scripts/setup.sh installs it)");
-    }
-    program
-}
-
-/// Kills the child process on drop.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A deflate-enabled echo server: `zap serve --deflate`, else an in-process stand-in.
 struct DeflateServer {
@@ -124,18 +83,6 @@ async fn deflate_server() -> DeflateServer {
 }
 
 /// Runs a foreign client script to completion; returns its JSON summary line.
-async fn run_client(program: PathBuf, script: PathBuf, args: Vec<String>) -> String {
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(&program).arg(&script).args(&args).output().expect("spawn peer")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(output.status.success(), "peer failed: {stdout} {}", String::from_utf8_lossy(&output.stderr));
-    assert!(stdout.contains("\"ok\":true") || stdout.contains("\"ok\": true"), "{stdout}");
-    stdout
-}
-
 /// The frames with RSV1 among `frames`, and a check that they are compressed for real:
 /// each well under `max_len` bytes on the wire.
 fn compressed(frames: &[TapFrame], max_len: u64) -> usize {
@@ -148,7 +95,7 @@ fn compressed(frames: &[TapFrame], max_len: u64) -> usize {
 
 /// A foreign client against `zap serve --deflate`: the big echoes come back compressed.
 async fn foreign_client_through_zap_serve(kind: &str, script: &str, big_messages: usize) {
-    let Some(program) = peer_program(kind) else { return };
+    let Some(peer) = peer(kind, script) else { return };
     let server = deflate_server().await;
     let tap = WireTap::start(server.addr).await;
     let mut args = vec![format!("ws://{}{}", tap.addr(), server.path)];
@@ -156,7 +103,7 @@ async fn foreign_client_through_zap_serve(kind: &str, script: &str, big_messages
         // The page comes straight from the server (see echo_client.mjs), not through the tap.
         args.push(format!("http://{}/interop-page", server.addr));
     }
-    let summary = run_client(program, interop_dir().join(kind).join(script), args).await;
+    let summary = run_client(peer, args).await;
     assert!(summary.contains("permessage-deflate"), "{kind} did not agree to compress: {summary}");
     let answer = &tap.server_heads()[0];
     assert!(answer.contains("Sec-WebSocket-Extensions: permessage-deflate"), "{answer}");
@@ -184,23 +131,11 @@ async fn chromium_talks_compressed_to_zap_serve() {
     foreign_client_through_zap_serve("browser", "echo_client.mjs", 3).await;
 }
 
-/// Starts a foreign echo server on a free port; returns it and its port.
-fn start_foreign_server(program: PathBuf, script: PathBuf) -> (Guard, u16) {
-    let mut child =
-        Command::new(program).arg(script).arg("0").stdout(Stdio::piped()).spawn().expect("spawn peer server");
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let guard = Guard(child);
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let port = line.trim().strip_prefix("listening ").and_then(|p| p.parse().ok()).expect("listening PORT");
+async fn our_client_against_foreign_deflate_server(kind: &str, script: &str) {
+    let Some(peer) = peer(kind, script) else { return };
+    let (_guard, port, stdout) = start_server(&peer);
     // Keep draining what the server logs.
     std::thread::spawn(move || for _ in stdout.lines().map_while(Result::ok) {});
-    (guard, port)
-}
-
-async fn our_client_against_foreign_deflate_server(kind: &str, script: &str) {
-    let Some(program) = peer_program(kind) else { return };
-    let (_guard, port) = start_foreign_server(program, interop_dir().join(kind).join(script));
     let tap = WireTap::start(SocketAddr::from(([127, 0, 0, 1], port))).await;
     let mut ws = Client::connect(&format!("ws://{}/", tap.addr())).await.unwrap();
     let params = ws.deflate().unwrap_or_else(|| panic!("{kind} server did not agree to compress"));

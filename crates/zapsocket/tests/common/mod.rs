@@ -2,6 +2,8 @@
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+pub mod peers;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
