@@ -120,10 +120,14 @@ impl Outbound {
         n = n.min(self.len);
         self.len -= n;
         self.written_total += n as u64;
-        if self.len == 0 && self.tail.capacity() <= 64 * 1024 {
-            // All written: the tail is reused from its start.
+        if self.len == 0 {
+            // All written: the tail is reused from its start, unless it grew large.
             self.chunks.clear();
-            self.tail.clear();
+            if self.tail.capacity() > 64 * 1024 {
+                self.tail = BytesMut::new();
+            } else {
+                self.tail.clear();
+            }
             return;
         }
         while n > 0 {
@@ -138,9 +142,6 @@ impl Outbound {
         }
         if n > 0 {
             self.tail.advance(n);
-        }
-        if self.len == 0 && self.tail.capacity() > 64 * 1024 {
-            self.tail = BytesMut::new();
         }
     }
 
