@@ -6,8 +6,8 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::time::Instant;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 use zapsocket::{Client, CloseCode, CloseFrame, Message, WebSocket, WebSocketReceiver, WebSocketSender};
 
 use crate::Output;
@@ -164,7 +164,7 @@ async fn command(tx: &WebSocketSender, line: &str, screen: &Screen) -> Flow {
             }
         },
         "/quit" => {
-            let _ = tokio::time::timeout(Duration::from_secs(1), tx.close(CloseCode::NORMAL, "")).await;
+            let _ = zapsocket::time::timeout(Duration::from_secs(1), tx.close(CloseCode::NORMAL, "")).await;
             return Flow::Quit;
         }
         "/help" => {
@@ -307,7 +307,7 @@ async fn send_lines(tx: WebSocketSender, mut lines: mpsc::Receiver<String>) -> u
 /// Waits until `deadline`, or forever without one.
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        Some(deadline) => zapsocket::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
 }

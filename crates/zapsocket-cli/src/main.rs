@@ -49,13 +49,14 @@ fn main() -> ExitCode {
 
 /// A multi-thread runtime with one worker per CPU this process may use; with a single
 /// CPU (say under `taskset`), a current-thread runtime, which does the same work without
-/// the work-stealing machinery.
+/// the work-stealing machinery. No tokio timer: zapsocket's timers have their own thread
+/// (`zapsocket::time`), and without tokio's every park of the runtime is cheaper.
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     if cpus == 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread().enable_io().build()
     } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(cpus).enable_all().build()
+        tokio::runtime::Builder::new_multi_thread().worker_threads(cpus).enable_io().build()
     }
 }
 

@@ -117,7 +117,7 @@ pub fn hub(hub: Hub) -> Hub {
         if input.ms > MAX_WAIT_MS {
             return Err(ReplyError::bad_payload(format!("ms must be at most {MAX_WAIT_MS}")));
         }
-        tokio::time::sleep(Duration::from_millis(input.ms)).await;
+        zapsocket::time::sleep(Duration::from_millis(input.ms)).await;
         Ok(())
     });
     hub.on("ask", |socket: Socket, input: AskInput| async move {

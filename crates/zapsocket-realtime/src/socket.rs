@@ -214,7 +214,7 @@ impl Socket {
         let (id, rx) = self.register_pending()?;
         self.send_direct(envelope::event(event, &data, Some(id)));
         let timeout = self.timeout.unwrap_or(self.hub.config().ack_timeout);
-        let reply = match tokio::time::timeout(timeout, rx).await {
+        let reply = match zapsocket::time::timeout(timeout, rx).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(_)) => Err(ReplyError::new(ErrorCode::DISCONNECTED, "the connection closed")),
             Err(_) => {

@@ -129,7 +129,7 @@ impl ClientBuilder {
             target.push_str(q);
         }
         let timeout = self.connect_timeout;
-        tokio::time::timeout(timeout, self.open(secure, &host, port, &host_header, &target))
+        crate::time::timeout(timeout, self.open(secure, &host, port, &host_header, &target))
             .await
             .map_err(|_| Error::new(Kind::Timeout("connect")))?
     }
@@ -212,7 +212,7 @@ async fn fail_open_connection<S: AsyncWrite + Unpin>(stream: &mut S, code: Close
     let mut conn = Connection::new(Role::Client, Default::default());
     if conn.close(std::time::Instant::now(), code, "unacceptable Sec-WebSocket-Extensions").is_ok() {
         let bytes = conn.outbound().first_chunk().to_vec();
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = crate::time::timeout(Duration::from_secs(1), async {
             let _ = stream.write_all(&bytes).await;
             let _ = stream.shutdown().await;
         })

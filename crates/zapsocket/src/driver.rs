@@ -15,11 +15,11 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::Sleep;
 use zapsocket_proto::{CloseCode, Role};
 
 use crate::error::Error;
 use crate::shared::{Inner, Shared};
+use crate::time::Sleep;
 
 /// The waker the socket's reads register: it notes that readiness changed, so a driver
 /// woken for something else does not ask an empty socket again (a read that returns
@@ -61,7 +61,7 @@ pub(crate) struct Driver<S> {
 /// The driver's own state, apart from what it shares with the handles.
 struct Io<S> {
     stream: S,
-    sleep: Option<Pin<Box<Sleep>>>,
+    sleep: Option<Sleep>,
     sleep_at: Option<Instant>,
     /// The socket's write side was shut down.
     shut_down: bool,
@@ -352,16 +352,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
             // Armed and registered with this task's waker, which does not change.
             return Ok(false);
         }
-        let at = tokio::time::Instant::from_std(deadline);
         let sleep = match &mut self.sleep {
             Some(s) => {
-                s.as_mut().reset(at);
+                s.reset(deadline);
                 s
             }
-            None => self.sleep.insert(Box::pin(tokio::time::sleep_until(at))),
+            None => self.sleep.insert(crate::time::sleep_until(deadline)),
         };
         self.sleep_at = Some(deadline);
-        if sleep.as_mut().poll(cx).is_ready() {
+        if Pin::new(sleep).poll(cx).is_ready() {
             self.sleep_at = None;
             return Ok(true);
         }

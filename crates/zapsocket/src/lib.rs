@@ -89,6 +89,7 @@ mod request;
 mod server;
 mod shared;
 mod socket;
+pub mod time;
 mod tls;
 mod upgrade;
 

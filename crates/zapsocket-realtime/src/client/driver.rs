@@ -53,7 +53,7 @@ pub(super) async fn open(
     }
     let ws = builder.connect(&settings.url).await.map_err(ConnectError::WebSocket)?;
     let (sender, mut rx) = ws.split();
-    let hello = tokio::time::timeout(settings.hello_timeout, read_hello(&mut rx))
+    let hello = zapsocket::time::timeout(settings.hello_timeout, read_hello(&mut rx))
         .await
         .map_err(|_| ConnectError::Protocol("no $hello in time".into()))??;
     Ok((sender, rx, hello))
@@ -125,7 +125,7 @@ async fn reconnect(shared: &Shared, policy: &super::Reconnect) -> Option<WebSock
         }
         shared.state.send_replace(ConnState::Reconnecting { attempt });
         tokio::select! {
-            () = tokio::time::sleep(backoff(policy, attempt)) => {}
+            () = zapsocket::time::sleep(backoff(policy, attempt)) => {}
             () = shared.wake.notified() => {}
         }
         if shared.closing.load(Relaxed) {
@@ -195,9 +195,9 @@ async fn inline_request(
     let id = shared.next_id.fetch_add(1, Relaxed);
     let json = envelope::event(event, &envelope::to_json(data), Some(id));
     sender.send(Message::from(json)).await.map_err(|_| super::link::disconnected())?;
-    let deadline = tokio::time::Instant::now() + shared.ack_timeout();
+    let deadline = std::time::Instant::now() + shared.ack_timeout();
     loop {
-        let message = tokio::time::timeout_at(deadline, rx.recv())
+        let message = zapsocket::time::timeout_at(deadline, rx.recv())
             .await
             .map_err(|_| ReplyError::new(ErrorCode::TIMEOUT, format!("no reply to {event}")))?;
         let Some(Ok(message)) = message else { return Err(super::link::disconnected()) };

@@ -340,7 +340,7 @@ impl Client {
             return Err(e);
         }
         let timeout = self.shared.ack_timeout();
-        let reply = match tokio::time::timeout(timeout, rx).await {
+        let reply = match zapsocket::time::timeout(timeout, rx).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(_)) => Err(link::disconnected()),
             Err(_) => {

@@ -86,8 +86,8 @@ pub(crate) async fn handshake<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let deadline = tokio::time::Instant::now() + settings.handshake_timeout;
-    let read = tokio::time::timeout_at(deadline, read_request(&mut stream, settings)).await;
+    let deadline = std::time::Instant::now() + settings.handshake_timeout;
+    let read = crate::time::timeout_at(deadline, read_request(&mut stream, settings)).await;
     let (request, leftover) = match read {
         Ok(Ok(Some(parsed))) => parsed,
         Ok(Ok(None)) => return None,
@@ -103,7 +103,7 @@ where
         }
     };
     let request = Request::new(request, peer);
-    let admitted = match tokio::time::timeout_at(deadline, admit(&request, settings)).await {
+    let admitted = match crate::time::timeout_at(deadline, admit(&request, settings)).await {
         Ok(Ok(admitted)) => admitted,
         Ok(Err(refusal)) => {
             refuse(&mut stream, &refusal.encode()).await;
@@ -272,7 +272,7 @@ pub(crate) async fn read_request<S: AsyncRead + Unpin>(
 
 /// Sends an HTTP error response and ends the connection.
 pub(crate) async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, response: &[u8]) {
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+    let _ = crate::time::timeout(Duration::from_secs(5), async {
         let _ = stream.write_all(response).await;
         let _ = stream.shutdown().await;
     })

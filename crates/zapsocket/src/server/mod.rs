@@ -196,7 +196,7 @@ where
             Err(e) => {
                 // Out of file descriptors and the like: back off, keep serving.
                 tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                crate::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
@@ -225,7 +225,7 @@ async fn tls_accept(
     peer: SocketAddr,
     settings: &Settings,
 ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
-    match tokio::time::timeout(settings.handshake_timeout, acceptor.accept(stream)).await {
+    match crate::time::timeout(settings.handshake_timeout, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => Some(tls),
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "TLS handshake failed");

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use std::time::Instant;
 use zapsocket_proto::CloseCode;
 
 use super::builder::Settings;
@@ -74,7 +74,7 @@ async fn wait_empty(settings: &Settings, deadline: Instant) -> bool {
         if Instant::now() >= deadline {
             return false;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        crate::time::sleep(Duration::from_millis(10)).await;
     }
     true
 }

@@ -87,7 +87,7 @@ pub(crate) async fn decide(
         return Err(Refusal::Response(crate::HttpResponse::text(503, "server is shutting down")));
     }
     let request = super::parse_head(parts, peer, settings)?;
-    match tokio::time::timeout(settings.handshake_timeout, admit(&request, settings)).await {
+    match crate::time::timeout(settings.handshake_timeout, admit(&request, settings)).await {
         Ok(admitted) => Ok((request, admitted?)),
         Err(_) => Err(Refusal::Response(crate::HttpResponse::text(503, "handshake not decided in time"))),
     }

@@ -65,7 +65,7 @@ impl RawPeer {
     /// Reads until the server ends the connection (or 5 s pass); returns all bytes.
     pub async fn read_to_end(&mut self) -> Vec<u8> {
         let mut out = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.stream.read_to_end(&mut out)).await;
+        let _ = zapsocket::time::timeout(Duration::from_secs(5), self.stream.read_to_end(&mut out)).await;
         out
     }
 
@@ -95,7 +95,7 @@ impl RawPeer {
     pub async fn read_close_code(&mut self) -> Option<u16> {
         loop {
             let (b0, payload) =
-                tokio::time::timeout(Duration::from_secs(5), self.read_frame()).await.unwrap();
+                zapsocket::time::timeout(Duration::from_secs(5), self.read_frame()).await.unwrap();
             if b0 & 0x0f == 0x8 {
                 return (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
             }
@@ -134,7 +134,7 @@ async fn read_head(stream: &mut TcpStream) -> String {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
-        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte)).await {
+        match zapsocket::time::timeout(Duration::from_secs(5), stream.read(&mut byte)).await {
             Ok(Ok(1)) => head.push(byte[0]),
             _ => break,
         }
