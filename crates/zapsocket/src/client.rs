@@ -191,7 +191,7 @@ impl ClientBuilder {
             conn.set_deflate(params, config);
         }
         conn.feed(&handshake.take_leftover());
-        let shared = Shared::new(next_id(), conn, &self.config);
+        let shared = Shared::new(next_id(), conn, &self.config, stream);
         let info = Info {
             request: None,
             protocol: response.protocol,
@@ -200,7 +200,7 @@ impl ClientBuilder {
             extensions: Default::default(),
         };
         let ws = WebSocket::new(shared.clone(), info);
-        tokio::spawn(Driver::new(stream, shared));
+        tokio::spawn(Driver::new(shared));
         Ok(ws)
     }
 }

@@ -1,10 +1,10 @@
 //! Runs a connection's driver and its handler in one task.
 //!
-//! The handler and the driver wake each other for every message (data read, frame
-//! queued, frame written). Here each gets its own waker: while the task is being polled
-//! a wake only sets that future's flag, and the poll loops, polling just the futures
-//! that were woken, until neither has more to do. No trip through the scheduler per
-//! message, and no poll of a future that has nothing to do.
+//! The handler does the hot path's I/O itself (see `shared.rs`), so the task is polled
+//! for it: the handler gets the task's waker and runs on every poll. The driver has a
+//! waker of its own that sets a flag: it runs only when woken (a write to finish, a burst
+//! of answers to coalesce, the heartbeat, the close), and a wake from the handler while
+//! the task is being polled costs no trip through the scheduler.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,28 +15,24 @@ use std::task::{Context, Poll, Wake, Waker};
 /// The most rounds in one poll before yielding to other tasks.
 const MAX_ROUNDS: usize = 32;
 
-/// What both wakers share: the task to wake and whether it is being polled.
+/// The driver's waker: it sets a flag, and wakes the task unless the task is being
+/// polled (then the poll loop sees the flag).
 #[derive(Default)]
-struct Task {
-    polling: AtomicBool,
-    waker: Mutex<Option<Waker>>,
-}
-
-/// One inner future's waker.
-struct Flag {
+struct DriverFlag {
     woken: AtomicBool,
-    task: Arc<Task>,
+    polling: AtomicBool,
+    task: Mutex<Option<Waker>>,
 }
 
-impl Wake for Flag {
+impl Wake for DriverFlag {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.woken.store(true, Ordering::SeqCst);
-        if !self.task.polling.load(Ordering::SeqCst)
-            && let Some(waker) = &*self.task.waker.lock().unwrap_or_else(|p| p.into_inner())
+        if !self.polling.load(Ordering::SeqCst)
+            && let Some(waker) = &*self.task.lock().unwrap_or_else(|p| p.into_inner())
         {
             // Under the lock, without a clone: a waker only schedules the task.
             waker.wake_by_ref();
@@ -44,47 +40,26 @@ impl Wake for Flag {
     }
 }
 
-impl Flag {
-    fn new(task: &Arc<Task>) -> Arc<Flag> {
-        // Both futures run on the first poll.
-        Arc::new(Flag { woken: AtomicBool::new(true), task: task.clone() })
-    }
-
-    fn take(&self) -> bool {
-        self.woken.swap(false, Ordering::SeqCst)
-    }
-
-    fn is_set(&self) -> bool {
-        self.woken.load(Ordering::SeqCst)
-    }
-}
-
 /// Polls `driver` and `handler` together; ready when both are.
 pub(crate) struct Joined<D, H> {
     driver: Option<D>,
     handler: Option<Pin<Box<H>>>,
-    task: Arc<Task>,
-    driver_flag: Arc<Flag>,
-    handler_flag: Arc<Flag>,
+    flag: Arc<DriverFlag>,
     driver_waker: Waker,
-    handler_waker: Waker,
-    /// The task waker last handed to `task`, to compare without locking.
+    /// The task waker last handed to `flag`, to compare without locking.
     last_task_waker: Option<Waker>,
 }
 
 impl<D, H> Joined<D, H> {
     pub(crate) fn new(driver: D, handler: H) -> Self {
-        let task = Arc::new(Task::default());
-        let driver_flag = Flag::new(&task);
-        let handler_flag = Flag::new(&task);
+        let flag = Arc::new(DriverFlag::default());
+        // The driver runs on the first poll.
+        flag.woken.store(true, Ordering::Relaxed);
         Joined {
             driver: Some(driver),
             handler: Some(Box::pin(handler)),
-            driver_waker: Waker::from(driver_flag.clone()),
-            handler_waker: Waker::from(handler_flag.clone()),
-            task,
-            driver_flag,
-            handler_flag,
+            driver_waker: Waker::from(flag.clone()),
+            flag,
             last_task_waker: None,
         }
     }
@@ -101,21 +76,22 @@ where
         let this = self.get_mut();
         if !this.last_task_waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             // Locked only when the task's waker changes (rarely: it is the same task).
-            *this.task.waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
+            *this.flag.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
             this.last_task_waker = Some(cx.waker().clone());
         }
-        this.task.polling.store(true, Ordering::SeqCst);
+        this.flag.polling.store(true, Ordering::SeqCst);
+        // The handler has the task's own waker: it runs on every poll of the task (its
+        // wakes are the socket's readiness, passed on by `recv()`, and the ones it
+        // waits for itself), and a wake while the task runs polls it again after.
+        if let Some(handler) = &mut this.handler
+            && handler.as_mut().poll(cx).is_ready()
+        {
+            this.handler = None;
+        }
         for _ in 0..MAX_ROUNDS {
-            // The handler goes first: on the first round it runs before the driver
-            // writes the 101 (see `handshake::open`), and what it queues is written by
-            // the driver poll just below.
-            if this.handler_flag.take()
-                && let Some(handler) = &mut this.handler
-                && handler.as_mut().poll(&mut Context::from_waker(&this.handler_waker)).is_ready()
-            {
-                this.handler = None;
-            }
-            if this.driver_flag.take()
+            // After the handler: on the first poll it runs before the driver writes the
+            // 101 (see `handshake::open`), and what it queued is written here.
+            if this.flag.woken.swap(false, Ordering::SeqCst)
                 && let Some(driver) = &mut this.driver
                 && Pin::new(driver).poll(&mut Context::from_waker(&this.driver_waker)).is_ready()
             {
@@ -124,15 +100,15 @@ where
             if this.driver.is_none() && this.handler.is_none() {
                 return Poll::Ready(());
             }
-            if !this.driver_flag.is_set() && !this.handler_flag.is_set() {
-                this.task.polling.store(false, Ordering::SeqCst);
-                if !this.driver_flag.is_set() && !this.handler_flag.is_set() {
+            if !this.flag.woken.load(Ordering::SeqCst) {
+                this.flag.polling.store(false, Ordering::SeqCst);
+                if !this.flag.woken.load(Ordering::SeqCst) {
                     return Poll::Pending;
                 }
-                this.task.polling.store(true, Ordering::SeqCst);
+                this.flag.polling.store(true, Ordering::SeqCst);
             }
         }
-        this.task.polling.store(false, Ordering::SeqCst);
+        this.flag.polling.store(false, Ordering::SeqCst);
         cx.waker().wake_by_ref();
         Poll::Pending
     }

@@ -91,6 +91,7 @@ mod shared;
 mod socket;
 pub mod time;
 mod tls;
+mod transport;
 mod upgrade;
 
 pub use client::{Client, ClientBuilder};

@@ -1,4 +1,11 @@
 //! The state a connection's handles share with its driver task.
+//!
+//! The handles do the hot path's I/O themselves, under the lock: `recv()` reads the
+//! socket when nothing is buffered and decodes on its own task, and a send writes at
+//! once when nothing else is queued and no received data waits to be handled (so a
+//! burst of answers still goes out in one write). The driver writes what is left,
+//! reads when no `recv()` is waiting, runs the timers and ends the transport. An echo
+//! is one poll of one task: no wake of the driver, no second round.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,6 +17,7 @@ use zapsocket_proto::{CloseCode, CloseFrame, Connection, EncodedFrame, Event, St
 use crate::config::{SlowConsumer, WebSocketConfig};
 use crate::error::{Error, Kind, Result};
 use crate::message::Message;
+use crate::transport::{Read, Socket, Transport};
 
 /// Where a connection stands, like the browser's and `ws`'s `readyState`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -40,7 +48,14 @@ pub(crate) struct Inner {
     pub(crate) slow_consumer: SlowConsumer,
     pub(crate) max_read_buffer: usize,
     pub(crate) driver_waker: Option<Waker>,
+    /// The waker of the last `recv()` that waited (kept to compare without cloning).
     recv_waker: Option<Waker>,
+    /// A `recv()` waits: `wake_recv` wakes it.
+    recv_waiting: bool,
+    /// The stream, read and written under this lock.
+    pub(crate) socket: Socket,
+    /// An I/O error met outside the driver, for the driver to end the connection with.
+    pub(crate) io_error: Option<Error>,
     write_waiters: Vec<(u64, Waker)>,
     space_waiters: Vec<Waker>,
     done_waiters: Vec<Waker>,
@@ -64,7 +79,12 @@ pub(crate) struct Inner {
 }
 
 impl Shared {
-    pub(crate) fn new(id: u64, conn: Connection, config: &WebSocketConfig) -> Arc<Self> {
+    pub(crate) fn new(
+        id: u64,
+        conn: Connection,
+        config: &WebSocketConfig,
+        stream: impl Transport,
+    ) -> Arc<Self> {
         Arc::new(Shared {
             inner: Mutex::new(Inner {
                 conn,
@@ -73,6 +93,9 @@ impl Shared {
                 max_read_buffer: config.max_read_buffer,
                 driver_waker: None,
                 recv_waker: None,
+                recv_waiting: false,
+                socket: Socket::new(stream),
+                io_error: None,
                 write_waiters: Vec::new(),
                 space_waiters: Vec::new(),
                 done_waiters: Vec::new(),
@@ -110,11 +133,12 @@ impl Shared {
     }
 
     /// Queues with `f` once the send queue has room; returns the offset at which the
-    /// queued bytes end.
+    /// queued bytes end. With `through`, writes at once when it can (see `enqueue`).
     pub(crate) fn poll_enqueue(
         &self,
         cx: &mut Context<'_>,
         f: &mut Option<impl FnOnce(&mut Connection) -> Result<(), zapsocket_proto::Error>>,
+        through: bool,
     ) -> Poll<Result<u64>> {
         let mut inner = self.lock();
         inner.check_open()?;
@@ -124,7 +148,7 @@ impl Shared {
             return Poll::Pending;
         }
         let Some(f) = f.take() else { return Poll::Ready(Err(Error::new(Kind::Closed))) };
-        Poll::Ready(inner.enqueue(f))
+        Poll::Ready(inner.enqueue(f, through))
     }
 
     /// Queues with `f` without waiting: `QueueFull` when the queue is over its limit.
@@ -137,7 +161,7 @@ impl Shared {
         if inner.conn.outbound().len() >= inner.max_send_queue {
             return Err(Error::new(Kind::QueueFull));
         }
-        inner.enqueue(f)
+        inner.enqueue(f, false)
     }
 
     /// Queues a shared frame without waiting, applying the slow-consumer policy when the
@@ -157,7 +181,7 @@ impl Shared {
                 }
             };
         }
-        inner.enqueue(|c| c.send_encoded(frame))?;
+        inner.enqueue(|c| c.send_encoded(frame), false)?;
         Ok(true)
     }
 
@@ -184,25 +208,57 @@ impl Shared {
         }
         if !inner.done_waiters.iter().any(|w| w.will_wake(cx.waker())) {
             inner.done_waiters.push(cx.waker().clone());
+            inner.socket.set_driver_wants(true);
             inner.wake_driver();
         }
         Poll::Pending
     }
 
-    /// The next message for `recv()`.
+    /// The next message for `recv()`: decoded from what is buffered, or read from the
+    /// socket here, on the reader's task.
     pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Message>>> {
         let mut inner = self.lock();
-        if let Some(item) = inner.next_message() {
-            return Poll::Ready(Some(item));
+        // Here already: reads below need not wake this task.
+        inner.recv_waiting = false;
+        loop {
+            if let Some(item) = inner.next_message() {
+                inner.socket.unpark_recv();
+                return Poll::Ready(Some(item));
+            }
+            if inner.conn.is_closed() || inner.done {
+                inner.socket.unpark_recv();
+                return Poll::Ready(inner.error.take().map(Err));
+            }
+            if inner.io_error.is_some() {
+                break;
+            }
+            match inner.read_socket() {
+                Ok(Read::Nothing) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    // The driver ends the connection with it.
+                    inner.io_error = Some(e);
+                    inner.wake_driver();
+                    break;
+                }
+            }
         }
-        if inner.conn.is_closed() || inner.done {
-            return Poll::Ready(inner.error.take().map(Err));
-        }
-        inner.set_recv_waker(cx.waker());
+        inner.park_recv(cx.waker());
         if inner.read_paused && inner.below_read_limit() {
             inner.wake_driver();
         }
         Poll::Pending
+    }
+
+    /// A `recv()` that waited was dropped before it got a message: the driver reads
+    /// again (see `WebSocketReceiver::recv`).
+    pub(crate) fn cancel_recv(&self) {
+        let mut inner = self.lock();
+        if inner.recv_waiting {
+            inner.recv_waiting = false;
+            inner.socket.unpark_recv();
+            inner.wake_driver();
+        }
     }
 
     pub(crate) fn ready_state(&self) -> ReadyState {
@@ -220,16 +276,41 @@ impl Inner {
         if self.done || self.terminate { Err(Error::new(Kind::Closed)) } else { Ok(()) }
     }
 
+    /// Queues with `f`. With `through`, when nothing else was queued and no received
+    /// data waits to be handled, writes at once on this task (registering the driver's
+    /// waker if the socket is full); otherwise (or if the write does not finish) the
+    /// driver writes, everything queued in one write.
     fn enqueue(
         &mut self,
         f: impl FnOnce(&mut Connection) -> Result<(), zapsocket_proto::Error>,
+        through: bool,
     ) -> Result<u64> {
         let was_empty = self.conn.outbound().is_empty();
         f(&mut self.conn)?;
+        let offset = self.conn.outbound().queued_offset();
         if was_empty {
-            self.wake_driver();
+            if through
+                && self.conn.read_buffer().is_empty()
+                && self.inbound.is_empty()
+                && self.io_error.is_none()
+            {
+                self.write_through();
+            }
+            if !self.conn.outbound().is_empty() || self.io_error.is_some() {
+                self.wake_driver();
+            }
         }
-        Ok(self.conn.outbound().queued_offset())
+        Ok(offset)
+    }
+
+    /// Writes what is queued now, with the driver's waker (before the driver's first
+    /// poll there is none, and the driver writes).
+    fn write_through(&mut self) {
+        let Some(waker) = self.driver_waker.take() else { return };
+        if let Err(e) = self.write_socket(&mut Context::from_waker(&waker)) {
+            self.io_error = Some(e);
+        }
+        self.driver_waker = Some(waker);
     }
 
     pub(crate) fn wake_driver(&mut self) {
@@ -239,16 +320,29 @@ impl Inner {
     }
 
     pub(crate) fn wake_recv(&mut self) {
-        if let Some(w) = self.recv_waker.take() {
-            w.wake();
+        if self.recv_waiting {
+            self.recv_waiting = false;
+            if let Some(w) = &self.recv_waker {
+                w.wake_by_ref();
+            }
         }
     }
 
-    fn set_recv_waker(&mut self, waker: &Waker) {
-        match &self.recv_waker {
-            Some(w) if w.will_wake(waker) => {}
-            _ => self.recv_waker = Some(waker.clone()),
+    /// A `recv()` waits for data with `waker`: readiness goes to it.
+    fn park_recv(&mut self, waker: &Waker) {
+        self.recv_waiting = true;
+        let changed = !self.recv_waker.as_ref().is_some_and(|w| w.will_wake(waker));
+        if changed {
+            self.recv_waker = Some(waker.clone());
         }
+        let driver_wants = self.drain_wanted();
+        self.socket.park_recv(waker, changed, driver_wants);
+    }
+
+    /// Whether the driver decodes what arrives (see `drain`), so it must see readiness
+    /// even while a `recv()` waits.
+    pub(crate) fn drain_wanted(&self) -> bool {
+        !self.receiver_alive || self.conn.state() == State::CloseSent || !self.done_waiters.is_empty()
     }
 
     /// Decodes the next message (or reports the end of the stream). Pings, pongs and
@@ -259,6 +353,10 @@ impl Inner {
                 self.inbound_bytes -= m.len();
             }
             return Some(item);
+        }
+        if self.conn.undecoded_len() == 0 && !self.eof {
+            // Nothing to decode (the common case when `recv()` comes back for more).
+            return None;
         }
         self.decode_next()
     }
@@ -275,7 +373,11 @@ impl Inner {
                 Some(Ok(Event::Message(m))) => Some(Ok(m.into())),
                 Some(Ok(Event::Ping(p))) => Some(Ok(Message::Ping(p))),
                 Some(Ok(Event::Pong(p))) => Some(Ok(Message::Pong(p))),
-                Some(Ok(Event::Close(_))) => continue,
+                Some(Ok(Event::Close(_))) => {
+                    // The driver finishes the close (answer, shutdown) once written.
+                    self.wake_driver();
+                    continue;
+                }
                 Some(Err(e)) => {
                     self.wake_driver();
                     Some(Err(e.into()))

@@ -1,6 +1,6 @@
 //! The user's handles on a connection: [`WebSocket`], and its two halves.
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -32,10 +32,12 @@ pub(crate) struct Info {
 /// One WebSocket connection: receive with [`WebSocket::recv`] (or as a [`Stream`]), send
 /// with [`WebSocket::send`] (or as a [`Sink`]), close, ping, and read its state.
 ///
-/// The connection runs in its own driver task: it writes what is queued (coalescing
-/// every queued frame into one write), reads what arrives, and runs the heartbeat.
-/// Messages are decoded as `recv()` asks for them, on the reader's task, and pings are
-/// answered as they are read (as in tokio-tungstenite): a connection nobody reads does
+/// `recv()` reads the socket and decodes on the reader's task; a send writes at once on
+/// the sender's task when nothing else is queued (an answer to a burst of messages waits
+/// for the burst, and goes out with the other answers in one write). A driver, polled in
+/// the handler's task on the server, writes the rest, reads ahead while nobody waits in
+/// `recv()`, and runs the heartbeat and the close. Pings are answered as they are
+/// decoded (as in tokio-tungstenite): a connection nobody reads does
 /// not answer pings, so keep a task reading (or waiting in
 /// [`closed()`](WebSocketSender::closed), or drop the receiver) for as long as the peer
 /// runs a heartbeat. Dropping every handle closes the connection with 1000.
@@ -216,7 +218,7 @@ impl WebSocket {
 impl WebSocketReceiver {
     /// The next message, or `None` once closed. See [`WebSocket::recv`].
     pub async fn recv(&mut self) -> Option<Result<Message>> {
-        poll_fn(|cx| self.shared.poll_recv(cx)).await
+        Recv { shared: &self.shared, finished: false }.await
     }
 
     /// The peer's close frame, once the connection is closed, or our own record of why it
@@ -246,19 +248,20 @@ impl WebSocketSender {
     pub async fn send(&self, message: impl Into<Message>) -> Result<()> {
         let message = message.into();
         let mut op = Some(|c: &mut Connection| queue_message(c, message));
-        let offset = poll_fn(|cx| self.shared.poll_enqueue(cx, &mut op)).await?;
+        let offset = poll_fn(|cx| self.shared.poll_enqueue(cx, &mut op, true)).await?;
         self.written(offset).await
     }
 
     /// Queues a message, waiting only while the send queue is full; does not wait for
-    /// the write (like `ws`'s `send(data)` without a callback). Everything queued goes
-    /// out in as few writes as the socket allows, so a loop of `queue` coalesces: the
-    /// cheapest way to echo or relay. A failed write shows in a later call or in
-    /// `recv()`.
+    /// the write (like `ws`'s `send(data)` without a callback). It is written at once
+    /// when nothing else is queued; while received messages are still waiting to be
+    /// handled (a burst), the answers are queued and go out together in one write once
+    /// the burst is handled: the cheapest way to echo or relay. A failed write shows in
+    /// a later call or in `recv()`.
     pub async fn queue(&self, message: impl Into<Message>) -> Result<()> {
         let message = message.into();
         let mut op = Some(|c: &mut Connection| queue_message(c, message));
-        poll_fn(|cx| self.shared.poll_enqueue(cx, &mut op)).await.map(drop)
+        poll_fn(|cx| self.shared.poll_enqueue(cx, &mut op, true)).await.map(drop)
     }
 
     /// Sends a message without compressing it, whatever its size (like `ws`'s
@@ -272,7 +275,7 @@ impl WebSocketSender {
             Message::Binary(b) => c.send_uncompressed(zapsocket_proto::Message::Binary(b)),
             other => queue_message(c, other),
         });
-        let offset = poll_fn(|cx| self.shared.poll_enqueue(cx, &mut op)).await?;
+        let offset = poll_fn(|cx| self.shared.poll_enqueue(cx, &mut op, true)).await?;
         self.written(offset).await
     }
 
@@ -300,7 +303,7 @@ impl WebSocketSender {
             _ => return Err(Error::invalid("only text and binary messages can be fragmented")),
         };
         let mut op = Some(move |c: &mut Connection| c.send_fragment(text, payload, fin));
-        let offset = poll_fn(|cx| self.shared.poll_enqueue(cx, &mut op)).await?;
+        let offset = poll_fn(|cx| self.shared.poll_enqueue(cx, &mut op, true)).await?;
         self.written(offset).await
     }
 
@@ -408,6 +411,31 @@ impl WebSocketSender {
     }
 }
 
+/// The future of `recv()`: reads on the caller's task. If it is dropped while waiting
+/// (a `select!` took another branch), reading goes back to the driver.
+struct Recv<'a> {
+    shared: &'a Shared,
+    finished: bool,
+}
+
+impl Future for Recv<'_> {
+    type Output = Option<Result<Message>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let poll = self.shared.poll_recv(cx);
+        self.finished = poll.is_ready();
+        poll
+    }
+}
+
+impl Drop for Recv<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.shared.cancel_recv();
+        }
+    }
+}
+
 fn queue_message(c: &mut Connection, message: Message) -> Result<(), zapsocket_proto::Error> {
     match message {
         Message::Text(t) => c.send(zapsocket_proto::Message::Text(t)),
@@ -460,7 +488,7 @@ impl Sink<Message> for WebSocketSender {
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         type Probe = fn(&mut Connection) -> Result<(), zapsocket_proto::Error>;
         let mut probe: Option<Probe> = Some(|_| Ok(()));
-        self.shared.poll_enqueue(cx, &mut probe).map_ok(drop)
+        self.shared.poll_enqueue(cx, &mut probe, false).map_ok(drop)
     }
 
     fn start_send(self: Pin<&mut Self>, item: Message) -> Result<()> {

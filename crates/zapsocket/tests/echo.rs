@@ -225,3 +225,33 @@ async fn a_handler_waiting_in_closed_answers_pings_and_the_close() {
     );
     assert_eq!(frame.unwrap().reason, "bye");
 }
+
+/// `recv()` reads the socket on the handler's task; a `recv()` dropped while waiting
+/// (a `select!` that took another branch) hands reading back to the driver, so the peer
+/// going away is still seen while the handler does something else.
+#[tokio::test]
+async fn a_cancelled_recv_hands_reading_back_to_the_driver() {
+    let server = Server::builder().no_heartbeat().bind().await.unwrap();
+    let addr = server.local_addr();
+    let (state_tx, mut state_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(server.serve(move |mut ws: zapsocket::WebSocket| {
+        let state_tx = state_tx.clone();
+        async move {
+            let got = tokio::time::timeout(Duration::from_millis(100), ws.recv()).await;
+            assert!(got.is_err(), "nothing was sent yet");
+            // Busy elsewhere, never reading again: only the driver can see the end.
+            for _ in 0..150 {
+                if ws.ready_state() == ReadyState::Closed {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let _ = state_tx.send(ws.ready_state());
+        }
+    }));
+    let peer = common::RawPeer::connect(addr, "/").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(peer); // The TCP connection ends, without a close frame.
+    let state = tokio::time::timeout(Duration::from_secs(5), state_rx.recv()).await.unwrap().unwrap();
+    assert_eq!(state, ReadyState::Closed);
+}

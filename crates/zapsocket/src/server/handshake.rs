@@ -82,7 +82,7 @@ pub(crate) async fn handshake<S>(
     mut stream: S,
     peer: SocketAddr,
     settings: &Arc<Settings>,
-) -> Option<(WebSocket, Driver<S>)>
+) -> Option<(WebSocket, Driver)>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -173,7 +173,10 @@ pub(crate) fn open<S>(
     request: Request,
     admitted: Admitted,
     settings: &Arc<Settings>,
-) -> (WebSocket, Driver<S>) {
+) -> (WebSocket, Driver)
+where
+    S: crate::transport::Transport,
+{
     let mut conn = Connection::new(Role::Server, settings.config.protocol.clone());
     if let (Some(params), Some(config)) = (admitted.deflate, &settings.deflate) {
         conn.set_deflate(params, config);
@@ -182,7 +185,7 @@ pub(crate) fn open<S>(
         conn.outbound().push(response.into());
     }
     conn.feed(leftover);
-    let shared = Shared::new(next_id(), conn, &settings.config);
+    let shared = Shared::new(next_id(), conn, &settings.config, stream);
     let peer = request.peer_addr();
     let info = Info {
         request: Some(request),
@@ -199,7 +202,7 @@ pub(crate) fn open<S>(
         super::shutdown::start_close(&ws.sender(), CloseCode::GOING_AWAY);
     }
     let id = shared.id;
-    let mut driver = Driver::new(stream, shared.clone());
+    let mut driver = Driver::new(shared.clone());
     if let Some(interval) = settings.config.protocol.ping_interval {
         let timeout = settings.config.protocol.pong_timeout;
         settings.heartbeat.get_or_init(|| Heartbeat::start(interval, timeout)).add(&shared);

@@ -1,0 +1,258 @@
+//! The byte stream of a connection, read and written under the connection's lock by
+//! whoever has work for it: `recv()` reads on the reader's task, a send writes on the
+//! sender's task, and the driver does the rest (see `shared.rs`).
+//!
+//! One waker, the [`ReadFlag`]'s, is registered for read readiness whoever reads, so
+//! the stream's registration never flips between tasks; the flag passes readiness on
+//! to a `recv()` that waits for data, or to the driver. Writes register the driver's
+//! waker: a write that cannot finish at once is the driver's to finish.
+
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::error::Error;
+use crate::shared::Inner;
+
+/// What a connection runs on: TCP, TLS, or an upgraded hyper connection.
+pub(crate) trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for T {}
+
+/// The most slices in one vectored write.
+const MAX_IO_SLICES: usize = 64;
+/// Reads are at least this large (when the frame in progress needs more, up to
+/// `MAX_READ`).
+const MIN_READ: usize = 4 * 1024;
+const MAX_READ: usize = 256 * 1024;
+
+/// The waker the stream's reads register. It notes that readiness changed, so a read
+/// attempt with no news can be skipped (a read that returns `Pending` costs as much as
+/// the rest of a small message's work), and it wakes a `recv()` that waits for data
+/// (the hot path: that task reads, decodes and answers in one poll) or else the driver.
+#[derive(Default)]
+pub(crate) struct ReadFlag {
+    woken: AtomicBool,
+    /// A `recv()` waits for data: readiness goes to it.
+    recv_parked: AtomicBool,
+    /// The driver waits for data too (it decodes while closing, or for `closed()`).
+    driver_wants: AtomicBool,
+    wakers: Mutex<Wakers>,
+}
+
+#[derive(Default)]
+struct Wakers {
+    driver: Option<Waker>,
+    recv: Option<Waker>,
+}
+
+impl Wake for ReadFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::SeqCst);
+        let recv = self.recv_parked.swap(false, Ordering::SeqCst);
+        let driver = !recv || self.driver_wants.load(Ordering::SeqCst);
+        // Woken under the lock, without a clone: a waker only schedules, it never polls
+        // (so it cannot come back to this lock).
+        let wakers = self.wakers.lock().unwrap_or_else(|p| p.into_inner());
+        if recv && let Some(w) = &wakers.recv {
+            w.wake_by_ref();
+        }
+        if driver && let Some(w) = &wakers.driver {
+            w.wake_by_ref();
+        }
+    }
+}
+
+impl ReadFlag {
+    fn set(&self, driver: bool, waker: &Waker) {
+        let mut wakers = self.wakers.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = if driver { &mut wakers.driver } else { &mut wakers.recv };
+        *slot = Some(waker.clone());
+    }
+}
+
+/// The stream and the state of its reads and writes.
+pub(crate) struct Socket {
+    stream: Box<dyn Transport>,
+    flag: Arc<ReadFlag>,
+    read_waker: Waker,
+    /// The last read returned `Pending`: the stream has the flag's waker.
+    read_pending: bool,
+    /// A frame larger than a minimum read arrived on this connection.
+    large_frames: bool,
+    /// Data was read since the driver's last timer tick: keep the buffers for reuse.
+    pub(crate) active: bool,
+    /// The write side was shut down.
+    pub(crate) shut_down: bool,
+}
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket").field("shut_down", &self.shut_down).finish_non_exhaustive()
+    }
+}
+
+/// What a read attempt got.
+#[derive(PartialEq, Eq)]
+pub(crate) enum Read {
+    /// Nothing (the socket had nothing, or reading is paused or over).
+    Nothing,
+    /// Data, or the end of the stream.
+    Data,
+    /// Data, and the socket has no more for now.
+    Drained,
+}
+
+impl Socket {
+    pub(crate) fn new(stream: impl Transport) -> Socket {
+        let flag = Arc::new(ReadFlag::default());
+        Socket {
+            stream: Box::new(stream),
+            read_waker: Waker::from(flag.clone()),
+            flag,
+            read_pending: false,
+            large_frames: false,
+            active: false,
+            shut_down: false,
+        }
+    }
+
+    /// The driver's waker changed: readiness it should see goes to the new one.
+    pub(crate) fn set_driver_waker(&self, waker: &Waker) {
+        self.flag.set(true, waker);
+    }
+
+    /// A `recv()` waits for data with `waker` (`changed`: not the waker it had last).
+    pub(crate) fn park_recv(&self, waker: &Waker, changed: bool, driver_wants: bool) {
+        if changed {
+            self.flag.set(false, waker);
+        }
+        self.flag.driver_wants.store(driver_wants, Ordering::SeqCst);
+        self.flag.recv_parked.store(true, Ordering::SeqCst);
+    }
+
+    /// No `recv()` waits any more: readiness goes to the driver.
+    pub(crate) fn unpark_recv(&self) {
+        self.flag.recv_parked.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether the driver is woken by readiness even while a `recv()` waits.
+    pub(crate) fn set_driver_wants(&self, wants: bool) {
+        self.flag.driver_wants.store(wants, Ordering::SeqCst);
+    }
+
+    pub(crate) fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+impl Inner {
+    /// Reads what the socket has into the connection's buffer, unless the buffer is
+    /// full (up to `max_read_buffer`, plus the frame in progress).
+    pub(crate) fn read_socket(&mut self) -> Result<Read, Error> {
+        if self.eof {
+            return Ok(Read::Nothing);
+        }
+        if !self.below_read_limit() {
+            self.read_paused = true;
+            return Ok(Read::Nothing);
+        }
+        self.read_paused = false;
+        let socket = &mut self.socket;
+        let hint = self.conn.read_hint();
+        socket.large_frames |= hint > MIN_READ;
+        let want = hint.clamp(MIN_READ, MAX_READ);
+        let buf = self.conn.read_buffer();
+        if socket.large_frames && buf.is_empty() {
+            // Start again at the front of the allocation when no message still holds
+            // part of it (free now; later, a frame that ran past its end would have to
+            // be moved there: a copy of all of it, once per large message). Small
+            // frames never get there: a reserve with nothing buffered does the same.
+            let _ = buf.try_reclaim(buf.capacity() + 1);
+        }
+        if buf.capacity() - buf.len() < MIN_READ {
+            buf.reserve(want);
+        }
+        if socket.read_pending && !socket.flag.woken.swap(false, Ordering::SeqCst) {
+            // Still registered and no readiness news: the socket has nothing for us.
+            return Ok(Read::Nothing);
+        }
+        let room = buf.capacity() - buf.len();
+        let result = tokio_util::io::poll_read_buf(
+            Pin::new(&mut socket.stream),
+            &mut Context::from_waker(&socket.read_waker),
+            buf,
+        );
+        socket.read_pending = result.is_pending();
+        match result {
+            Poll::Ready(Ok(0)) => {
+                self.eof = true;
+                self.wake_recv();
+                self.wake_driver();
+                Ok(Read::Data)
+            }
+            Poll::Ready(Ok(n)) => {
+                socket.active = true;
+                self.conn.note_received();
+                if self.conn.is_closed() {
+                    // Closed: what follows is discarded.
+                    self.conn.read_buffer().clear();
+                }
+                self.wake_recv();
+                // A read that did not fill the room took all the socket had.
+                Ok(if n < room { Read::Drained } else { Read::Data })
+            }
+            Poll::Ready(Err(e)) => Err(e.into()),
+            Poll::Pending => {
+                // A connection that has not been active since the last timer tick
+                // holds no buffers while it waits.
+                if !socket.active && self.conn.read_buffer().is_empty() {
+                    self.conn.release_buffers();
+                }
+                Ok(Read::Nothing)
+            }
+        }
+    }
+
+    /// Writes everything queued, as few syscalls as the socket allows; a write that
+    /// cannot finish registers `cx`. Returns whether anything was written.
+    pub(crate) fn write_socket(&mut self, cx: &mut Context<'_>) -> Result<bool, Error> {
+        let socket = &mut self.socket;
+        let mut wrote = false;
+        while !self.conn.outbound().is_empty() && !socket.shut_down {
+            let outbound = self.conn.outbound();
+            // One chunk goes out with a plain write (`send`), cheaper than `writev`.
+            let result = if outbound.chunk_count() > 1 && socket.stream.is_write_vectored() {
+                let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
+                let n = outbound.io_slices(&mut slices);
+                Pin::new(&mut socket.stream).poll_write_vectored(cx, &slices[..n])
+            } else {
+                Pin::new(&mut socket.stream).poll_write(cx, outbound.first_chunk())
+            };
+            match result {
+                Poll::Ready(Ok(0)) => return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into()),
+                Poll::Ready(Ok(n)) => {
+                    outbound.advance(n);
+                    wrote = true;
+                }
+                Poll::Ready(Err(e)) => return Err(e.into()),
+                Poll::Pending => break,
+            }
+        }
+        if wrote {
+            if let Poll::Ready(Err(e)) = Pin::new(&mut socket.stream).poll_flush(cx) {
+                return Err(e.into());
+            }
+            self.wake_written();
+        }
+        Ok(wrote)
+    }
+}
