@@ -167,6 +167,10 @@ impl Inner {
         }
         self.read_paused = false;
         let socket = &mut self.socket;
+        if socket.read_pending && !socket.flag.woken.swap(false, Ordering::SeqCst) {
+            // Still registered and no readiness news: the socket has nothing for us.
+            return Ok(Read::Nothing);
+        }
         let hint = self.conn.read_hint();
         socket.large_frames |= hint > MIN_READ;
         let want = hint.clamp(MIN_READ, MAX_READ);
@@ -180,10 +184,6 @@ impl Inner {
         }
         if buf.capacity() - buf.len() < MIN_READ {
             buf.reserve(want);
-        }
-        if socket.read_pending && !socket.flag.woken.swap(false, Ordering::SeqCst) {
-            // Still registered and no readiness news: the socket has nothing for us.
-            return Ok(Read::Nothing);
         }
         let room = buf.capacity() - buf.len();
         let result = tokio_util::io::poll_read_buf(
