@@ -122,7 +122,9 @@ impl Outbound {
         self.written_total += n as u64;
         if self.len == 0 {
             // All written: the tail is reused from its start, unless it grew large.
-            self.chunks.clear();
+            if !self.chunks.is_empty() {
+                self.chunks.clear();
+            }
             if self.tail.capacity() > 64 * 1024 {
                 self.tail = BytesMut::new();
             } else {

@@ -92,6 +92,8 @@ pub(crate) struct Socket {
     pub(crate) active: bool,
     /// The write side was shut down.
     pub(crate) shut_down: bool,
+    /// A flush returned `Pending` (TLS records still buffered): flush again when writable.
+    needs_flush: bool,
 }
 
 impl std::fmt::Debug for Socket {
@@ -122,6 +124,7 @@ impl Socket {
             large_frames: false,
             active: false,
             shut_down: false,
+            needs_flush: false,
         }
     }
 
@@ -247,10 +250,16 @@ impl Inner {
                 Poll::Pending => break,
             }
         }
-        if wrote {
-            if let Poll::Ready(Err(e)) = Pin::new(&mut socket.stream).poll_flush(cx) {
-                return Err(e.into());
+        if wrote || socket.needs_flush {
+            // A no-op on TCP; TLS may keep records when the socket is full, and they
+            // must go out even if nothing else is ever queued.
+            match Pin::new(&mut socket.stream).poll_flush(cx) {
+                Poll::Ready(Ok(())) => socket.needs_flush = false,
+                Poll::Ready(Err(e)) => return Err(e.into()),
+                Poll::Pending => socket.needs_flush = true,
             }
+        }
+        if wrote {
             self.wake_written();
         }
         Ok(wrote)

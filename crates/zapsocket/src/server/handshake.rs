@@ -72,7 +72,9 @@ pub(crate) async fn serve_stream<S, F, Fut>(
     // The handshake's state (its read buffer, the hook's future...) is boxed and freed
     // once it is done: in the task it would stay allocated for the connection's life.
     if let Some((ws, driver)) = Box::pin(handshake(stream, peer, &settings)).await {
-        Joined::new(driver.yield_after_read(), handler(ws)).await;
+        // A task of its own: every poll of the connection goes straight to `Joined`,
+        // not through the layers of this function and the accept loop's task.
+        tokio::spawn(Joined::new(driver.yield_after_read(), handler(ws)));
     }
 }
 
