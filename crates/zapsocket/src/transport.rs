@@ -185,7 +185,11 @@ impl Inner {
             // frames never get there: a reserve with nothing buffered does the same.
             let _ = buf.try_reclaim(buf.capacity() + 1);
         }
-        if buf.capacity() - buf.len() < MIN_READ {
+        // Room for the frame in progress, or at least a quarter of a minimum read (a
+        // reserve per read would cost more than a small message's decoding: after each
+        // message the buffer starts further in, and is reclaimed once it runs low).
+        let spare = buf.capacity() - buf.len();
+        if spare < MIN_READ / 4 || hint > spare {
             buf.reserve(want);
         }
         let room = buf.capacity() - buf.len();
