@@ -56,9 +56,12 @@ impl Wake for ReadFlag {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::SeqCst);
-        let recv = self.recv_parked.swap(false, Ordering::SeqCst);
-        let driver = !recv || self.driver_wants.load(Ordering::SeqCst);
+        // No ordering beyond release/acquire is needed: a wake that misses a `recv()`
+        // parking at the same moment goes to the driver, which reads and wakes it
+        // (under the connection's lock, where the park is recorded).
+        self.woken.store(true, Ordering::Release);
+        let recv = self.recv_parked.swap(false, Ordering::AcqRel);
+        let driver = !recv || self.driver_wants.load(Ordering::Acquire);
         // Woken under the lock, without a clone: a waker only schedules, it never polls
         // (so it cannot come back to this lock).
         let wakers = self.wakers.lock().unwrap_or_else(|p| p.into_inner());
@@ -138,18 +141,18 @@ impl Socket {
         if changed {
             self.flag.set(false, waker);
         }
-        self.flag.driver_wants.store(driver_wants, Ordering::SeqCst);
-        self.flag.recv_parked.store(true, Ordering::SeqCst);
+        self.flag.driver_wants.store(driver_wants, Ordering::Release);
+        self.flag.recv_parked.store(true, Ordering::Release);
     }
 
     /// No `recv()` waits any more: readiness goes to the driver.
     pub(crate) fn unpark_recv(&self) {
-        self.flag.recv_parked.store(false, Ordering::SeqCst);
+        self.flag.recv_parked.store(false, Ordering::Release);
     }
 
     /// Whether the driver is woken by readiness even while a `recv()` waits.
     pub(crate) fn set_driver_wants(&self, wants: bool) {
-        self.flag.driver_wants.store(wants, Ordering::SeqCst);
+        self.flag.driver_wants.store(wants, Ordering::Release);
     }
 
     pub(crate) fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -170,7 +173,7 @@ impl Inner {
         }
         self.read_paused = false;
         let socket = &mut self.socket;
-        if socket.read_pending && !socket.flag.woken.swap(false, Ordering::SeqCst) {
+        if socket.read_pending && !socket.flag.woken.swap(false, Ordering::AcqRel) {
             // Still registered and no readiness news: the socket has nothing for us.
             return Ok(Read::Nothing);
         }
