@@ -382,14 +382,18 @@ impl Inner {
                     self.wake_driver();
                     Some(Err(e.into()))
                 }
-                None if self.eof && !self.conn.is_closed() => {
-                    let result = self.conn.feed_eof();
-                    self.wake_driver();
-                    result.err().map(|e| Err(e.into()))
-                }
+                None if self.eof && !self.conn.is_closed() => self.decode_eof(),
                 None => None,
             };
         }
+    }
+
+    /// The stream ended with nothing left to decode.
+    #[cold]
+    fn decode_eof(&mut self) -> Option<Result<Message>> {
+        let result = self.conn.feed_eof();
+        self.wake_driver();
+        result.err().map(|e| Err(e.into()))
     }
 
     /// Decodes in the driver when no `recv()` may: once our close frame is sent (so the

@@ -262,6 +262,7 @@ impl Connection {
 
     /// Fails the connection: queue a close frame carrying the error's code (unless one
     /// was already sent), then close.
+    #[cold]
     fn fail(&mut self, error: Error) -> Error {
         if let Some(code) = error.close_code()
             && !self.close_sent

@@ -130,6 +130,9 @@ impl Connection {
     /// Validates the part of a text frame's payload that has arrived, so that invalid
     /// UTF-8 fails the connection at once rather than when the frame completes. (Compressed
     /// text is validated as it is inflated.)
+    // Out of line, like the other rare paths below: decoding a whole uncompressed frame
+    // then stays small enough to inline into the caller's loop.
+    #[inline(never)]
     fn check_partial_text(&mut self) -> Result<(), Error> {
         let Some(mut pending) = self.pending else { return Ok(()) };
         if !self.pending_is_text(&pending) || self.pending_is_compressed(&pending) {
@@ -201,6 +204,7 @@ impl Connection {
     /// A frame of a compressed message (RFC 7692 §7.2.2): inflate it, capped at
     /// `max_message_size` on the decompressed bytes (plus the per-part overhead), then
     /// validate text as it comes out.
+    #[inline(never)]
     fn on_compressed(&mut self, header: FrameHeader, payload: &[u8]) -> Result<Option<Event>, Error> {
         let mut assembly = self.assembly.take().unwrap_or_else(|| Assembly {
             text: header.opcode == OpCode::Text,
@@ -231,6 +235,7 @@ impl Connection {
         Ok(Some(Event::Message(message(assembly.text, bytes))))
     }
 
+    #[inline(never)]
     fn on_continuation(&mut self, fin: bool, payload: &[u8]) -> Option<Event> {
         let assembly = self.assembly.as_mut()?;
         assembly.buf.extend_from_slice(payload);
@@ -245,6 +250,7 @@ impl Connection {
 
     /// The peer's close frame (RFC 6455 §5.5.1): validate, answer if we had not sent
     /// ours, and close.
+    #[inline(never)]
     fn on_close(&mut self, payload: &[u8]) -> Result<Event, Error> {
         let frame = match payload {
             [] => None,

@@ -171,6 +171,7 @@ impl Connection {
         self.close_sent = true;
     }
 
+    #[inline(never)]
     pub(super) fn queue_control(&mut self, opcode: OpCode, payload: &[u8]) {
         let mask = self.mask_key();
         let out = self.outbound.tail(payload.len() + 6);
