@@ -25,22 +25,26 @@ pub struct Outbound {
 
 impl Outbound {
     /// Bytes waiting to be written.
+    #[inline]
     pub fn len(&self) -> usize {
         self.len
     }
 
     /// Whether nothing waits to be written.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// The total number of bytes ever queued: the offset at which the last queued frame
     /// ends.
+    #[inline]
     pub fn queued_offset(&self) -> u64 {
         self.queued_total
     }
 
     /// The total number of bytes ever written.
+    #[inline]
     pub fn written_offset(&self) -> u64 {
         self.written_total
     }
@@ -61,6 +65,7 @@ impl Outbound {
     }
 
     /// The tail buffer to encode a small frame into; call [`Outbound::commit`] after.
+    #[inline]
     pub(crate) fn tail(&mut self, additional: usize) -> &mut BytesMut {
         if self.tail.is_empty() && self.tail.capacity() < additional {
             self.tail = BytesMut::with_capacity(additional.max(4096));
@@ -71,6 +76,7 @@ impl Outbound {
     }
 
     /// Records `n` bytes just appended to the tail.
+    #[inline]
     pub(crate) fn commit(&mut self, n: usize) {
         self.len += n;
         self.queued_total += n as u64;
@@ -103,11 +109,13 @@ impl Outbound {
     }
 
     /// How many chunks are queued (a vectored write is worth it above one).
+    #[inline]
     pub fn chunk_count(&self) -> usize {
         self.chunks.len() + usize::from(!self.tail.is_empty())
     }
 
     /// The first queued chunk, for transports without vectored writes.
+    #[inline]
     pub fn first_chunk(&self) -> &[u8] {
         match self.chunks.front() {
             Some(c) => c,
@@ -116,15 +124,25 @@ impl Outbound {
     }
 
     /// Marks `n` bytes as written.
-    pub fn advance(&mut self, mut n: usize) {
-        n = n.min(self.len);
+    #[inline]
+    pub fn advance(&mut self, n: usize) {
+        let n = n.min(self.len);
         self.len -= n;
         self.written_total += n as u64;
+        if self.len == 0 && self.chunks.is_empty() && self.tail.capacity() <= 64 * 1024 {
+            // The common case, everything written from the tail: reuse it from its start.
+            self.tail.clear();
+        } else {
+            self.consume(n);
+        }
+    }
+
+    /// Drops the first `n` written bytes from the chunks and the tail (already counted).
+    #[inline(never)]
+    fn consume(&mut self, mut n: usize) {
         if self.len == 0 {
             // All written: the tail is reused from its start, unless it grew large.
-            if !self.chunks.is_empty() {
-                self.chunks.clear();
-            }
+            self.chunks.clear();
             if self.tail.capacity() > 64 * 1024 {
                 self.tail = BytesMut::new();
             } else {
