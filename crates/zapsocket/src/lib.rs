@@ -29,11 +29,15 @@
 //!
 //! ## How a connection runs
 //!
-//! Each connection has a driver task that writes what is queued (every queued frame
-//! in one vectored write), reads into a bounded buffer, runs the heartbeat and ends the
-//! transport. `recv()` decodes on your task, so a slow reader pushes back on its peer
-//! through TCP instead of growing memory. Sends resolve once written; broadcasts queue
-//! without waiting, and a client whose queue is full gets the [`SlowConsumer`] policy.
+//! `recv()` reads the socket and decodes on your task, so a slow reader pushes back on
+//! its peer through TCP instead of growing memory, and a send writes at once when
+//! nothing else is queued. Each connection also has a driver (polled in the handler's
+//! task on the server) that writes what is left, every queued frame in one vectored
+//! write (the answers to a burst of messages, broadcasts), reads ahead into a bounded
+//! buffer while nobody waits in `recv()`, runs the heartbeat and ends the transport.
+//! Sends resolve once written; broadcasts queue without waiting, and a client whose
+//! queue is full gets the [`SlowConsumer`] policy. zapsocket needs no timer from the
+//! runtime ([`time`]).
 //!
 //! ## Compression
 //!
