@@ -283,34 +283,30 @@ mod tests {
         assert!(woke >= Duration::from_millis(20));
     }
 
-    #[test]
-    fn a_dropped_sleep_is_disarmed() {
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        rt.block_on(async {
-            let mut s = Box::pin(sleep(Duration::from_secs(60)));
-            assert!(futures_poll_once(s.as_mut()).await.is_pending());
-            let key = s.armed.as_ref().unwrap().0;
-            assert!(timer().lock().contains_key(&key));
-            drop(s);
-            assert!(!timer().lock().contains_key(&key));
-        });
+    #[tokio::test]
+    async fn a_dropped_sleep_is_disarmed() {
+        let s = armed_sleep().await;
+        let key = s.armed.as_ref().unwrap().0;
+        assert!(timer().lock().contains_key(&key));
+        drop(s);
+        assert!(!timer().lock().contains_key(&key));
     }
 
-    #[test]
-    fn reset_moves_the_deadline() {
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        rt.block_on(async {
-            let mut s = Box::pin(sleep(Duration::from_secs(60)));
-            assert!(futures_poll_once(s.as_mut()).await.is_pending());
-            let start = Instant::now();
-            s.as_mut().get_mut().reset(Instant::now() + Duration::from_millis(10));
-            s.as_mut().await;
-            assert!(start.elapsed() < Duration::from_secs(5));
-            assert!(s.is_elapsed());
-        });
+    #[tokio::test]
+    async fn reset_moves_the_deadline() {
+        let mut s = armed_sleep().await;
+        let start = Instant::now();
+        s.reset(Instant::now() + Duration::from_millis(10));
+        (&mut s).await;
+        assert!(start.elapsed() < Duration::from_secs(5));
+        assert!(s.is_elapsed());
     }
 
-    async fn futures_poll_once<F: Future + Unpin>(mut f: F) -> Poll<F::Output> {
-        std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut f).poll(cx))).await
+    /// A sleep of a minute, polled once: armed on the timer thread.
+    async fn armed_sleep() -> Sleep {
+        let mut s = sleep(Duration::from_secs(60));
+        let polled = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut s).poll(cx))).await;
+        assert!(polled.is_pending());
+        s
     }
 }
