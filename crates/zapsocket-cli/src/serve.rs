@@ -154,14 +154,13 @@ async fn handle(ws: WebSocket, broadcast: Clients, hub: Hub) {
     }
 }
 
-/// Echoes every data message with its type. Messages that are already decoded are fed
-/// into the sink together and flushed once, so a burst costs one write, not one per
-/// message. Returns the close frame once the connection is over.
+/// Echoes every data message with its type. Returns the close frame once the connection
+/// is over.
 async fn echo(ws: WebSocket) -> zapsocket::Result<Option<zapsocket::CloseFrame>> {
-    // `queue` waits only while the send queue is full, not for the write: the driver
-    // writes everything queued in one syscall once this task has taken every message
-    // already received, so echoes coalesce. Pings and pongs are not echoed (the library
-    // answers pings itself).
+    // `queue` waits only while the send queue is full, not for the write. A lone message
+    // is written at once, on this task; the echoes of a burst already received are
+    // queued and go out in one syscall once this task has taken the last of them. Pings
+    // and pongs are not echoed (the library answers pings itself).
     let (tx, mut rx) = ws.split();
     while let Some(message) = rx.recv().await {
         let message = message?;
