@@ -52,6 +52,35 @@ async fn wss_echoes_with_a_trusted_ca() {
     }
 }
 
+/// Both directions at once with messages larger than the sockets' buffers: writes that
+/// cannot finish at once (and TLS records left to flush) are finished when the socket
+/// is writable again, on both sides.
+#[tokio::test]
+async fn wss_echoes_large_messages_while_both_sides_send() {
+    let (ca, cert, key) = test_pki();
+    let port = tls_echo_server(&cert, &key).await;
+    let ws = Client::builder()
+        .add_root_certificate(Certificate::from_pem(ca.as_bytes()).unwrap())
+        .connect(&format!("wss://localhost:{port}/"))
+        .await
+        .unwrap();
+    let (tx, mut rx) = ws.split();
+    let messages: Vec<Vec<u8>> =
+        (0..4u8).map(|i| vec![i.wrapping_mul(37).wrapping_add(1); 3 << 20]).collect();
+    let sent = messages.clone();
+    let writer = tokio::spawn(async move {
+        for m in sent {
+            tx.send(m).await.unwrap();
+        }
+        tx
+    });
+    for expected in &messages {
+        let got = tokio::time::timeout(std::time::Duration::from_secs(30), rx.recv()).await.unwrap();
+        assert_eq!(got.unwrap().unwrap().as_bytes(), &expected[..]);
+    }
+    writer.await.unwrap();
+}
+
 #[tokio::test]
 async fn the_client_refuses_a_certificate_it_does_not_trust() {
     let (_ca, cert, key) = test_pki();
