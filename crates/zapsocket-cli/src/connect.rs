@@ -4,9 +4,8 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use std::time::Instant;
 use tokio::sync::mpsc;
 use zapsocket::{Client, CloseCode, CloseFrame, Message, WebSocket, WebSocketReceiver, WebSocketSender};
 

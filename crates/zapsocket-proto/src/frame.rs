@@ -132,7 +132,8 @@ impl FrameHeader {
     /// Appends this header to `out`.
     pub fn encode(&self, out: &mut BytesMut) {
         let (bytes, len) = self.to_bytes();
-        // See `encode_frame_rsv1`: a fixed-size copy, then the unused end cut off.
+        // The whole array, then the unused end cut off: a copy of a known size is a few
+        // moves, where a copy of `len` bytes is a call to memcpy.
         let end = out.len() + len;
         out.extend_from_slice(&bytes);
         out.truncate(end);
@@ -183,13 +184,9 @@ pub(crate) fn encode_frame_rsv1(
     mask: Option<[u8; 4]>,
 ) {
     let header = FrameHeader { fin, rsv1, opcode, mask, payload_len: payload.len() as u64 };
-    let (bytes, len) = header.to_bytes();
     out.reserve(MAX_HEADER_LEN + payload.len());
-    // The whole array, then the unused end cut off: a copy of a known size is a few
-    // moves, where a copy of `len` bytes is a call to memcpy.
-    let start = out.len() + len;
-    out.extend_from_slice(&bytes);
-    out.truncate(start);
+    header.encode(out);
+    let start = out.len();
     out.extend_from_slice(payload);
     if let Some(key) = mask {
         apply_mask(&mut out[start..], key, 0);

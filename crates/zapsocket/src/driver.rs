@@ -32,20 +32,11 @@ struct Io {
     linger_until: Option<Instant>,
     /// The server's heartbeat thread runs the keepalive timer of this open connection.
     external_keepalive: bool,
-    /// The handler runs in the same task (see `joined.rs`): after a read that drained
-    /// the socket, let it decode before reading again.
-    yield_after_read: bool,
 }
 
 impl Driver {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        let io = Io {
-            sleep: None,
-            sleep_at: None,
-            linger_until: None,
-            external_keepalive: false,
-            yield_after_read: false,
-        };
+        let io = Io { sleep: None, sleep_at: None, linger_until: None, external_keepalive: false };
         Driver { shared, io, on_done: None }
     }
 
@@ -53,16 +44,6 @@ impl Driver {
     /// thread (see `heartbeat.rs`); the driver still runs the close timers.
     pub(crate) fn external_keepalive(mut self) -> Self {
         self.io.external_keepalive = true;
-        self
-    }
-
-    /// For a driver polled with its handler in one task (`joined.rs`): once a read has
-    /// emptied the socket, the driver returns (woken again at once) so the handler decodes
-    /// and answers first; the next poll writes the answer, then reads. This saves a read
-    /// attempt and a round per message. Elsewhere a self-wake goes through the scheduler,
-    /// so it stays off.
-    pub(crate) fn yield_after_read(mut self) -> Self {
-        self.io.yield_after_read = true;
         self
     }
 
@@ -76,8 +57,6 @@ impl Driver {
 enum Step {
     /// Something changed: go round again.
     Progress,
-    /// Data was read: return, woken again at once (see `Driver::yield_after_read`).
-    Yield,
     /// Nothing to do until woken.
     Idle,
     /// The connection is over.
@@ -99,7 +78,6 @@ impl Future for Driver {
             match this.io.step(cx, &this.shared, &mut inner) {
                 Step::Progress => continue,
                 Step::Idle => return Poll::Pending,
-                Step::Yield => break,
                 Step::Done => {
                     inner.set_done();
                     drop(inner);
@@ -136,7 +114,6 @@ impl Io {
         let wants = inner.drain_wanted();
         inner.socket.set_driver_wants(wants);
         match inner.read_socket() {
-            Ok(Read::Drained) if self.yield_after_read => return Step::Yield,
             Ok(read) => progress |= read != Read::Nothing,
             Err(e) => return fail(inner, e),
         }

@@ -112,8 +112,6 @@ pub(crate) enum Read {
     Nothing,
     /// Data, or the end of the stream.
     Data,
-    /// Data, and the socket has no more for now.
-    Drained,
 }
 
 impl Socket {
@@ -195,7 +193,6 @@ impl Inner {
         if spare < MIN_READ / 4 || hint > spare {
             buf.reserve(want);
         }
-        let room = buf.capacity() - buf.len();
         let result = tokio_util::io::poll_read_buf(
             Pin::new(&mut socket.stream),
             &mut Context::from_waker(&socket.read_waker),
@@ -209,7 +206,7 @@ impl Inner {
                 self.wake_driver();
                 Ok(Read::Data)
             }
-            Poll::Ready(Ok(n)) => {
+            Poll::Ready(Ok(_)) => {
                 socket.active = true;
                 self.conn.note_received();
                 if self.conn.is_closed() {
@@ -217,8 +214,7 @@ impl Inner {
                     self.conn.read_buffer().clear();
                 }
                 self.wake_recv();
-                // A read that did not fill the room took all the socket had.
-                Ok(if n < room { Read::Drained } else { Read::Data })
+                Ok(Read::Data)
             }
             Poll::Ready(Err(e)) => Err(e.into()),
             Poll::Pending => {

@@ -74,7 +74,7 @@ pub(crate) async fn serve_stream<S, F, Fut>(
     if let Some((ws, driver)) = Box::pin(handshake(stream, peer, &settings)).await {
         // A task of its own: every poll of the connection goes straight to `Joined`,
         // not through the layers of this function and the accept loop's task.
-        tokio::spawn(Joined::new(driver.yield_after_read(), handler(ws)));
+        tokio::spawn(Joined::new(driver, handler(ws)));
     }
 }
 

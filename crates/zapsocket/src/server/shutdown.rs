@@ -2,9 +2,8 @@
 //! queued, wait for the close handshakes up to a deadline, then terminate the rest.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use std::time::Instant;
 use zapsocket_proto::CloseCode;
 
 use super::builder::Settings;

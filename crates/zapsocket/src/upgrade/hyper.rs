@@ -108,7 +108,7 @@ pub(crate) fn spawn_connection<F, Fut>(
         match on_upgrade.await {
             Ok(upgraded) => {
                 let (ws, driver) = open(TokioIo::new(upgraded), None, &[], request, admitted, &settings);
-                Joined::new(driver.yield_after_read(), handler(ws)).await;
+                Joined::new(driver, handler(ws)).await;
             }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }
