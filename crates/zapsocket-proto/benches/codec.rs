@@ -126,14 +126,26 @@ fn utf8(c: &mut Criterion) {
     group.finish();
 }
 
+/// The masking kernel at a 16-byte boundary and 14 bytes past one (where a payload
+/// after a 64-bit-length header starts in a read buffer), against the reference.
 fn mask(c: &mut Criterion) {
-    let mut buf = payload(1 << 20);
-    let mut group = c.benchmark_group("mask_1MiB");
-    group.throughput(Throughput::Bytes(buf.len() as u64));
-    group.bench_function("apply_mask", |b| b.iter(|| apply_mask(black_box(&mut buf), KEY, 1)));
-    group.bench_function("apply_mask_reference", |b| {
-        b.iter(|| apply_mask_reference(black_box(&mut buf), KEY, 1))
-    });
+    let mut group = c.benchmark_group("mask");
+    for size in [16, 1024, 64 * 1024, 1 << 20] {
+        let mut buf = payload(size + 32);
+        group.throughput(Throughput::Bytes(size as u64));
+        for start in [0, 14] {
+            let head = buf.as_ptr().align_offset(16);
+            let slice = head + start..head + start + size;
+            group.bench_function(format!("apply_mask/{size}/start{start}"), |b| {
+                b.iter(|| apply_mask(black_box(&mut buf[slice.clone()]), KEY, 1))
+            });
+        }
+        if size <= 64 * 1024 {
+            group.bench_function(format!("apply_mask_reference/{size}"), |b| {
+                b.iter(|| apply_mask_reference(black_box(&mut buf[..size]), KEY, 1))
+            });
+        }
+    }
     group.finish();
 }
 
