@@ -33,6 +33,16 @@ pub struct Config {
     ///
     /// Stops a peer from holding a closing connection open forever.
     pub close_timeout: Duration,
+    /// The most bytes waiting to be sent under which a received ping is answered at once.
+    /// Default: 1 MiB.
+    ///
+    /// Past it, the pong is held back, one at most: a newer ping replaces the held pong
+    /// (RFC 6455 §5.5.3 allows answering only the most recent ping), and it is queued once
+    /// the backlog falls below the limit ([`Connection::queue_held_pong`]). Stops a peer
+    /// that sends pings and never reads from growing our send queue without bound.
+    ///
+    /// [`Connection::queue_held_pong`]: crate::Connection::queue_held_pong
+    pub max_pong_backlog: usize,
 }
 
 /// The bytes each fragment adds to a message's size for [`Config::max_message_size`]: the
@@ -48,6 +58,7 @@ impl Default for Config {
             ping_interval: None,
             pong_timeout: Duration::from_secs(20),
             close_timeout: Duration::from_secs(5),
+            max_pong_backlog: 1 << 20,
         }
     }
 }
@@ -86,6 +97,12 @@ impl Config {
     /// Sets [`Config::close_timeout`].
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         self.close_timeout = timeout;
+        self
+    }
+
+    /// Sets [`Config::max_pong_backlog`].
+    pub fn max_pong_backlog(mut self, bytes: usize) -> Self {
+        self.max_pong_backlog = bytes;
         self
     }
 }

@@ -37,7 +37,7 @@ mod read;
 mod timers;
 mod write;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
@@ -107,6 +107,9 @@ pub struct Connection {
     sending_fragmented: Option<Sending>,
     close_frame: Option<CloseFrame>,
     close_sent: bool,
+    /// The pong for the latest ping, held while the send queue is over
+    /// [`Config::max_pong_backlog`].
+    held_pong: Option<Bytes>,
     rng: Option<StdRng>,
     timers: timers::Timers,
     /// permessage-deflate, once negotiated.
@@ -136,6 +139,7 @@ impl Connection {
             sending_fragmented: None,
             close_frame: None,
             close_sent: false,
+            held_pong: None,
             rng: None,
             timers: timers::Timers::default(),
             deflate: None,

@@ -22,6 +22,9 @@ impl Connection {
         if self.rbuf.len() > self.rbuf_seen {
             self.timers.heard();
         }
+        if self.held_pong.is_some() {
+            self.queue_held_pong();
+        }
         let event = self.decode_event();
         self.rbuf_seen = self.rbuf.len();
         event
@@ -178,9 +181,7 @@ impl Connection {
             OpCode::Continuation => Ok(self.on_continuation(header.fin, &payload)),
             OpCode::Ping => {
                 let payload = payload.freeze();
-                if !self.close_sent {
-                    self.queue_control(OpCode::Pong, &payload);
-                }
+                self.answer_ping(&payload);
                 Ok(Some(Event::Ping(payload)))
             }
             OpCode::Pong => Ok(Some(Event::Pong(payload.freeze()))),

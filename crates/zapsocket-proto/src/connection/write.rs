@@ -169,6 +169,43 @@ impl Connection {
         }
         self.queue_control(OpCode::Close, &payload[..len]);
         self.close_sent = true;
+        self.held_pong = None;
+    }
+
+    /// Answers a received ping: at once while the send queue is under
+    /// [`Config::max_pong_backlog`](crate::Config::max_pong_backlog), else by holding the
+    /// pong (replacing one held for an earlier ping). Nothing once our close is sent.
+    pub(super) fn answer_ping(&mut self, payload: &Bytes) {
+        if self.close_sent {
+            return;
+        }
+        if self.outbound.len() < self.config.max_pong_backlog {
+            // Answered now: a pong held for an earlier ping is superseded by this one.
+            self.held_pong = None;
+            self.queue_control(OpCode::Pong, payload);
+        } else {
+            self.held_pong = Some(payload.clone());
+        }
+    }
+
+    /// Queues the pong held back while the send queue was over
+    /// [`Config::max_pong_backlog`](crate::Config::max_pong_backlog), once it is below.
+    /// The I/O layer calls this after writing; decoding a frame does too. Returns
+    /// whether a pong was queued.
+    pub fn queue_held_pong(&mut self) -> bool {
+        if self.outbound.len() >= self.config.max_pong_backlog {
+            return false;
+        }
+        // None once our close is sent (sending it drops a held pong).
+        let Some(payload) = self.held_pong.take() else { return false };
+        self.queue_control(OpCode::Pong, &payload);
+        true
+    }
+
+    /// Whether a pong waits for the send queue to fall below
+    /// [`Config::max_pong_backlog`](crate::Config::max_pong_backlog).
+    pub fn has_held_pong(&self) -> bool {
+        self.held_pong.is_some()
     }
 
     #[inline(never)]

@@ -158,3 +158,51 @@ fn read_hint_reports_the_rest_of_the_frame() {
     assert_eq!(feed_all(&mut server, &bytes[10..]).len(), 1);
     assert_eq!((server.read_hint(), server.buffered_incoming()), (0, 0));
 }
+
+/// A peer that pings and never reads: past `max_pong_backlog` bytes waiting to be sent,
+/// pongs are held, one at most (for the latest ping), and go out once the queue drains.
+#[test]
+fn pongs_past_the_backlog_limit_are_held_and_only_the_latest_is_sent() {
+    let mut server = Connection::new(Role::Server, Config::default().max_pong_backlog(100));
+    for i in 0..10u8 {
+        let events = feed_all(&mut server, &from_peer(Role::Server, 0x89, &[i; 20]));
+        assert_eq!(events, [Ok(Event::Ping(Bytes::from(vec![i; 20])))]);
+    }
+    // Pongs of 22 bytes: five are queued (110 bytes, the fifth taking it past 100), the
+    // rest held, each replacing the one before.
+    assert_eq!(server.outbound().len(), 110);
+    assert!(server.has_held_pong());
+    assert!(!server.queue_held_pong(), "still over the limit");
+    let answered: Vec<u8> = frames(&take_outbound(&mut server)).iter().map(|f| f.payload[0]).collect();
+    assert_eq!(answered, [0, 1, 2, 3, 4]);
+    assert!(server.queue_held_pong());
+    assert!(!server.has_held_pong());
+    assert_eq!(sent_frames(&mut server), [Frame { b0: 0x8a, masked: false, payload: vec![9; 20] }]);
+    assert!(!server.queue_held_pong(), "one pong for the held pings");
+}
+
+/// Below the limit every ping gets its pong (Autobahn 2.10 expects all ten).
+#[test]
+fn pings_below_the_backlog_limit_are_each_answered() {
+    let mut server = conn(Role::Server);
+    let mut bytes = Vec::new();
+    for i in 0..10u8 {
+        bytes.extend(from_peer(Role::Server, 0x89, &[i; 125]));
+    }
+    assert_eq!(feed_all(&mut server, &bytes).len(), 10);
+    let answered: Vec<u8> = sent_frames(&mut server).iter().map(|f| f.payload[0]).collect();
+    assert_eq!(answered, (0..10).collect::<Vec<u8>>());
+}
+
+/// A held pong is never sent after our close frame.
+#[test]
+fn a_held_pong_is_dropped_when_we_close() {
+    let mut server = Connection::new(Role::Server, Config::default().max_pong_backlog(10));
+    feed_all(&mut server, &from_peer(Role::Server, 0x89, b"first ping"));
+    feed_all(&mut server, &from_peer(Role::Server, 0x89, b"second"));
+    assert!(server.has_held_pong());
+    server.close(std::time::Instant::now(), CloseCode::NORMAL, "bye").unwrap();
+    take_outbound(&mut server);
+    assert!(!server.queue_held_pong());
+    assert!(server.outbound().is_empty());
+}
