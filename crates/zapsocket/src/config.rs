@@ -43,7 +43,8 @@ pub struct WebSocketConfig {
     /// frame in progress. Default: 64 KiB. Past it, reading from the socket pauses (TCP
     /// backpressure), so a peer cannot grow our memory faster than we consume. It bounds
     /// both the undecoded bytes and the messages decoded while a task waits in `closed()`
-    /// without reading: at most twice this, plus one message.
+    /// without reading (each counted as its payload plus its queue entry, so that empty
+    /// messages are not free): at most twice this, plus one message.
     pub max_read_buffer: usize,
 }
 

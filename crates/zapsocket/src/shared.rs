@@ -350,7 +350,7 @@ impl Inner {
     pub(crate) fn next_message(&mut self) -> Option<Result<Message>> {
         if let Some(item) = self.inbound.pop_front() {
             if let Ok(m) = &item {
-                self.inbound_bytes -= m.len();
+                self.inbound_bytes -= inbound_cost(m);
             }
             return Some(item);
         }
@@ -418,12 +418,13 @@ impl Inner {
             any = true;
             let keep = match &item {
                 Ok(m) => {
-                    self.receiver_alive && (!closing || self.inbound_bytes + m.len() <= self.max_read_buffer)
+                    self.receiver_alive
+                        && (!closing || self.inbound_bytes + inbound_cost(m) <= self.max_read_buffer)
                 }
                 Err(_) => self.receiver_alive,
             };
             if keep {
-                self.inbound_bytes += item.as_ref().map_or(0, Message::len);
+                self.inbound_bytes += item.as_ref().map_or(0, inbound_cost);
                 self.inbound.push_back(item);
             }
         }
@@ -493,4 +494,12 @@ impl Inner {
             self.local_close = Some(CloseFrame::new(code, reason));
         }
     }
+}
+
+/// What a message decoded ahead of `recv()` counts against
+/// [`WebSocketConfig::max_read_buffer`](crate::WebSocketConfig::max_read_buffer): its
+/// payload plus its place in the queue, so that empty messages (6 bytes on the wire each)
+/// are not free.
+fn inbound_cost(message: &Message) -> usize {
+    message.len() + std::mem::size_of::<Result<Message>>()
 }
