@@ -45,5 +45,5 @@ pub use error::Error;
 pub use frame::{EncodedFrame, FrameHeader, MAX_HEADER_LEN, OpCode, encode_frame};
 pub use mask::{apply_mask, apply_mask_reference};
 pub use message::{Event, Message, Utf8Bytes};
-pub use outbound::Outbound;
+pub use outbound::{CHUNK_OVERHEAD, Outbound};
 pub use utf8::Utf8Validator;

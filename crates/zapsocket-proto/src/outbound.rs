@@ -9,6 +9,10 @@ use bytes::{Buf, Bytes, BytesMut};
 /// their own chunk and written with a vectored write, without a copy.
 const COPY_THRESHOLD: usize = 1024;
 
+/// What each chunk queued by reference costs besides its bytes (its `Bytes` handle in
+/// the queue and the shared buffer's header), as [`Outbound::cost`] counts it.
+pub const CHUNK_OVERHEAD: usize = 64;
+
 /// Encoded frames waiting for the transport, as a list of chunks for vectored writes.
 ///
 /// Small frames are appended to one contiguous tail buffer, large payloads and shared
@@ -28,6 +32,14 @@ impl Outbound {
     #[inline]
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// What the queue holds for send-queue limits: the bytes waiting plus
+    /// [`CHUNK_OVERHEAD`] per chunk queued by reference (small frames are copied into one
+    /// buffer and cost their bytes alone).
+    #[inline]
+    pub fn cost(&self) -> usize {
+        self.len + self.chunks.len() * CHUNK_OVERHEAD
     }
 
     /// Whether nothing waits to be written.
@@ -56,7 +68,16 @@ impl Outbound {
         }
         self.len += bytes.len();
         self.queued_total += bytes.len() as u64;
-        if bytes.len() <= COPY_THRESHOLD / 4 && self.tail.capacity() - self.tail.len() >= bytes.len() {
+        let spare = self.tail.capacity() - self.tail.len();
+        if bytes.len() <= COPY_THRESHOLD / 4 && (spare >= bytes.len() || self.len > bytes.len()) {
+            // Small frames queued behind others (a burst of short broadcasts to a slow
+            // reader) share one buffer: a chunk each would cost more in bookkeeping than
+            // in bytes. Alone in the queue with no buffer at hand, a frame goes by
+            // reference (no allocation for one write).
+            if spare < bytes.len() {
+                self.seal_tail();
+                self.tail = BytesMut::with_capacity(4096);
+            }
             self.tail.extend_from_slice(&bytes);
         } else {
             self.seal_tail();
@@ -87,6 +108,7 @@ impl Outbound {
         len <= COPY_THRESHOLD
     }
 
+    #[inline]
     fn seal_tail(&mut self) {
         if !self.tail.is_empty() {
             let sealed = self.tail.split().freeze();
@@ -213,5 +235,29 @@ mod tests {
         expected.extend_from_slice(b"defghi");
         assert_eq!(all, expected);
         assert_eq!(out.written_offset(), 2009);
+    }
+
+    #[test]
+    fn small_shared_frames_are_copied_into_few_buffers_in_order() {
+        let mut out = Outbound::default();
+        let mut expected = Vec::new();
+        for i in 0..10_000u32 {
+            let frame = Bytes::from(i.to_be_bytes().repeat(3));
+            expected.extend_from_slice(&frame);
+            out.push(frame);
+        }
+        assert_eq!(out.len(), 120_000);
+        assert!(out.chunk_count() <= 120_000 / 4096 + 3, "{} chunks", out.chunk_count());
+        assert!(out.cost() < out.len() + 32 * CHUNK_OVERHEAD);
+        assert_eq!(drain(&mut out), expected);
+    }
+
+    #[test]
+    fn chunks_queued_by_reference_count_their_overhead() {
+        let mut out = Outbound::default();
+        out.push(Bytes::from(vec![1; 2000]));
+        out.push(Bytes::from(vec![2; 2000]));
+        assert_eq!(out.len(), 4000);
+        assert_eq!(out.cost(), 4000 + 2 * CHUNK_OVERHEAD);
     }
 }

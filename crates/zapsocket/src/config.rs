@@ -32,6 +32,9 @@ pub struct WebSocketConfig {
     /// timeout. See [`ProtocolConfig`] for each default.
     pub protocol: ProtocolConfig,
     /// The most bytes queued for sending before the queue counts as full. Default: 1 MiB.
+    /// Counted as [`Outbound::cost`](zapsocket_proto::Outbound::cost): the bytes, plus
+    /// [`CHUNK_OVERHEAD`](zapsocket_proto::CHUNK_OVERHEAD) per large or shared frame queued
+    /// by reference (small ones are copied into one buffer).
     ///
     /// A waiting send (`send().await`) waits for room (a message larger than the limit is
     /// accepted when the queue is empty); a non-waiting one (broadcast, `try_send`)

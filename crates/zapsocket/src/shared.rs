@@ -142,7 +142,7 @@ impl Shared {
     ) -> Poll<Result<u64>> {
         let mut inner = self.lock();
         inner.check_open()?;
-        let queued = inner.conn.outbound().len();
+        let queued = inner.conn.outbound().cost();
         if queued > 0 && queued >= inner.max_send_queue {
             inner.space_waiters.push(cx.waker().clone());
             return Poll::Pending;
@@ -158,7 +158,7 @@ impl Shared {
     ) -> Result<u64> {
         let mut inner = self.lock();
         inner.check_open()?;
-        if inner.conn.outbound().len() >= inner.max_send_queue {
+        if inner.conn.outbound().cost() >= inner.max_send_queue {
             return Err(Error::new(Kind::QueueFull));
         }
         inner.enqueue(f, false)
@@ -169,7 +169,7 @@ impl Shared {
     pub(crate) fn send_encoded(&self, frame: &EncodedFrame) -> Result<bool> {
         let mut inner = self.lock();
         inner.check_open()?;
-        let queued = inner.conn.outbound().len();
+        let queued = inner.conn.outbound().cost();
         if queued > 0 && queued + frame.len() > inner.max_send_queue {
             return match inner.slow_consumer {
                 SlowConsumer::DropMessage => Ok(false),
@@ -453,7 +453,7 @@ impl Inner {
                 true
             }
         });
-        if self.conn.outbound().len() < self.max_send_queue {
+        if self.conn.outbound().cost() < self.max_send_queue {
             for w in self.space_waiters.drain(..) {
                 w.wake();
             }
