@@ -4,7 +4,7 @@
 /// masked payload. Masking and unmasking are the same operation.
 ///
 /// Works 32 bytes at a time on byte arrays, which the compiler turns into vector
-/// instructions; no `unsafe`. A buffer of [`ALIGN_FROM`] bytes or more is first brought
+/// instructions; no `unsafe`. A buffer of 1 KiB or more is first brought
 /// to a 16-byte boundary, so the vector loads and stores never straddle cache lines
 /// (a payload starts right after its frame's header, 2 to 14 bytes into a read; the
 /// `mask` group of the codec benchmark measures both starts).

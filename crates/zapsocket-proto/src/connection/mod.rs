@@ -1,37 +1,6 @@
 //! The connection state machine, for either role.
 //!
-//! # Call order
-//!
-//! A [`Connection`] never does I/O and never reads a clock. The I/O layer drives it:
-//!
-//! 1. **Inputs**: append received bytes with [`Connection::feed`] (or read straight into
-//!    [`Connection::read_buffer`]); report the end of the stream with
-//!    [`Connection::feed_eof`]; pass the current time to [`Connection::handle_timeout`]
-//!    when [`Connection::poll_timeout`] says so.
-//! 2. **Outputs**: call [`Connection::poll_event`] until it returns `None`; each call
-//!    decodes at most one event. Then write what [`Connection::outbound`] holds and call
-//!    [`Outbound::advance`](crate::Outbound::advance) with the bytes written.
-//! 3. **Commands** at any time: [`Connection::send`], [`Connection::send_uncompressed`],
-//!    [`Connection::send_fragment`], [`Connection::send_encoded`], [`Connection::ping`],
-//!    [`Connection::pong`], [`Connection::close`]. They only queue bytes. With
-//!    permessage-deflate on ([`Connection::set_deflate`], right after the handshake) they
-//!    compress as they queue.
-//! 4. **Getters**: [`Connection::state`], [`Connection::is_closed`],
-//!    [`Connection::close_frame`] tell where the connection stands. When
-//!    [`Connection::is_closed`] is true and the outbound queue is empty, the transport can
-//!    be shut down.
-//!
-//! ```
-//! use zapsocket_proto::{Connection, Config, Event, Message, Role};
-//!
-//! let mut client = Connection::new(Role::Client, Config::default());
-//! let mut server = Connection::new(Role::Server, Config::default());
-//! client.send(Message::text("hello")).unwrap();
-//! let wire = client.outbound().first_chunk().to_vec();
-//! client.outbound().advance(wire.len());
-//! server.feed(&wire);
-//! assert_eq!(server.poll_event(), Some(Ok(Event::Message(Message::text("hello")))));
-//! ```
+//! See [`Connection`] for the order in which the I/O layer calls it.
 
 mod read;
 mod timers;
@@ -90,7 +59,39 @@ struct Pending {
 
 /// The RFC 6455 state machine of one connection, sans I/O.
 ///
-/// See the [module documentation](self) for the call order.
+/// # Call order
+///
+/// A [`Connection`] never does I/O and never reads a clock. The I/O layer drives it:
+///
+/// 1. **Inputs**: append received bytes with [`Connection::feed`] (or read straight into
+///    [`Connection::read_buffer`]); report the end of the stream with
+///    [`Connection::feed_eof`]; pass the current time to [`Connection::handle_timeout`]
+///    when [`Connection::poll_timeout`] says so.
+/// 2. **Outputs**: call [`Connection::poll_event`] until it returns `None`; each call
+///    decodes at most one event. Then write what [`Connection::outbound`] holds, call
+///    [`Outbound::advance`](crate::Outbound::advance) with the bytes written, then
+///    [`Connection::queue_held_pong`] (a pong held while the queue was full goes out).
+/// 3. **Commands** at any time: [`Connection::send`], [`Connection::send_uncompressed`],
+///    [`Connection::send_fragment`], [`Connection::send_encoded`], [`Connection::ping`],
+///    [`Connection::pong`], [`Connection::close`]. They only queue bytes. With
+///    permessage-deflate on ([`Connection::set_deflate`], right after the handshake) they
+///    compress as they queue.
+/// 4. **Getters**: [`Connection::state`], [`Connection::is_closed`],
+///    [`Connection::close_frame`] tell where the connection stands. When
+///    [`Connection::is_closed`] is true and the outbound queue is empty, the transport can
+///    be shut down.
+///
+/// ```
+/// use zapsocket_proto::{Connection, Config, Event, Message, Role};
+///
+/// let mut client = Connection::new(Role::Client, Config::default());
+/// let mut server = Connection::new(Role::Server, Config::default());
+/// client.send(Message::text("hello")).unwrap();
+/// let wire = client.outbound().first_chunk().to_vec();
+/// client.outbound().advance(wire.len());
+/// server.feed(&wire);
+/// assert_eq!(server.poll_event(), Some(Ok(Event::Message(Message::text("hello")))));
+/// ```
 #[derive(Debug)]
 pub struct Connection {
     role: Role,
