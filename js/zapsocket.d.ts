@@ -174,6 +174,10 @@ export interface ConnectOptions {
   jitter?: number;
   /** Send `$resume` after a reconnection. Default true. */
   recovery?: boolean;
+  /** Silence (no message received) in ms before the client sends `$ping`. Default 25000; 0: no heartbeat. */
+  pingInterval?: number;
+  /** After a `$ping`, no message at all within this many ms: the connection is dropped and the client reconnects. Default 20000. */
+  pingTimeout?: number;
 }
 
 export interface AckOptions {

@@ -33,6 +33,8 @@ const DEFAULTS = {
   reconnectionDelayMax: 10000,
   jitter: 0.5,
   recovery: true,
+  pingInterval: 25000, // silence before a $ping; 0: no heartbeat
+  pingTimeout: 20000, // then, no message at all within this: the connection is dead
 };
 
 /** A realtime connection: events, acks, procedure calls, rooms and presence. See README.md. */
@@ -47,6 +49,8 @@ export class Socket {
   #hello = null; // the last $hello's data
   #everConnected = false;
   #waiters = [];
+  #lastHeard = 0; // Date.now() of the last message received
+  #beat = null; // the heartbeat's timer
 
   constructor(url, opts = {}) {
     this.opts = { ...DEFAULTS, ...opts, url: url ?? opts.url };
@@ -219,6 +223,38 @@ export class Socket {
     return promise;
   }
 
+  /**
+   * The heartbeat, for a connection that died without a close (a laptop put to sleep, a
+   * network switched): browsers answer the server's WebSocket pings but cannot see them.
+   * After `pingInterval` ms without a message the client sends `$ping`; when nothing at
+   * all arrives within `pingTimeout` ms after it, the connection is dropped and the
+   * client reconnects.
+   */
+  #startHeartbeat() {
+    clearTimeout(this.#beat);
+    const { pingInterval, pingTimeout } = this.opts;
+    if (!(pingInterval > 0 && Number.isFinite(pingInterval))) return;
+    const gen = this.#gen;
+    this.#lastHeard = Date.now();
+    const check = () => {
+      if (gen !== this.#gen) return;
+      const silent = Date.now() - this.#lastHeard;
+      if (silent < pingInterval) {
+        this.#beat = setTimeout(check, pingInterval - silent);
+        return;
+      }
+      const sentAt = Date.now();
+      // Any reply (an error from a server without $ping too) or other message will do.
+      this.#request((ack) => ({ event: '$ping', data: null, ack }), '$ping', pingTimeout, true).catch(() => {});
+      this.#beat = setTimeout(() => {
+        if (gen !== this.#gen) return;
+        if (this.#lastHeard >= sentAt) check();
+        else this.#conn.drop(`no message within ${pingTimeout} ms of a $ping`);
+      }, pingTimeout);
+    };
+    this.#beat = setTimeout(check, pingInterval);
+  }
+
   /** Encodes, checks the size, then writes (connected, or `direct`) or buffers. */
   #send(envelope, id, fail, direct = false) {
     let text;
@@ -259,6 +295,7 @@ export class Socket {
   // -- receiving ----------------------------------------------------------------------------
 
   #onText(text) {
+    this.#lastHeard = Date.now();
     let env;
     try {
       env = parseEnvelope(text);
@@ -425,6 +462,7 @@ export class Socket {
 
   #established({ reconnect }) {
     this.#conn.established();
+    this.#startHeartbeat();
     this.state = 'connected';
     this.#everConnected = true;
     this.#flush();
@@ -437,6 +475,7 @@ export class Socket {
   #onClosed({ code, reason, willReconnect, deliberate = false }) {
     const was = this.state;
     this.#gen++;
+    clearTimeout(this.#beat);
     const lost = new ZapError('disconnected', `connection closed (${code}${reason ? `: ${reason}` : ''})`);
     this.#requests.failSent(lost);
     if (willReconnect) this.state = this.#everConnected ? 'reconnecting' : 'connecting';

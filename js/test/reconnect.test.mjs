@@ -157,3 +157,38 @@ test('a deliberate close does not reconnect', async () => {
   assert.equal(reconnecting.length, 0);
   assert.equal(ada.emit('echo', 1), false);
 });
+
+test('a server that goes silent without closing is found out by the heartbeat, then reconnected to', async () => {
+  const silent = await startServer();
+  try {
+    const ada = connect(silent.wsUrl, {
+      WebSocket,
+      query: { name: 'ada' },
+      pingInterval: 200,
+      pingTimeout: 300,
+      timeout: 1000,
+      reconnectionDelay: 100,
+      reconnectionDelayMax: 300,
+    });
+    sockets.push(ada);
+    await ada.ready();
+    // Idle but healthy: each $ping is answered, nothing drops.
+    const drops = collect(ada, 'disconnect');
+    await sleep(1000);
+    assert.equal(drops.length, 0, 'answered $pings keep an idle connection');
+    // The server stops answering anything without closing, as a dead network looks.
+    silent.proc.kill('SIGSTOP');
+    const info = await next(ada, 'disconnect', 3000);
+    assert.equal(info.willReconnect, true);
+    assert.match(info.reason, /\$ping/);
+    assert.equal(ada.state, 'reconnecting');
+    silent.proc.kill('SIGCONT');
+    await next(ada, 'reconnect', 20000);
+    assert.equal(ada.state, 'connected');
+    assert.deepEqual(names(await ada.join(`heartbeat-${Date.now()}`)), ['ada'], 'the new connection serves requests');
+  } finally {
+    silent.proc.kill('SIGCONT');
+    await silent.stop();
+  }
+});
+

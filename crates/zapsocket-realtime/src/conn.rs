@@ -239,7 +239,7 @@ fn check_middlewares(socket: &Socket, name: &str, data: &str) -> Result<(), Repl
     Ok(())
 }
 
-/// The protocol's own requests: `$join`, `$leave`, `$members`, `$resume`.
+/// The protocol's own requests: `$join`, `$leave`, `$members`, `$ping`, `$resume`.
 fn reserved(socket: &Socket, name: &str, data: &str) -> Reply {
     let room = || -> Result<String, ReplyError> {
         let request: RoomRequest =
@@ -261,6 +261,9 @@ fn reserved(socket: &Socket, name: &str, data: &str) -> Reply {
             socket.hub.check_room(&room)?;
             Ok(envelope::to_json(&socket.hub.presence_of(&socket.hub.read_state(), &room)))
         }
+        // A liveness check from a client that cannot see WebSocket pings (a browser):
+        // the reply is the answer.
+        "$ping" => Ok("null".into()),
         "$error" => {
             tracing::debug!(session = socket.id(), error = data, "$error from a client");
             Ok("null".into())

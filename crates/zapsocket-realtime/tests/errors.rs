@@ -201,3 +201,20 @@ async fn resume_is_answered_with_recovery_unavailable() {
     let answer = exchange(&mut ws, &resume.to_string()).await;
     assert_eq!(error_reply(&answer, 1), "recovery_unavailable");
 }
+
+/// `$ping` (the liveness check of clients that cannot see WebSocket pings) is answered
+/// with a `null` reply; without an ack it gets nothing back.
+#[tokio::test]
+async fn ping_is_answered_with_a_null_reply() {
+    let hub = hub(HubConfig::default());
+    let url = serve(&hub).await;
+    let (mut ws, _) = raw(&url).await;
+    assert_eq!(
+        exchange(&mut ws, r#"{"event":"$ping","data":null,"ack":3}"#).await,
+        json!({"reply": 3, "data": null})
+    );
+    // Without an ack, nothing comes back: the next answer is the next request's.
+    ws.send(r#"{"event":"$ping"}"#).await.unwrap();
+    let answer = exchange(&mut ws, r#"{"event":"ping","data":1,"ack":4}"#).await;
+    assert_eq!(answer, json!({"reply": 4, "data": 2}), "no reply to a $ping without an ack");
+}
