@@ -169,3 +169,62 @@ async fn close_codes_that_forbid_it_and_a_deliberate_close_do_not_reconnect() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(hub.metrics().connections, 0, "no reconnection");
 }
+
+/// A TCP proxy in front of `upstream` that can freeze: while frozen it forwards nothing
+/// either way and closes nothing, as a dead network or a suspended server looks.
+async fn freezable_proxy(upstream: u16) -> (u16, tokio::sync::watch::Sender<bool>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (frozen_tx, frozen) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else { continue };
+            let (cr, cw) = client.into_split();
+            let (sr, sw) = server.into_split();
+            for (mut from, mut to) in [
+                (
+                    Box::new(cr) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+                    Box::new(sw) as Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+                ),
+                (Box::new(sr), Box::new(cw)),
+            ] {
+                let mut frozen = frozen.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n @ 1..) = from.read(&mut buf).await {
+                        // Frozen: hold the bytes (and the connection) until thawed.
+                        if frozen.wait_for(|f| !f).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to.shutdown().await;
+                });
+            }
+        }
+    });
+    (port, frozen_tx)
+}
+
+#[tokio::test]
+async fn the_heartbeat_finds_a_connection_that_died_without_a_close_and_reconnects() {
+    let hub = Hub::new();
+    let (port, _server) = serve_on(&hub, 0).await;
+    let (proxied, freeze) = freezable_proxy(port).await;
+    let client = Client::builder()
+        .reconnect(Some(fast()))
+        .heartbeat(Duration::from_millis(200), Duration::from_millis(300))
+        .connect(&format!("ws://127.0.0.1:{proxied}/"))
+        .await
+        .unwrap();
+    // Idle but healthy: the pings are answered, the connection stays.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(*client.state_changes().borrow(), ConnState::Connected);
+    // Everything stops getting through, nothing is closed.
+    freeze.send(true).unwrap();
+    wait_state(&client, |s| matches!(s, ConnState::Reconnecting { .. })).await;
+    // Back: a new connection through the proxy serves requests.
+    freeze.send(false).unwrap();
+    wait_state(&client, |s| *s == ConnState::Connected).await;
+    client.join("after").await.unwrap();
+}

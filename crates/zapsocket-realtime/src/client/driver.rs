@@ -48,6 +48,11 @@ pub(super) async fn open(
     settings: &Settings,
 ) -> Result<(WebSocketSender, WebSocketReceiver, Hello), ConnectError> {
     let mut builder = zapsocket::Client::builder().protocol(crate::SUBPROTOCOL);
+    if let Some((interval, timeout)) = settings.heartbeat {
+        let mut config = zapsocket::WebSocketConfig::default();
+        config.protocol = config.protocol.ping_interval(Some(interval)).pong_timeout(timeout);
+        builder = builder.config(config);
+    }
     for (name, value) in &settings.headers {
         builder = builder.header(name.as_str(), value.as_str());
     }

@@ -23,7 +23,9 @@
 //! backoff and jitter, presents its session and offsets with `$resume` (the server
 //! replays what was missed), or, when the server cannot, joins the client's rooms again.
 //! Emits made meanwhile wait in a bounded buffer and go out in order; requests that were
-//! already sent fail with `disconnected`.
+//! already sent fail with `disconnected`. A connection that dies without a close (a
+//! suspended server, a network gone) is found by the heartbeat: WebSocket pings every
+//! 25 s, lost when nothing arrives within 20 s of one ([`ClientBuilder::heartbeat`]).
 
 mod driver;
 mod link;
@@ -128,6 +130,8 @@ pub(crate) struct Settings {
     hello_timeout: Duration,
     reconnect: Option<Reconnect>,
     recovery: bool,
+    /// WebSocket pings: (interval, how long the server may stay silent after one).
+    heartbeat: Option<(Duration, Duration)>,
 }
 
 impl Default for ClientBuilder {
@@ -142,6 +146,7 @@ impl Default for ClientBuilder {
                 hello_timeout: Duration::from_secs(10),
                 reconnect: Some(Reconnect::default()),
                 recovery: true,
+                heartbeat: Some((Duration::from_secs(25), Duration::from_secs(20))),
             },
         }
     }
@@ -185,6 +190,21 @@ impl ClientBuilder {
     /// Default: true.
     pub fn recovery(mut self, recovery: bool) -> Self {
         self.settings.recovery = recovery;
+        self
+    }
+
+    /// Pings the server every `interval` (WebSocket pings) and counts the connection as
+    /// lost (then reconnects) when nothing at all arrives within `timeout` after one: a
+    /// server or network that died without a close. Default: every 25 s, 20 s timeout.
+    pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.settings.heartbeat = Some((interval, timeout));
+        self
+    }
+
+    /// Turns the heartbeat off: a connection that dies without a close is noticed only
+    /// when the operating system gives up on it.
+    pub fn no_heartbeat(mut self) -> Self {
+        self.settings.heartbeat = None;
         self
     }
 
