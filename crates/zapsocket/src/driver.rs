@@ -32,11 +32,21 @@ struct Io {
     linger_until: Option<Instant>,
     /// The server's heartbeat thread runs the keepalive timer of this open connection.
     external_keepalive: bool,
+    /// Data waits and no `recv()` waits: when the handler will count as busy elsewhere
+    /// (unless it calls `recv()` by then), and its `recv()` count at the start.
+    busy: Option<(Instant, u64)>,
 }
+
+/// How long received data may wait for a handler that does not call `recv()` before the
+/// driver decodes it (answering pings, seeing a close). Shorter would hand a handler's
+/// messages over behind a protocol error in a later frame while it is still answering
+/// the one before (Autobahn's cases 3.2, 4.x, 5.15 for clients).
+const BUSY_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl Driver {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        let io = Io { sleep: None, sleep_at: None, linger_until: None, external_keepalive: false };
+        let io =
+            Io { sleep: None, sleep_at: None, linger_until: None, external_keepalive: false, busy: None };
         Driver { shared, io, on_done: None }
     }
 
@@ -117,8 +127,9 @@ impl Io {
             Ok(read) => progress |= read != Read::Nothing,
             Err(e) => return fail(inner, e),
         }
+        let busy_until = self.busy(inner);
         progress |= inner.drain();
-        match self.timers(cx, inner) {
+        match self.timers(cx, inner, busy_until) {
             Ok(fired) => progress |= fired,
             Err(e) => return fail(inner, e),
         }
@@ -128,15 +139,57 @@ impl Io {
         if progress { Step::Progress } else { Step::Idle }
     }
 
-    /// Runs the protocol timers; arms a sleep for the next deadline.
-    fn timers(&mut self, cx: &mut Context<'_>, inner: &mut Inner) -> Result<bool, Error> {
-        if self.external_keepalive && inner.conn.state() == zapsocket_proto::State::Open {
+    /// Watches for a handler busy elsewhere: data waits, no `recv()` waits, and none is
+    /// called for `BUSY_GRACE`; then lets `drain` decode. Returns the deadline to wake at
+    /// while watching. (Runs only when the driver does: not on the hot path.)
+    #[inline(never)]
+    fn busy(&mut self, inner: &mut Inner) -> Option<Instant> {
+        let waiting = !inner.conn.read_buffer().is_empty() && !inner.recv_waiting && !inner.decode_ahead;
+        if !waiting {
+            self.busy = None;
+            return None;
+        }
+        match self.busy {
+            Some((deadline, calls)) if calls == inner.recv_calls => {
+                if Instant::now() < deadline {
+                    return Some(deadline);
+                }
+                inner.decode_ahead = true;
+                self.busy = None;
+                None
+            }
+            _ => {
+                let deadline = Instant::now() + BUSY_GRACE;
+                self.busy = Some((deadline, inner.recv_calls));
+                Some(deadline)
+            }
+        }
+    }
+
+    /// Runs the protocol timers; arms a sleep for the next deadline (`busy_until` too).
+    fn timers(
+        &mut self,
+        cx: &mut Context<'_>,
+        inner: &mut Inner,
+        busy_until: Option<Instant>,
+    ) -> Result<bool, Error> {
+        if self.external_keepalive
+            && busy_until.is_none()
+            && inner.conn.state() == zapsocket_proto::State::Open
+        {
             // Only keepalive deadlines exist while open: the heartbeat thread has them.
             return Ok(false);
         }
-        let mut deadline = inner.conn.poll_timeout();
+        let mut deadline = if self.external_keepalive && inner.conn.state() == zapsocket_proto::State::Open {
+            None
+        } else {
+            inner.conn.poll_timeout()
+        };
         if let Some(linger) = self.linger_until {
             deadline = Some(deadline.map_or(linger, |d| d.min(linger)));
+        }
+        if let Some(busy) = busy_until {
+            deadline = Some(deadline.map_or(busy, |d| d.min(busy)));
         }
         let Some(deadline) = deadline else {
             if inner.conn.config().ping_interval.is_some() && !inner.conn.is_closed() {

@@ -79,3 +79,39 @@ async fn a_client_waiting_in_closed_answers_the_heartbeat() {
     }
     assert!(pings >= 3, "only {pings} pings kept in 900 ms");
 }
+
+/// A handler busy elsewhere (not calling `recv()`) still has its peer's pings answered
+/// (after a grace of 100 ms), and the messages that arrived meanwhile wait for it, in
+/// order.
+#[tokio::test]
+async fn pings_are_answered_while_the_handler_is_busy() {
+    // The default heartbeat on: its thread runs the keepalive timer, the driver the grace.
+    let server = Server::builder().bind().await.unwrap();
+    let addr = server.local_addr();
+    let (busy_done, mut until_busy_done) = tokio::sync::mpsc::unbounded_channel::<()>();
+    tokio::spawn(server.serve(move |mut ws: WebSocket| {
+        let busy_done = busy_done.clone();
+        async move {
+            // Busy: not reading for a while.
+            zapsocket::time::sleep(Duration::from_millis(1500)).await;
+            let _ = busy_done.send(());
+            while let Some(Ok(msg)) = ws.recv().await {
+                if msg.is_data() && ws.send(msg).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }));
+    let mut peer = RawPeer::connect(addr, "/").await;
+    peer.send_frame(0x81, b"a").await;
+    peer.send_frame(0x89, b"are you there").await;
+    peer.send_frame(0x81, b"b").await;
+    let (b0, payload) =
+        zapsocket::time::timeout(Duration::from_secs(1), peer.read_frame()).await.expect("a pong while busy");
+    assert_eq!((b0, payload.as_slice()), (0x8a, &b"are you there"[..]));
+    assert!(until_busy_done.try_recv().is_err(), "answered before the handler read anything");
+    for echo in [b"a", b"b"] {
+        let frame = zapsocket::time::timeout(Duration::from_secs(5), peer.read_frame()).await.unwrap();
+        assert_eq!(frame, (0x81, echo.to_vec()));
+    }
+}
