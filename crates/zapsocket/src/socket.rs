@@ -92,6 +92,11 @@ impl WebSocket {
     /// violation by the peer yields one `Err` (the matching close frame is already
     /// sent), then `None`.
     ///
+    /// Pings are answered as frames are decoded: here, or by the connection itself when
+    /// no `recv()` has been called for 100 ms while data waited (a handler busy
+    /// elsewhere); what it decodes then waits for `recv()`, in order, within
+    /// [`WebSocketConfig::max_read_buffer`](crate::WebSocketConfig::max_read_buffer).
+    ///
     /// Cancel safe: a message is only taken when this returns it.
     pub async fn recv(&mut self) -> Option<Result<Message>> {
         self.rx.recv().await
