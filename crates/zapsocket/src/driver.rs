@@ -144,7 +144,11 @@ impl Io {
     /// while watching. (Runs only when the driver does: not on the hot path.)
     #[inline(never)]
     fn busy(&mut self, inner: &mut Inner) -> Option<Instant> {
-        let waiting = !inner.conn.read_buffer().is_empty() && !inner.recv_waiting && !inner.decode_ahead;
+        // (When `drain` decodes anyway, closing or for `closed()`, there is nothing to watch.)
+        let waiting = !inner.conn.read_buffer().is_empty()
+            && !inner.recv_waiting
+            && !inner.decode_ahead
+            && !inner.drain_wanted();
         if !waiting {
             self.busy = None;
             return None;
