@@ -32,9 +32,20 @@ struct Io {
     linger_until: Option<Instant>,
     /// The server's heartbeat thread runs the keepalive timer of this open connection.
     external_keepalive: bool,
-    /// Data waits and no `recv()` waits: when the handler will count as busy elsewhere
-    /// (unless it calls `recv()` by then), and its `recv()` count at the start.
-    busy: Option<(Instant, u64)>,
+    /// Whether the handler is busy elsewhere, with data waiting for it.
+    busy: Busy,
+}
+
+/// What the driver knows of a handler that does not call `recv()`; `calls` is its
+/// `recv()` count when this began, so any call since ends it.
+#[derive(Clone, Copy)]
+enum Busy {
+    /// No data waits for it (or a `recv()` waits for data).
+    No,
+    /// Data waits: at `deadline` the handler counts as busy.
+    Watching { deadline: Instant, calls: u64 },
+    /// Busy: the driver decodes what arrives, until `recv()` is called again.
+    Ahead { calls: u64 },
 }
 
 /// How long received data may wait for a handler that does not call `recv()` before the
@@ -46,7 +57,7 @@ const BUSY_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
 impl Driver {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         let io =
-            Io { sleep: None, sleep_at: None, linger_until: None, external_keepalive: false, busy: None };
+            Io { sleep: None, sleep_at: None, linger_until: None, external_keepalive: false, busy: Busy::No };
         Driver { shared, io, on_done: None }
     }
 
@@ -128,7 +139,7 @@ impl Io {
             Err(e) => return fail(inner, e),
         }
         let busy_until = self.busy(inner);
-        progress |= inner.drain();
+        progress |= inner.drain(matches!(self.busy, Busy::Ahead { .. }));
         match self.timers(cx, inner, busy_until) {
             Ok(fired) => progress |= fired,
             Err(e) => return fail(inner, e),
@@ -140,31 +151,32 @@ impl Io {
     }
 
     /// Watches for a handler busy elsewhere: data waits, no `recv()` waits, and none is
-    /// called for `BUSY_GRACE`; then lets `drain` decode. Returns the deadline to wake at
-    /// while watching. (Runs only when the driver does: not on the hot path.)
+    /// called for `BUSY_GRACE`; then `drain` decodes ahead until `recv()` is called.
+    /// Returns the deadline to wake at while watching. (Runs only when the driver does:
+    /// not on the hot path.)
     #[inline(never)]
-    fn busy(&mut self, inner: &mut Inner) -> Option<Instant> {
+    fn busy(&mut self, inner: &Inner) -> Option<Instant> {
+        let calls = inner.recv_calls;
+        if matches!(self.busy, Busy::Ahead { calls: c } if c == calls) {
+            return None;
+        }
         // (When `drain` decodes anyway, closing or for `closed()`, there is nothing to watch.)
-        let waiting = !inner.conn.read_buffer().is_empty()
-            && !inner.recv_waiting
-            && !inner.decode_ahead
-            && !inner.drain_wanted();
+        let waiting = inner.conn.undecoded_len() != 0 && !inner.recv_waiting && !inner.drain_wanted();
         if !waiting {
-            self.busy = None;
+            self.busy = Busy::No;
             return None;
         }
         match self.busy {
-            Some((deadline, calls)) if calls == inner.recv_calls => {
+            Busy::Watching { deadline, calls: c } if c == calls => {
                 if Instant::now() < deadline {
                     return Some(deadline);
                 }
-                inner.decode_ahead = true;
-                self.busy = None;
+                self.busy = Busy::Ahead { calls };
                 None
             }
             _ => {
                 let deadline = Instant::now() + BUSY_GRACE;
-                self.busy = Some((deadline, inner.recv_calls));
+                self.busy = Busy::Watching { deadline, calls };
                 Some(deadline)
             }
         }
@@ -177,18 +189,13 @@ impl Io {
         inner: &mut Inner,
         busy_until: Option<Instant>,
     ) -> Result<bool, Error> {
-        if self.external_keepalive
-            && busy_until.is_none()
-            && inner.conn.state() == zapsocket_proto::State::Open
-        {
-            // Only keepalive deadlines exist while open: the heartbeat thread has them.
+        // Only keepalive deadlines exist while open: the heartbeat thread has them.
+        let keepalive_elsewhere =
+            self.external_keepalive && inner.conn.state() == zapsocket_proto::State::Open;
+        if keepalive_elsewhere && busy_until.is_none() {
             return Ok(false);
         }
-        let mut deadline = if self.external_keepalive && inner.conn.state() == zapsocket_proto::State::Open {
-            None
-        } else {
-            inner.conn.poll_timeout()
-        };
+        let mut deadline = if keepalive_elsewhere { None } else { inner.conn.poll_timeout() };
         if let Some(linger) = self.linger_until {
             deadline = Some(deadline.map_or(linger, |d| d.min(linger)));
         }

@@ -55,9 +55,6 @@ pub(crate) struct Inner {
     /// Counts `recv()` polls: the driver sees from it whether the handler came back for
     /// data within `BUSY_GRACE` (see `driver.rs`).
     pub(crate) recv_calls: u64,
-    /// The handler has not called `recv()` for `BUSY_GRACE` while data waited: the
-    /// driver decodes ahead (see `drain`), until `recv()` is called again.
-    pub(crate) decode_ahead: bool,
     /// The stream, read and written under this lock.
     pub(crate) socket: Socket,
     /// An I/O error met outside the driver, for the driver to end the connection with.
@@ -101,7 +98,6 @@ impl Shared {
                 recv_waker: None,
                 recv_waiting: false,
                 recv_calls: 0,
-                decode_ahead: false,
                 socket: Socket::new(stream),
                 io_error: None,
                 write_waiters: Vec::new(),
@@ -229,7 +225,6 @@ impl Shared {
         // Here already: reads below need not wake this task.
         inner.recv_waiting = false;
         inner.recv_calls = inner.recv_calls.wrapping_add(1);
-        inner.decode_ahead = false;
         loop {
             if let Some(item) = inner.next_message() {
                 inner.socket.unpark_recv();
@@ -408,18 +403,16 @@ impl Inner {
 
     /// Decodes in the driver when no `recv()` may: once our close frame is sent (so the
     /// peer's answer is seen even if nobody reads), when the receiver is gone, while a
-    /// task waits in `closed()`, and when the handler has not called `recv()` for
-    /// `BUSY_GRACE` while data waited (busy elsewhere: its peer's pings are still
-    /// answered). Messages are kept for `recv()` up to `max_read_buffer` bytes: past that,
+    /// task waits in `closed()`, and with `ahead` (the driver found the handler busy
+    /// elsewhere: no `recv()` for `BUSY_GRACE` while data waited, so its peer's pings are
+    /// still answered). Messages are kept for `recv()` up to `max_read_buffer` bytes: past that,
     /// while closing they are dropped; otherwise decoding stops until `recv()` takes them
     /// (nothing is lost). Otherwise decoding is left to `recv()`, on the reader's task, so
     /// that a message is handed over (and answered) before a protocol error in a later
     /// frame fails the connection. Returns whether anything was decoded.
-    pub(crate) fn drain(&mut self) -> bool {
+    pub(crate) fn drain(&mut self, ahead: bool) -> bool {
         let closing = !self.receiver_alive || self.conn.state() == State::CloseSent;
-        if !closing
-            && (self.conn.read_buffer().is_empty() || (self.done_waiters.is_empty() && !self.decode_ahead))
-        {
+        if !closing && (self.conn.read_buffer().is_empty() || (self.done_waiters.is_empty() && !ahead)) {
             return false;
         }
         let mut any = false;

@@ -252,10 +252,8 @@ impl Inner {
                 Poll::Ready(Err(e)) => return Err(e.into()),
                 Poll::Pending => break,
             }
-            if self.conn.has_held_pong() {
-                // A pong held while the queue was over its limit goes out once below it.
-                self.conn.queue_held_pong();
-            }
+            // A pong held while the queue was over its limit goes out once below it.
+            self.conn.queue_held_pong();
         }
         if wrote || socket.needs_flush {
             // A no-op on TCP; TLS may keep records when the socket is full, and they

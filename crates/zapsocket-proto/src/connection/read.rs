@@ -22,9 +22,7 @@ impl Connection {
         if self.rbuf.len() > self.rbuf_seen {
             self.timers.heard();
         }
-        if self.held_pong.is_some() {
-            self.queue_held_pong();
-        }
+        self.queue_held_pong();
         let event = self.decode_event();
         self.rbuf_seen = self.rbuf.len();
         event

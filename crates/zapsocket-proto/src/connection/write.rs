@@ -192,12 +192,11 @@ impl Connection {
     /// [`Config::max_pong_backlog`](crate::Config::max_pong_backlog), once it is below.
     /// The I/O layer calls this after writing; decoding a frame does too. Returns
     /// whether a pong was queued.
+    #[inline]
     pub fn queue_held_pong(&mut self) -> bool {
-        if self.outbound.len() >= self.config.max_pong_backlog {
-            return false;
-        }
         // None once our close is sent (sending it drops a held pong).
-        let Some(payload) = self.held_pong.take() else { return false };
+        let below = self.outbound.len() < self.config.max_pong_backlog;
+        let Some(payload) = self.held_pong.take_if(|_| below) else { return false };
         self.queue_control(OpCode::Pong, &payload);
         true
     }
