@@ -176,15 +176,10 @@ impl Connection {
     /// [`Config::max_pong_backlog`](crate::Config::max_pong_backlog), else by holding the
     /// pong (replacing one held for an earlier ping). Nothing once our close is sent.
     pub(super) fn answer_ping(&mut self, payload: &Bytes) {
-        if self.close_sent {
-            return;
-        }
-        if self.outbound.len() < self.config.max_pong_backlog {
-            // Answered now: a pong held for an earlier ping is superseded by this one.
-            self.held_pong = None;
-            self.queue_control(OpCode::Pong, payload);
-        } else {
+        if !self.close_sent {
+            // Supersedes a pong held for an earlier ping; goes out now if below the limit.
             self.held_pong = Some(payload.clone());
+            self.queue_held_pong();
         }
     }
 
