@@ -51,6 +51,12 @@ async fn malformed_handshakes_get_their_status() {
         ),
         (format!("GET / HTTP/1.0\r\n{base}{KEY}Sec-WebSocket-Version: 13\r\n\r\n"), "400"),
         ("\x01\x02garbage\r\n\r\n".to_owned(), "400"),
+        (format!("GET / HTTP/1.1\r\n{base}{KEY}{KEY}Sec-WebSocket-Version: 13\r\n\r\n"), "400"),
+        // Bare LF line ends (as typed into `nc`) are accepted, not left to time out.
+        (
+            format!("GET / HTTP/1.1\r\n{base}{KEY}Sec-WebSocket-Version: 13\r\n\r\n").replace("\r\n", "\n"),
+            "101",
+        ),
     ];
     for (request, status) in cases {
         let line = status_of(addr, &request).await;

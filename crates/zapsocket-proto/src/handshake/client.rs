@@ -156,8 +156,16 @@ impl ClientHandshake {
         if !has("connection", "upgrade") {
             return Err(HandshakeError::new(101, "response lacks Connection: Upgrade"));
         }
-        if response.header("sec-websocket-accept").map(str::trim) != Some(self.accept.as_str()) {
-            return Err(HandshakeError::new(101, "wrong Sec-WebSocket-Accept"));
+        // RFC 6455 §11.3.3: exactly one Sec-WebSocket-Accept.
+        let mut accepts = response
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("sec-websocket-accept"))
+            .map(|(_, v)| v);
+        match (accepts.next(), accepts.next()) {
+            (Some(accept), None) if accept.trim_ascii() == self.accept.as_bytes() => {}
+            (Some(_), Some(_)) => return Err(HandshakeError::new(101, "more than one Sec-WebSocket-Accept")),
+            _ => return Err(HandshakeError::new(101, "wrong Sec-WebSocket-Accept")),
         }
         let extensions = || {
             response

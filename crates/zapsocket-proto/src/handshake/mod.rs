@@ -156,7 +156,11 @@ pub fn status_text(status: u16) -> &'static str {
     }
 }
 
-/// Accumulates a head until `\r\n\r\n`, scanning only new bytes.
+/// Accumulates a head until its empty line, scanning only new bytes.
+///
+/// Lines end with CRLF or, as RFC 9112 §2.2 allows a recipient to accept (and `httparse`
+/// does), a bare LF: a head typed into `nc` ends at `\n\n` rather than waiting for a
+/// timeout.
 #[derive(Debug, Default)]
 struct HeadBuffer {
     buf: Vec<u8>,
@@ -173,10 +177,9 @@ impl HeadBuffer {
             return Err(HandshakeError::new(431, "request head too large"));
         }
         self.buf.extend_from_slice(data);
-        let from = self.scanned.saturating_sub(3);
-        let found = self.buf[from..].windows(4).position(|w| w == b"\r\n\r\n");
-        match found {
-            Some(i) if from + i + 4 <= max => Ok(Some(from + i + 4)),
+        let from = self.scanned.saturating_sub(2);
+        match head_end(&self.buf[from..]).map(|end| from + end) {
+            Some(end) if end <= max => Ok(Some(end)),
             Some(_) => Err(HandshakeError::new(431, "request head too large")),
             None if self.buf.len() > max => {
                 self.buf.truncate(max + 1);
@@ -188,6 +191,16 @@ impl HeadBuffer {
             }
         }
     }
+}
+
+/// The length of the head in `bytes`: up to and including its empty line, an LF followed
+/// by LF or CR LF (`\r\n\r\n`, `\n\n`, `\n\r\n`).
+fn head_end(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().enumerate().find_map(|(i, &b)| match (b, bytes.get(i + 1), bytes.get(i + 2)) {
+        (b'\n', Some(b'\n'), _) => Some(i + 2),
+        (b'\n', Some(b'\r'), Some(b'\n')) => Some(i + 3),
+        _ => None,
+    })
 }
 
 /// Whether a comma-separated header value contains `token` (case-insensitive).

@@ -87,7 +87,12 @@ impl Request {
         if versions.len() != 1 || versions[0].trim_ascii() != b"13" {
             return Err(HandshakeError::new(426, "unsupported Sec-WebSocket-Version (13 expected)"));
         }
-        let key = self.header_bytes("sec-websocket-key").map(<[u8]>::trim_ascii);
+        // RFC 6455 §11.3.1: the key MUST NOT appear more than once.
+        let mut keys = self.header_all("sec-websocket-key");
+        let key = keys.next().map(<[u8]>::trim_ascii);
+        if keys.next().is_some() {
+            return Err(HandshakeError::new(400, "more than one Sec-WebSocket-Key"));
+        }
         match key.map(|k| STANDARD.decode(k)) {
             Some(Ok(decoded)) if decoded.len() == 16 => Ok(accept_key(key.unwrap_or_default())),
             Some(_) => Err(HandshakeError::new(400, "invalid Sec-WebSocket-Key")),

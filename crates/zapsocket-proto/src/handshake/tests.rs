@@ -118,6 +118,35 @@ fn missing_or_bad_headers_are_400() {
 }
 
 #[test]
+fn a_second_key_is_400() {
+    let sample = String::from_utf8(sample()).unwrap();
+    let twice = sample.replace("Origin:", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin:");
+    assert_eq!(status(sample.as_bytes()), 101);
+    let error = parse(twice.as_bytes()).unwrap().unwrap().validate_upgrade().unwrap_err();
+    assert_eq!((error.status(), error.reason()), (400, "more than one Sec-WebSocket-Key"));
+}
+
+#[test]
+fn a_head_with_bare_lf_line_ends_is_parsed_when_its_empty_line_arrives() {
+    let crlf = String::from_utf8(sample()).unwrap();
+    let lf = crlf.replace("\r\n", "\n");
+    let mixed = crlf.replacen("\r\n", "\n", 3);
+    for text in [&lf, &mixed, &format!("{}\r\n", &lf[..lf.len() - 1])] {
+        // Byte by byte: nothing until the last byte, then the same request as with CRLF.
+        let mut parser = RequestParser::default();
+        let (last, rest) = text.as_bytes().split_last().unwrap();
+        for byte in rest {
+            assert_eq!(parser.feed(std::slice::from_ref(byte)), Ok(None), "{text:?}");
+        }
+        let request = parser.feed(&[*last]).unwrap().unwrap();
+        assert_eq!(request.validate_upgrade(), parse(crlf.as_bytes()).unwrap().unwrap().validate_upgrade());
+        assert_eq!(request.header("origin"), Some("http://example.com"));
+    }
+    // A lone CR is no line end: the head is still incomplete.
+    assert_eq!(parse(b"GET / HTTP/1.1\rHost: a\r\r"), Ok(None));
+}
+
+#[test]
 fn header_tokens_are_case_insensitive_lists() {
     let replace = [("Connection", "keep-alive, UPGRADE"), ("Upgrade", "WebSocket")];
     assert_eq!(status(&head("GET / HTTP/1.1", &replace)), 101);
@@ -359,6 +388,19 @@ fn a_wrong_accept_is_refused() {
     let bytes = ServerResponse::default().encode("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     let error = client.feed(&bytes).unwrap_err();
     assert_eq!(error.reason(), "wrong Sec-WebSocket-Accept");
+}
+
+#[test]
+fn a_second_accept_is_refused() {
+    for same in [true, false] {
+        let mut client = ClientHandshake::new("h", "/", &[], &[]);
+        let good = String::from_utf8(answer(&client, &ServerResponse::default())).unwrap();
+        let accept = good.lines().find(|l| l.starts_with("Sec-WebSocket-Accept")).unwrap();
+        let second = if same { accept } else { "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" };
+        let twice = good.replace(accept, &format!("{accept}\r\n{second}"));
+        assert_ne!(twice, good);
+        assert_eq!(client.feed(twice.as_bytes()).unwrap_err().reason(), "more than one Sec-WebSocket-Accept");
+    }
 }
 
 #[test]
