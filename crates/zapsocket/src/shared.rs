@@ -318,6 +318,16 @@ impl Inner {
         self.driver_waker = Some(waker);
     }
 
+    /// Writes what is queued now, even before the driver's first poll (a write that
+    /// cannot finish is then left to it).
+    fn write_now(&mut self) {
+        if self.driver_waker.is_some() {
+            self.write_through();
+        } else if let Err(e) = self.write_socket(&mut Context::from_waker(Waker::noop())) {
+            self.io_error = Some(e);
+        }
+    }
+
     pub(crate) fn wake_driver(&mut self) {
         if let Some(w) = &self.driver_waker {
             w.wake_by_ref();
@@ -379,11 +389,21 @@ impl Inner {
                 Some(Ok(Event::Ping(p))) => Some(Ok(Message::Ping(p))),
                 Some(Ok(Event::Pong(p))) => Some(Ok(Message::Pong(p))),
                 Some(Ok(Event::Close(_))) => {
-                    // The driver finishes the close (answer, shutdown) once written.
+                    // The answer goes out now (as the close for a violation, below); the
+                    // driver finishes the close (shutdown) once written.
+                    if self.io_error.is_none() {
+                        self.write_now();
+                    }
                     self.wake_driver();
                     continue;
                 }
                 Some(Err(e)) => {
+                    // The close for the violation goes out now rather than when the
+                    // driver next runs: a caller that gives up on this error, even by
+                    // exiting, has still told the peer why.
+                    if self.io_error.is_none() {
+                        self.write_now();
+                    }
                     self.wake_driver();
                     Some(Err(e.into()))
                 }

@@ -53,3 +53,72 @@ async fn frames_after_the_handshake_in_the_same_packet_are_read() {
     assert!(head.starts_with("HTTP/1.1 101"));
     assert_eq!(peer.read_frame().await, (0x81, b"early".to_vec()));
 }
+
+/// A raw server on a thread: answers the handshake with `frames` in the same write, then
+/// returns all it receives until the client's end. The client runs on a runtime of its
+/// own, `client` returns without yielding, and the runtime (the connection's driver with
+/// it) is dropped at once, as when a program exits.
+fn raw_server_sees<F: Future<Output = ()>>(frames: &[u8], client: impl FnOnce(String) -> F) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let frames = frames.to_vec();
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8];
+        while !head.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        let key = head.lines().find_map(|l| l.strip_prefix("Sec-WebSocket-Key: ")).unwrap();
+        let accept = zapsocket::proto::handshake::accept_key(key.trim().as_bytes());
+        let mut reply = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        )
+        .into_bytes();
+        reply.extend_from_slice(&frames);
+        stream.write_all(&reply).unwrap();
+        let mut received = Vec::new();
+        stream.read_to_end(&mut received).unwrap();
+        received
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(client(url(addr, "/")));
+    drop(runtime);
+    server.join().unwrap()
+}
+
+/// The code of the (masked) close frame at the start of `received`.
+fn close_code_of(received: &[u8]) -> u16 {
+    assert!(received.len() >= 8 && received[0] == 0x88, "no close frame: {received:?}");
+    let mask = &received[2..6];
+    u16::from_be_bytes([received[6] ^ mask[0], received[7] ^ mask[1]])
+}
+
+/// A client that meets a bad frame has sent its close (1002) by the time `recv()` returns
+/// the error: a program that then exits still tells the server why.
+#[test]
+fn the_close_for_a_violation_is_sent_before_recv_returns_it() {
+    // Servers must not mask.
+    let received = raw_server_sees(&common::masked_frame(0x81, b"hi"), |url| async move {
+        let mut ws = Client::connect(&url).await.unwrap();
+        let error = ws.recv().await.unwrap().unwrap_err();
+        assert_eq!(error.close_code().map(|c| c.0), Some(1002), "{error}");
+    });
+    assert_eq!(close_code_of(&received), 1002);
+}
+
+/// Likewise the answer to a server's close is sent by the time `recv()` ends the stream:
+/// the server sees its close handshake complete, not an abnormal end.
+#[test]
+fn the_answer_to_a_close_is_sent_before_recv_ends() {
+    let close = [0x88, 0x05, 0x03, 0xe8, b'b', b'y', b'e'];
+    let received = raw_server_sees(&close, |url| async move {
+        let mut ws = Client::connect(&url).await.unwrap();
+        assert!(ws.recv().await.is_none());
+        assert_eq!(ws.close_frame().map(|f| (f.code.0, f.reason.to_string())), Some((1000, "bye".into())));
+    });
+    assert_eq!(close_code_of(&received), 1000);
+}
