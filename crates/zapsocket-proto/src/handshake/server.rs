@@ -103,6 +103,9 @@ impl Request {
 
 /// Reads a client's request head incrementally.
 ///
+/// Lines may end with CRLF or a bare LF (RFC 9112 §2.2). A `Sec-WebSocket-Key` sent twice
+/// is refused (400) by [`Request::validate_upgrade`].
+///
 /// ```
 /// use zapsocket_proto::handshake::RequestParser;
 ///
