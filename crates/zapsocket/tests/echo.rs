@@ -52,6 +52,35 @@ async fn echoes_a_16_mib_message() {
     assert_eq!(ws.recv().await.unwrap().unwrap().as_text(), Some(text.as_str()));
 }
 
+/// Sizes around the read sizes (a 4 KiB minimum read, 256 KiB maximum, and a minimum read
+/// to start the message after a frame larger than that), sent back to back so that each
+/// read finds the next message already there: all arrive whole and in order.
+#[tokio::test]
+async fn large_and_small_messages_back_to_back_arrive_whole_and_in_order() {
+    let addr = echo_addr().await;
+    let ws = Client::connect(&url(addr, "/")).await.unwrap();
+    let sizes = [1 << 20, 16, (256 << 10) + 1, 4095, 0, 1 << 20, 4097, 3 << 20, 1, 256 << 10, 5];
+    let messages: Vec<Message> = sizes
+        .iter()
+        .enumerate()
+        .map(|(n, &size)| Message::binary((0..size).map(|i| ((i * 7 + n) % 253) as u8).collect::<Vec<u8>>()))
+        .collect();
+    let (tx, mut rx) = ws.split();
+    let sending = tokio::spawn({
+        let messages = messages.clone();
+        async move {
+            for m in messages {
+                tx.queue(m).await.unwrap();
+            }
+        }
+    });
+    for (expected, size) in messages.iter().zip(sizes) {
+        let got = rx.recv().await.unwrap().unwrap();
+        assert!(&got == expected, "the message of {size} bytes differs");
+    }
+    sending.await.unwrap();
+}
+
 #[tokio::test]
 async fn fragmented_sends_arrive_as_one_message() {
     let addr = echo_addr().await;
