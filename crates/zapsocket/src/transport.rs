@@ -92,8 +92,8 @@ pub(crate) struct Socket {
     read_pending: bool,
     /// A frame larger than a minimum read arrived on this connection.
     large_frames: bool,
-    /// The frame in progress needed more than a maximum read: the read that starts the
-    /// next message takes a minimum read (its header first, as fastwebsockets does).
+    /// A frame needed more than a maximum read: the read that starts the next message
+    /// is a minimum one (see `read_first_after_huge`).
     huge_frame: bool,
     /// Data was read since the driver's last timer tick: keep the buffers for reuse.
     pub(crate) active: bool,
