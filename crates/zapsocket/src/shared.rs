@@ -319,8 +319,11 @@ impl Inner {
     }
 
     /// Writes what is queued now, even before the driver's first poll (a write that
-    /// cannot finish is then left to it).
+    /// cannot finish is then left to it); nothing after an I/O error.
     fn write_now(&mut self) {
+        if self.io_error.is_some() {
+            return;
+        }
         if self.driver_waker.is_some() {
             self.write_through();
         } else if let Err(e) = self.write_socket(&mut Context::from_waker(Waker::noop())) {
@@ -391,9 +394,7 @@ impl Inner {
                 Some(Ok(Event::Close(_))) => {
                     // The answer goes out now (as the close for a violation, below); the
                     // driver finishes the close (shutdown) once written.
-                    if self.io_error.is_none() {
-                        self.write_now();
-                    }
+                    self.write_now();
                     self.wake_driver();
                     continue;
                 }
@@ -401,9 +402,7 @@ impl Inner {
                     // The close for the violation goes out now rather than when the
                     // driver next runs: a caller that gives up on this error, even by
                     // exiting, has still told the peer why.
-                    if self.io_error.is_none() {
-                        self.write_now();
-                    }
+                    self.write_now();
                     self.wake_driver();
                     Some(Err(e.into()))
                 }

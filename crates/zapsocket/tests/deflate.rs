@@ -195,11 +195,7 @@ async fn an_invalid_extension_answer_fails_the_client_with_1010() {
     let error = Client::connect(&url(addr, "/")).await.unwrap_err();
     assert!(error.is_handshake(), "{error}");
     let rest = server.await.unwrap();
-    // A masked close frame: 0x88, length, 4-byte key, then the code.
-    assert_eq!(rest[0], 0x88, "{rest:02x?}");
-    let key = &rest[2..6];
-    let code = u16::from_be_bytes([rest[6] ^ key[0], rest[7] ^ key[1]]);
-    assert_eq!(code, 1010);
+    assert_eq!(common::masked_close_code(&rest), 1010);
 }
 
 #[tokio::test]

@@ -90,13 +90,6 @@ fn raw_server_sees<F: Future<Output = ()>>(frames: &[u8], client: impl FnOnce(St
     server.join().unwrap()
 }
 
-/// The code of the (masked) close frame at the start of `received`.
-fn close_code_of(received: &[u8]) -> u16 {
-    assert!(received.len() >= 8 && received[0] == 0x88, "no close frame: {received:?}");
-    let mask = &received[2..6];
-    u16::from_be_bytes([received[6] ^ mask[0], received[7] ^ mask[1]])
-}
-
 /// A client that meets a bad frame has sent its close (1002) by the time `recv()` returns
 /// the error: a program that then exits still tells the server why.
 #[test]
@@ -107,7 +100,7 @@ fn the_close_for_a_violation_is_sent_before_recv_returns_it() {
         let error = ws.recv().await.unwrap().unwrap_err();
         assert_eq!(error.close_code().map(|c| c.0), Some(1002), "{error}");
     });
-    assert_eq!(close_code_of(&received), 1002);
+    assert_eq!(common::masked_close_code(&received), 1002);
 }
 
 /// Likewise the answer to a server's close is sent by the time `recv()` ends the stream:
@@ -120,5 +113,5 @@ fn the_answer_to_a_close_is_sent_before_recv_ends() {
         assert!(ws.recv().await.is_none());
         assert_eq!(ws.close_frame().map(|f| (f.code.0, f.reason.to_string())), Some((1000, "bye".into())));
     });
-    assert_eq!(close_code_of(&received), 1000);
+    assert_eq!(common::masked_close_code(&received), 1000);
 }

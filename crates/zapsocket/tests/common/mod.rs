@@ -110,6 +110,13 @@ pub fn upgrade_request(path: &str) -> String {
     )
 }
 
+/// The code of the masked close frame (a client's) at the start of `received`.
+pub fn masked_close_code(received: &[u8]) -> u16 {
+    assert!(received.len() >= 8 && received[0] == 0x88, "no close frame: {received:02x?}");
+    let key = &received[2..6];
+    u16::from_be_bytes([received[6] ^ key[0], received[7] ^ key[1]])
+}
+
 /// A masked client frame with the given first byte (FIN/RSV/opcode).
 pub fn masked_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
     let key = [0x11, 0x22, 0x33, 0x44];
