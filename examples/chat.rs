@@ -61,7 +61,8 @@ fn hub() -> Hub {
         for room in &rooms[1..] {
             to = to.to(room);
         }
-        to.emit("chat", &said)
+        to.emit("chat", &said)?;
+        Ok(rooms.len()) // the reply: how many rooms it went to
     });
     hub.declare_event::<Said>("chat");
     hub

@@ -37,13 +37,14 @@ struct Ready;
 fn hub() -> Hub {
     let hub = Hub::new();
     hub.on("join_lobby", |socket: Socket, (): ()| async move {
-        let joined = socket.join(LOBBY)?;
+        let joined = socket.join(LOBBY).await?;
         Ok::<_, ReplyError>(Lobby { players: joined.count, needed: PLAYERS })
     });
     hub.on("ready", |socket: Socket, (): ()| async move {
         socket.set_data(Ready);
-        let hub = socket.hub().clone();
-        let players: Vec<Socket> = hub.members(LOBBY).iter().filter_map(|m| hub.socket(&m.id)).collect();
+        let hub = socket.hub();
+        let players: Vec<Socket> =
+            hub.members(LOBBY).await?.iter().filter_map(|m| hub.socket(&m.id)).collect();
         if players.len() < PLAYERS || players.iter().any(|p| p.data::<Ready>().is_none()) {
             return Ok(false);
         }

@@ -120,8 +120,8 @@ export type MembersReply = {
  */
 room: string, 
 /**
- * Its members, in no particular order; empty when the room has more than
- * [`HubConfig::max_presence`](crate::HubConfig::max_presence) members.
+ * Its members on every node, in no particular order; empty when the room has more
+ * than [`HubConfig::max_presence`](crate::HubConfig::max_presence) members.
  */
 members: Array<Member>, 
 /**
@@ -141,6 +141,20 @@ room: string,
  * Who joined or left.
  */
 member: Member, };
+
+/**
+ * The data of `$resync`: messages of these rooms were lost for this socket and cannot
+ * be replayed (a new epoch, or a gap that left the history): fetch their state again.
+ */
+export type Resync = { 
+/**
+ * The rooms (`$all` and `$s:SID` included when they are concerned).
+ */
+rooms: Array<string>, 
+/**
+ * The epoch from now on.
+ */
+epoch: string, };
 
 /**
  * `set_name`: the socket's new name (1–32 characters, no control characters).
@@ -173,6 +187,7 @@ export interface ServerEvents {
   "$error": ErrorData;
   "$joined": PresenceEvent;
   "$left": PresenceEvent;
+  "$resync": Resync;
   "chat": ChatRelay;
   "echo": JsonValue;
 }

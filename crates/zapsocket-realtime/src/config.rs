@@ -47,6 +47,21 @@ pub struct HubConfig {
     /// The most disconnected sessions kept at once; past it the oldest is forgotten.
     /// Default: 10,000. Bounds the memory that clients which connect and vanish cost.
     pub max_detached_sessions: usize,
+    /// The most bytes of room messages held for one socket while its `$resume` replays
+    /// the history (each counted with 96 bytes of overhead). Default: 1 MiB. Past it the
+    /// held messages are dropped and the history is read again from where the replay
+    /// got to (they are in it); a replay that cannot catch up gets
+    /// `recovery_unavailable`. Bounds what a busy room costs during a slow replay.
+    pub max_resume_buffer: usize,
+    /// How long a `$resume` waits for the connection that still holds the session to let
+    /// it go (on this node: it is ended; on another: that node is asked, and a dead node's
+    /// lease runs out). Default: 8 s (under the clients' 10 s ack timeout).
+    pub takeover_timeout: Duration,
+    /// How long requests to other nodes wait for their answers
+    /// ([`Operator::fetch_sockets`](crate::Operator::fetch_sockets),
+    /// [`Hub::server_side_emit`](crate::Hub::server_side_emit), ...). Default: 5 s.
+    /// Nodes that did not answer by then are named in the result.
+    pub request_timeout: Duration,
 }
 
 /// Bounds of one room's history: whichever is reached first evicts the oldest messages.
@@ -79,6 +94,9 @@ impl Default for HubConfig {
             history: HistoryLimits::default(),
             recovery_window: Duration::from_secs(120),
             max_detached_sessions: 10_000,
+            max_resume_buffer: 1 << 20,
+            takeover_timeout: Duration::from_secs(8),
+            request_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -1,22 +1,28 @@
-//! Emit operators: to rooms, except rooms or sockets; one encoding per message.
+//! Operators: to rooms, except rooms or sockets; emit (one encoding per message), and
+//! socket.io's server API on the sockets they select, on every node.
 
-use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
 use serde::Serialize;
-use zapsocket::{EncodedFrame, Message};
 
-use crate::adapter::Recorded;
+use crate::cluster::{NodeResults, RemoteSocket, Request};
+use crate::core::Core;
 use crate::envelope;
 use crate::error::{ErrorCode, ReplyError};
-use crate::hub::{Hub, State};
-use crate::socket::Socket;
 
 /// A room to send to or to leave out: a room name, `$all`, or a socket (its own room
 /// `$s:SID`). Made from `&str`, `String` or `&Socket`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RoomName(pub String);
+
+impl RoomName {
+    /// The room of the socket with session id `id` (`$s:ID`): to send to one socket on
+    /// whatever node it is.
+    pub fn socket(id: &str) -> RoomName {
+        RoomName(format!("$s:{id}"))
+    }
+}
 
 impl From<&str> for RoomName {
     fn from(room: &str) -> Self {
@@ -36,37 +42,40 @@ impl From<&String> for RoomName {
     }
 }
 
-impl From<&Socket> for RoomName {
-    fn from(socket: &Socket) -> Self {
-        RoomName(socket.inner.room.clone())
-    }
-}
-
-impl RoomName {
-    pub(crate) fn into_operator(self, hub: &Hub) -> Operator {
-        Operator { hub: hub.clone(), rooms: vec![self.0], except: Vec::new() }
-    }
-}
-
-/// Where a message goes: the union of some rooms, minus the members of others. Built
-/// by [`Hub::to`], [`Socket::to`], [`Socket::broadcast`]; ends with [`Operator::emit`].
+/// Where a message goes: the union of some rooms, minus the members of others, on every
+/// node. Built by [`Hub::to`](crate::Hub::to), [`Socket::to`](crate::Socket::to),
+/// [`Socket::broadcast`](crate::Socket::broadcast); ends with [`Operator::emit`] or one
+/// of the cross-node operations.
 ///
 /// ```no_run
-/// # fn f(hub: zapsocket_realtime::Hub, socket: zapsocket_realtime::Socket) -> Result<(), zapsocket_realtime::ReplyError> {
+/// # async fn f(hub: zapsocket_realtime::Hub, socket: zapsocket_realtime::Socket) -> Result<(), zapsocket_realtime::ReplyError> {
 /// hub.to("red").to("blue").emit("score", &3)?;             // each member once
 /// hub.to("lobby").except(&socket).emit("moved", &"left")?; // all in lobby but socket
 /// hub.to("$all").except("muted").emit("news", &"hi")?;     // everyone not in "muted"
+/// let found = hub.to("lobby").fetch_sockets().await;       // on every node
+/// hub.to("lobby").sockets_join("game").await?;             // all of lobby joins game
 /// # Ok(()) }
 /// ```
-#[derive(Clone, Debug)]
-#[must_use = "an operator does nothing until `emit`"]
+#[derive(Clone)]
+#[must_use = "an operator does nothing until `emit` or another operation"]
 pub struct Operator {
-    hub: Hub,
+    core: Arc<Core>,
     rooms: Vec<String>,
     except: Vec<String>,
+    timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for Operator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Operator").field("rooms", &self.rooms).field("except", &self.except).finish()
+    }
 }
 
 impl Operator {
+    pub(crate) fn new(core: Arc<Core>, room: RoomName) -> Self {
+        Operator { core, rooms: vec![room.0], except: Vec::new(), timeout: None }
+    }
+
     /// Adds a room (or a socket) to send to.
     pub fn to(mut self, room: impl Into<RoomName>) -> Self {
         let room = room.into().0;
@@ -82,18 +91,58 @@ impl Operator {
         self
     }
 
+    /// How long the cross-node operations wait for other nodes. Default:
+    /// [`HubConfig::request_timeout`](crate::HubConfig::request_timeout).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
     /// Sends `event` with `data` to every socket in the rooms but not in the excepted
-    /// ones, each once. The message is serialized and encoded once, recorded in each
-    /// target room's history with that room's next offset (`rooms` and `epoch` fields),
-    /// and the same bytes are queued on every recipient without waiting. Returns the
-    /// number of sockets it was queued on. Fails with `reserved` for a `$` event name,
-    /// `bad_payload` when `data` cannot be serialized.
-    pub fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<usize, ReplyError> {
+    /// ones, each once, on every node. The message is serialized once; each node that
+    /// has recipients encodes one frame with the offsets the broker gave it (`rooms` and
+    /// `epoch` fields) and queues the same bytes on each of them, without waiting.
+    /// Fails with `reserved` for a `$` event name, `bad_payload` when `data` cannot be
+    /// serialized, `unavailable` when the broker cannot take it (Redis out of reach).
+    pub fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), ReplyError> {
         check_event(event)?;
         let data = serde_json::to_string(data).map_err(|e| ReplyError::bad_payload(e.to_string()))?;
-        let rooms: Vec<&str> = self.rooms.iter().map(String::as_str).collect();
-        let except: Vec<&str> = self.except.iter().map(String::as_str).collect();
-        Ok(self.hub.publish(&rooms, &except, event, &data))
+        self.core.publish(self.rooms.clone(), self.except.clone(), event, &data)
+    }
+
+    fn wait(&self) -> Duration {
+        self.timeout.unwrap_or(self.core.config.request_timeout)
+    }
+
+    /// The sockets selected, on every node (socket.io's `fetchSockets`): ids, nodes,
+    /// public data and rooms, with the live nodes that did not answer in time.
+    pub async fn fetch_sockets(&self) -> NodeResults<Vec<RemoteSocket>> {
+        self.core.fetch_sockets(self.rooms.clone(), self.except.clone(), self.wait()).await
+    }
+
+    /// Makes the sockets selected join `room`, on every node (socket.io's
+    /// `socketsJoin`); returns how many joined.
+    pub async fn sockets_join(&self, room: &str) -> Result<NodeResults<usize>, ReplyError> {
+        self.core.check_room(room)?;
+        let request =
+            Request::Join { rooms: self.rooms.clone(), except: self.except.clone(), room: room.into() };
+        Ok(self.core.change_sockets(request, self.wait()).await)
+    }
+
+    /// Makes the sockets selected leave `room`, on every node (socket.io's
+    /// `socketsLeave`); returns how many left.
+    pub async fn sockets_leave(&self, room: &str) -> Result<NodeResults<usize>, ReplyError> {
+        self.core.check_room(room)?;
+        let request =
+            Request::Leave { rooms: self.rooms.clone(), except: self.except.clone(), room: room.into() };
+        Ok(self.core.change_sockets(request, self.wait()).await)
+    }
+
+    /// Closes the connections of the sockets selected with 1000 (their clients do not
+    /// reconnect), on every node (socket.io's `disconnectSockets(true)`); returns how many.
+    pub async fn disconnect_sockets(&self) -> NodeResults<usize> {
+        let request = Request::Disconnect { rooms: self.rooms.clone(), except: self.except.clone() };
+        self.core.change_sockets(request, self.wait()).await
     }
 }
 
@@ -103,67 +152,4 @@ pub(crate) fn check_event(event: &str) -> Result<(), ReplyError> {
         return Err(ReplyError::new(ErrorCode::RESERVED, format!("event {event:?} is reserved")));
     }
     envelope::check_name(event, usize::MAX).map_err(|m| ReplyError::new(ErrorCode::BAD_ENVELOPE, m))
-}
-
-impl Hub {
-    /// Records and delivers a room message (`data` is JSON). Holds the hub's order lock
-    /// from the offsets to the last queued copy, so that every socket sees each room's
-    /// offsets in increasing order.
-    pub(crate) fn publish(&self, rooms: &[&str], except: &[&str], event: &str, data: &str) -> usize {
-        let inner = &self.inner;
-        let _order = inner.order.lock().unwrap_or_else(|p| p.into_inner());
-        let epoch = inner.adapter.epoch();
-        let recorded = inner.adapter.append(rooms, &mut |offsets| {
-            let pairs: Vec<(&str, u64)> = rooms.iter().copied().zip(offsets.iter().copied()).collect();
-            let json = envelope::room_event(event, data, epoch, &pairs);
-            Recorded {
-                seq: inner.appends.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
-                frame: zapsocket::encode(Message::from(json)),
-                except: except.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>().into(),
-                at: Instant::now(),
-            }
-        });
-        let state = self.read_state();
-        let (queued, dropped) = deliver(&state, rooms, except, &recorded.frame);
-        inner.counters.sent(queued as u64, recorded.frame.len(), dropped);
-        inner.counters.broadcasts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.maybe_sweep(&state);
-        queued
-    }
-
-    /// Emits a protocol event (`$joined`, `$left`) to rooms.
-    pub(crate) fn emit_reserved<T: Serialize>(&self, rooms: &[&str], except: &[&str], event: &str, data: &T) {
-        self.publish(rooms, except, event, &envelope::to_json(data));
-    }
-}
-
-/// Queues `frame` on every member of `rooms` not in `except`, each once. Returns
-/// (queued, dropped).
-fn deliver(state: &State, rooms: &[&str], except: &[&str], frame: &EncodedFrame) -> (usize, u64) {
-    let mut excluded: HashSet<&str> = HashSet::new();
-    for room in except {
-        if *room == crate::ALL_ROOM {
-            return (0, 0);
-        }
-        state.for_each_member(room, |sid, _| {
-            excluded.insert(sid);
-        });
-    }
-    let mut seen: HashSet<*const crate::socket::SocketInner> = HashSet::new();
-    let dedupe = rooms.len() > 1;
-    let (mut queued, mut dropped) = (0, 0);
-    for room in rooms {
-        state.for_each_member(room, |sid, socket| {
-            let skip = (!excluded.is_empty() && excluded.contains(sid))
-                || (dedupe && !seen.insert(Arc::as_ptr(socket)));
-            if skip {
-                return;
-            }
-            match socket.sender.send_encoded(frame) {
-                Ok(true) => queued += 1,
-                _ => dropped += 1,
-            }
-        });
-    }
-    (queued, dropped)
 }

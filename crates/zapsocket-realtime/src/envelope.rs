@@ -137,22 +137,32 @@ pub(crate) fn event(name: &str, data: &str, ack: Option<u64>) -> String {
     into_string(out)
 }
 
-/// `{"event":NAME,"data":DATA,"epoch":EPOCH,"rooms":{ROOM:OFFSET...}}`.
-pub(crate) fn room_event(name: &str, data: &str, epoch: &str, rooms: &[(&str, u64)]) -> String {
-    let mut out = Vec::with_capacity(name.len() + data.len() + epoch.len() + 40 + rooms.len() * 24);
+/// `{"event":NAME,"data":DATA` — a room event's envelope before its epoch and offsets
+/// (see [`room_event_from_body`]).
+pub(crate) fn event_body(name: &str, data: &str) -> String {
+    let mut out = Vec::with_capacity(name.len() + data.len() + 24);
     out.extend_from_slice(b"{\"event\":");
     push_str(&mut out, name);
     out.extend_from_slice(b",\"data\":");
     out.extend_from_slice(data.as_bytes());
+    into_string(out)
+}
+
+/// `BODY,"epoch":EPOCH,"rooms":{ROOM:OFFSET...}}` from an [`event_body`]: the room event
+/// a client receives (docs/PROTOCOL.md, *Offsets and recovery*).
+pub(crate) fn room_event_from_body(body: &str, epoch: &str, rooms: &[String], offsets: &[u64]) -> String {
+    let mut out = Vec::with_capacity(body.len() + epoch.len() + 24 + rooms.len() * 24);
+    out.extend_from_slice(body.as_bytes());
     out.extend_from_slice(b",\"epoch\":");
     push_str(&mut out, epoch);
     out.extend_from_slice(b",\"rooms\":{");
-    for (i, (room, offset)) in rooms.iter().enumerate() {
+    for (i, (room, offset)) in rooms.iter().zip(offsets).enumerate() {
         if i > 0 {
             out.push(b',');
         }
         push_str(&mut out, room);
-        out.extend_from_slice(format!(":{offset}").as_bytes());
+        out.push(b':');
+        out.extend_from_slice(offset.to_string().as_bytes());
     }
     out.extend_from_slice(b"}}");
     into_string(out)
@@ -238,7 +248,7 @@ mod tests {
     fn writes_envelopes() {
         assert_eq!(event("a\"b", "1", Some(2)), r#"{"event":"a\"b","data":1,"ack":2}"#);
         assert_eq!(
-            room_event("chat", "{}", "e1", &[("lobby", 4), ("$all", 9)]),
+            room_event_from_body(&event_body("chat", "{}"), "e1", &["lobby".into(), "$all".into()], &[4, 9]),
             r#"{"event":"chat","data":{},"epoch":"e1","rooms":{"lobby":4,"$all":9}}"#
         );
         assert_eq!(reply(3, &Ok("5".into())), r#"{"reply":3,"data":5}"#);

@@ -41,6 +41,10 @@ impl ErrorCode {
     pub const UNSUPPORTED: ErrorCode = ErrorCode::new("unsupported");
     /// Recovery is not possible: resync.
     pub const RECOVERY_UNAVAILABLE: ErrorCode = ErrorCode::new("recovery_unavailable");
+    /// What crosses nodes (room messages, presence, requests to other nodes) cannot be
+    /// done now: the shared store (Redis) is out of reach or too far behind. Local work
+    /// (acks, procedures) goes on.
+    pub const UNAVAILABLE: ErrorCode = ErrorCode::new("unavailable");
 
     /// A code from a static string.
     pub const fn new(code: &'static str) -> Self {
@@ -91,6 +95,11 @@ impl ReplyError {
     /// A `handler_error`.
     pub fn handler_error(message: impl Into<String>) -> Self {
         ReplyError::new(ErrorCode::HANDLER_ERROR, message)
+    }
+
+    /// An `unavailable` error.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        ReplyError::new(ErrorCode::UNAVAILABLE, message)
     }
 
     /// Whether the code is `code`.

@@ -1,27 +1,31 @@
-//! [`Hub`]: the connections, rooms, handlers and procedures of a realtime server.
+//! [`Hub`]: the public face of a realtime server. Its methods are here, each a few lines
+//! that hand the work to the part that does it (`core` and the modules that extend it).
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, Weak};
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use ts_rs::TS;
 use zapsocket::WebSocket;
 
-use crate::adapter::{Adapter, MemoryAdapter, SWEEP_EVERY};
+use crate::broker::{Adapter, BoxFuture as AdapterFuture, Deliver, Delivery, NodeInfo, SessionRecord};
+use crate::cluster::NodeResults;
 use crate::config::HubConfig;
+use crate::core::{ConnectHook, Core, Ctx, DisconnectHook, EventHook, Route, Routes, ServerRoute, update};
 use crate::emit::{Operator, RoomName};
 use crate::error::ReplyError;
-use crate::handler::{ConnectMiddleware, Erased, EventMiddleware, HandlerOutput, Typed};
+use crate::handler::{BoxFuture, HandlerOutput, Reply};
+use crate::memory::MemoryAdapter;
 use crate::metrics::{Counters, Metrics};
-use crate::presence::Members;
-use crate::socket::{Socket, SocketInner, send_frame};
+use crate::protocol::Member;
+use crate::publish::reply_error;
+use crate::registry::Registry;
+use crate::socket::Socket;
 use crate::typescript::Types;
 
 /// The realtime server's state, cheap to clone: connected sockets, rooms, handlers,
-/// procedures, middlewares, the room history ([`Adapter`]) and counters.
+/// procedures, middlewares, the adapter that links it to other nodes, and counters.
 ///
 /// Register handlers, then give it each WebSocket of a [`zapsocket::Server`]:
 ///
@@ -44,69 +48,14 @@ use crate::typescript::Types;
 /// ```
 #[derive(Clone)]
 pub struct Hub {
-    pub(crate) inner: Arc<Inner>,
-}
-
-pub(crate) struct Inner {
-    pub(crate) config: HubConfig,
-    pub(crate) adapter: Arc<dyn Adapter>,
-    pub(crate) state: RwLock<State>,
-    /// Held from a room message's offsets to its last queued copy.
-    pub(crate) order: Mutex<()>,
-    pub(crate) handlers: RwLock<HashMap<String, Arc<dyn Erased>>>,
-    pub(crate) procedures: RwLock<HashMap<String, Arc<dyn Erased>>>,
-    pub(crate) on_connect: RwLock<Vec<Arc<ConnectMiddleware>>>,
-    pub(crate) on_event: RwLock<Vec<Arc<EventMiddleware>>>,
-    pub(crate) on_disconnect: RwLock<Vec<DisconnectHook>>,
-    pub(crate) counters: Counters,
-    pub(crate) types: Mutex<Types>,
-    sweep: Mutex<(u64, Instant)>,
-    /// Room messages recorded so far: the last `Recorded::seq`.
-    pub(crate) appends: AtomicU64,
-    /// Sessions kept for recovery after their connection ended.
-    pub(crate) detached: Mutex<crate::recovery::Detached>,
-}
-
-/// A function run when a socket disconnects.
-pub(crate) type DisconnectHook = Arc<dyn Fn(&Socket) + Send + Sync>;
-
-/// Sockets by session id, and the members of each named room.
-#[derive(Default)]
-pub(crate) struct State {
-    pub(crate) sockets: Members,
-    pub(crate) rooms: HashMap<String, Members>,
-}
-
-impl State {
-    /// Calls `f` for each member of `room`: `$all`, `$s:SID`, or a named room.
-    pub(crate) fn for_each_member<'a>(
-        &'a self,
-        room: &str,
-        mut f: impl FnMut(&'a str, &'a Arc<SocketInner>),
-    ) {
-        if room == crate::ALL_ROOM {
-            self.sockets.iter().for_each(|(sid, s)| f(sid, s));
-        } else if let Some(sid) = room.strip_prefix("$s:") {
-            if let Some((sid, s)) = self.sockets.get_key_value(sid) {
-                f(sid, s);
-            }
-        } else if let Some(members) = self.rooms.get(room) {
-            members.iter().for_each(|(sid, s)| f(sid, s));
-        }
-    }
-
-    fn occupied(&self, room: &str) -> bool {
-        room == crate::ALL_ROOM
-            || self.rooms.contains_key(room)
-            || room.strip_prefix("$s:").is_some_and(|sid| self.sockets.contains_key(sid))
-    }
+    core: Arc<Core>,
 }
 
 /// Builds a [`Hub`] with a configuration and an adapter.
 #[derive(Default)]
 pub struct HubBuilder {
     config: HubConfig,
-    adapter: Option<Arc<dyn Adapter>>,
+    adapter: Option<Adapter>,
 }
 
 impl HubBuilder {
@@ -116,34 +65,31 @@ impl HubBuilder {
         self
     }
 
-    /// Where room messages are recorded. Default: a [`MemoryAdapter`] with the
-    /// configuration's history limits.
-    pub fn adapter(mut self, adapter: Arc<dyn Adapter>) -> Self {
+    /// What links this hub to other nodes (broker and history). Default: a
+    /// [`MemoryAdapter`] with the configuration's history limits (one node). For many
+    /// nodes on Redis, `zapsocket-redis`.
+    pub fn adapter(mut self, adapter: Adapter) -> Self {
         self.adapter = Some(adapter);
         self
     }
 
     /// The hub.
     pub fn build(self) -> Hub {
-        let adapter =
-            self.adapter.unwrap_or_else(|| Arc::new(MemoryAdapter::new(self.config.history.clone())));
-        let inner = Inner {
-            config: self.config,
-            adapter,
-            state: RwLock::default(),
-            order: Mutex::new(()),
-            handlers: RwLock::default(),
-            procedures: RwLock::default(),
-            on_connect: RwLock::default(),
-            on_event: RwLock::default(),
-            on_disconnect: RwLock::default(),
+        let config = self.config;
+        let adapter = self.adapter.unwrap_or_else(|| Adapter::new(Arc::new(MemoryAdapter::new(&config))));
+        let core = Arc::new_cyclic(|weak: &Weak<Core>| Core {
+            config,
+            registry: Registry::default(),
+            broker: adapter.broker,
+            history: adapter.history,
+            routes: Routes::default(),
             counters: Counters::default(),
             types: Mutex::new(Types::default()),
-            sweep: Mutex::new((0, Instant::now())),
-            appends: AtomicU64::new(0),
-            detached: Mutex::default(),
-        };
-        Hub { inner: Arc::new(inner) }
+            parked: Mutex::default(),
+            link: Arc::new(Link(weak.clone())),
+        });
+        core.broker.attach(Arc::downgrade(&core.link));
+        Hub { core }
     }
 }
 
@@ -154,7 +100,7 @@ impl Default for Hub {
 }
 
 impl Hub {
-    /// A hub with the default limits and the in-memory history.
+    /// A hub with the default limits and the in-memory adapter (one node).
     pub fn new() -> Self {
         HubBuilder::default().build()
     }
@@ -166,12 +112,17 @@ impl Hub {
 
     /// The limits in force.
     pub fn config(&self) -> &HubConfig {
-        &self.inner.config
+        &self.core.config
     }
 
-    /// The history's epoch (sent to clients in `$hello` and with room messages).
-    pub fn epoch(&self) -> &str {
-        self.inner.adapter.epoch()
+    /// The history's epoch now (sent to clients in `$hello` and with room messages).
+    pub fn epoch(&self) -> String {
+        self.core.epoch().to_string()
+    }
+
+    /// This node's id (in `$hello`, and in [`RemoteSocket`](crate::RemoteSocket)s).
+    pub fn node(&self) -> &str {
+        self.core.broker.node()
     }
 
     /// Handles the client event `event`: its `data` is decoded as `T` (or the client
@@ -190,8 +141,7 @@ impl Hub {
     {
         assert!(!event.starts_with('$'), "event names starting with '$' are reserved: {event:?}");
         self.lock_types().client_event::<T, O::Data>(event);
-        let erased: Arc<dyn Erased> = Arc::new(Typed::new(handler));
-        write(&self.inner.handlers).insert(event.to_owned(), erased);
+        update(&self.core.routes.handlers, |h| _ = h.insert(event.to_owned(), route(handler)));
         self
     }
 
@@ -211,8 +161,7 @@ impl Hub {
     {
         assert!(!name.starts_with('$'), "procedure names starting with '$' are reserved: {name:?}");
         self.lock_types().procedure::<I, R::Data>(name);
-        let erased: Arc<dyn Erased> = Arc::new(Typed::new(handler));
-        write(&self.inner.procedures).insert(name.to_owned(), erased);
+        update(&self.core.routes.procedures, |p| _ = p.insert(name.to_owned(), route(handler)));
         self
     }
 
@@ -231,8 +180,8 @@ impl Hub {
         F: Fn(Socket) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), ReplyError>> + Send + 'static,
     {
-        let boxed: ConnectMiddleware = Box::new(move |socket| Box::pin(middleware(socket)));
-        write(&self.inner.on_connect).push(Arc::new(boxed));
+        let hook: ConnectHook = Arc::new(move |ctx: Ctx| Box::pin(middleware(Socket::from(ctx))));
+        update(&self.core.routes.on_connect, |hooks| hooks.push(hook));
         self
     }
 
@@ -243,36 +192,96 @@ impl Hub {
     where
         F: Fn(&Socket, &str, &str) -> Result<(), ReplyError> + Send + Sync + 'static,
     {
-        write(&self.inner.on_event).push(Arc::new(Box::new(middleware)));
+        let hook: EventHook = Arc::new(move |ctx: &Ctx, name: &str, data: &str| {
+            middleware(&Socket::from(ctx.clone()), name, data)
+        });
+        update(&self.core.routes.on_event, |hooks| hooks.push(hook));
         self
     }
 
     /// Runs `f` when a socket disconnects, after it left its rooms.
     pub fn on_disconnect<F: Fn(&Socket) + Send + Sync + 'static>(&self, f: F) -> &Self {
-        write(&self.inner.on_disconnect).push(Arc::new(f));
+        let hook: DisconnectHook = Arc::new(move |ctx: &Ctx| f(&Socket::from(ctx.clone())));
+        update(&self.core.routes.on_disconnect, |hooks| hooks.push(hook));
         self
     }
 
-    /// Sends to every socket.
-    pub fn emit<T: serde::Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<usize, ReplyError> {
+    /// Handles `event` sent by other nodes with [`Hub::server_side_emit`] (socket.io's
+    /// `io.on(event)` for server-side events): `data` is decoded as `T`; the handler gets
+    /// the sending node's id and the data, and its result is the answer.
+    pub fn on_server_event<T, F, Fut, O>(&self, event: &str, handler: F) -> &Self
+    where
+        T: DeserializeOwned + 'static,
+        F: Fn(String, T) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = O> + Send + 'static,
+        O: HandlerOutput,
+    {
+        let route: ServerRoute = Arc::new(move |node: String, data: &str| {
+            let input: T = serde_json::from_str(data).map_err(|e| ReplyError::bad_payload(e.to_string()))?;
+            let future = handler(node, input);
+            Ok(Box::pin(async move { future.await.into_reply() }) as BoxFuture<Reply>)
+        });
+        update(&self.core.routes.server_events, |r| _ = r.insert(event.to_owned(), route));
+        self
+    }
+
+    /// Sends `event` with `data` to the other nodes' [`Hub::on_server_event`] handlers
+    /// (socket.io's `serverSideEmitWithAck`) and waits for their answers, decoded as `R`,
+    /// up to [`HubConfig::request_timeout`]: each node's answer, and the live nodes that
+    /// did not answer in time.
+    pub async fn server_side_emit<T, R>(
+        &self,
+        event: &str,
+        data: &T,
+    ) -> Result<NodeResults<Vec<(String, Result<R, ReplyError>)>>, ReplyError>
+    where
+        T: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        let data =
+            serde_json::value::to_raw_value(data).map_err(|e| ReplyError::bad_payload(e.to_string()))?;
+        let answers = self.core.server_emit(event, data, self.core.config.request_timeout).await;
+        let decode = |reply: Result<String, ReplyError>| {
+            reply.and_then(|json| {
+                serde_json::from_str(&json).map_err(|e| ReplyError::bad_payload(e.to_string()))
+            })
+        };
+        let results = answers.results.into_iter().map(|(node, reply)| (node, decode(reply))).collect();
+        Ok(NodeResults { results, missing: answers.missing })
+    }
+
+    /// Sends to every socket, on every node.
+    pub fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), ReplyError> {
         self.to(crate::ALL_ROOM).emit(event, data)
     }
 
-    /// An operator that sends to `room` (add rooms with [`Operator::to`]).
+    /// An operator that sends to `room` (add rooms with [`Operator::to`]), or runs the
+    /// cross-node server API on its sockets.
     pub fn to(&self, room: impl Into<RoomName>) -> Operator {
-        room.into().into_operator(self)
+        Operator::new(self.core.clone(), room.into())
     }
 
-    /// The socket with this session id, if connected.
+    /// The socket with this session id, if it is connected to this node.
     pub fn socket(&self, id: &str) -> Option<Socket> {
-        let inner = self.read_state().sockets.get(id)?.clone();
-        Some(Socket { inner, hub: self.clone(), ack: None, timeout: None })
+        let state = self.core.registry.socket(id)?;
+        Some(Socket { state, core: self.core.clone(), ack: None, timeout: None })
     }
 
-    /// The counters: connections, rooms, messages and bytes in and out, drops.
+    /// Every member of `room` on every node, whatever its size.
+    pub async fn members(&self, room: &str) -> Result<Vec<Member>, ReplyError> {
+        let presence = self.core.broker.members(room, usize::MAX).await.map_err(reply_error)?;
+        Ok(presence.members)
+    }
+
+    /// The live nodes (with a current lease), this one included.
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>, ReplyError> {
+        self.core.broker.nodes().await.map_err(reply_error)
+    }
+
+    /// The counters: connections, rooms, messages and bytes in and out, drops, and the
+    /// broker's.
     pub fn metrics(&self) -> Metrics {
-        let rooms = self.read_state().rooms.len();
-        self.inner.counters.snapshot(rooms)
+        self.core.counters.snapshot(self.core.registry.room_count(), self.core.broker.metrics())
     }
 
     /// TypeScript declarations of every event and procedure registered, from their Rust
@@ -284,46 +293,69 @@ impl Hub {
     /// Serves one WebSocket until it closes: `$hello`, then every envelope it sends.
     /// Made to be given to [`zapsocket::Server::serve`].
     pub fn handle(self, ws: WebSocket) -> impl Future<Output = ()> + Send + 'static {
-        crate::conn::run(self, ws)
-    }
-
-    pub(crate) fn read_state(&self) -> RwLockReadGuard<'_, State> {
-        self.inner.state.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(crate) fn write_state(&self) -> RwLockWriteGuard<'_, State> {
-        self.inner.state.write().unwrap_or_else(|p| p.into_inner())
+        crate::conn::run(self.core, ws)
     }
 
     fn lock_types(&self) -> std::sync::MutexGuard<'_, Types> {
-        self.inner.types.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Queues an unrecorded message on one socket, counted in the metrics.
-    pub(crate) fn send_direct(&self, socket: &SocketInner, json: String) {
-        let len = json.len();
-        let queued = send_frame(&socket.sender, json);
-        self.inner.counters.sent(u64::from(queued), len, u64::from(!queued));
-    }
-
-    /// Sweeps the history now and then (called under the order lock).
-    pub(crate) fn maybe_sweep(&self, state: &State) {
-        let count = self.inner.appends.load(Relaxed);
-        let mut last = self.inner.sweep.lock().unwrap_or_else(|p| p.into_inner());
-        if count - last.0 < SWEEP_EVERY.0 && last.1.elapsed() < SWEEP_EVERY.1 {
-            return;
-        }
-        *last = (count, Instant::now());
-        self.inner.adapter.sweep(&|room| state.occupied(room));
+        self.core.types.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    lock.write().unwrap_or_else(|p| p.into_inner())
+impl Socket {
+    /// The hub this socket belongs to.
+    pub fn hub(&self) -> Hub {
+        Hub { core: self.core.clone() }
+    }
+}
+
+/// A typed handler as a route: decodes the data, then starts the handler.
+fn route<T, F, Fut, O>(handler: F) -> Route
+where
+    T: DeserializeOwned + 'static,
+    F: Fn(Socket, T) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = O> + Send + 'static,
+    O: HandlerOutput,
+{
+    Arc::new(move |ctx: Ctx, data: &str| {
+        let input: T = serde_json::from_str(data).map_err(|e| ReplyError::bad_payload(e.to_string()))?;
+        let future = handler(Socket::from(ctx), input);
+        Ok(Box::pin(async move { future.await.into_reply() }) as BoxFuture<Reply>)
+    })
+}
+
+/// What the broker calls on this node: the hub's side of the link.
+struct Link(Weak<Core>);
+
+impl Deliver for Link {
+    fn deliver(&self, delivery: &Delivery<'_>) {
+        if let Some(core) = self.0.upgrade() {
+            core.deliver(delivery);
+        }
+    }
+
+    fn lost(&self, rooms: &[String], epoch: &str) {
+        if let Some(core) = self.0.upgrade() {
+            core.lost(rooms, epoch);
+        }
+    }
+
+    fn answer(&self, from: &str, request: &str) -> AdapterFuture<'static, String> {
+        match self.0.upgrade() {
+            Some(core) => core.answer_json(from, request),
+            None => Box::pin(std::future::ready(String::new())),
+        }
+    }
+
+    fn sessions(&self) -> Vec<SessionRecord> {
+        self.0
+            .upgrade()
+            .map(|core| core.registry.sockets().iter().map(|s| s.record()).collect())
+            .unwrap_or_default()
+    }
 }
 
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hub").field("epoch", &self.epoch()).field("metrics", &self.metrics()).finish()
+        f.debug_struct("Hub").field("node", &self.node()).field("epoch", &self.epoch()).finish()
     }
 }

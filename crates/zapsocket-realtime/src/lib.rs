@@ -20,7 +20,7 @@
 //! hub.procedure("add", |_socket: Socket, input: AddInput| async move {
 //!     Ok::<_, ReplyError>(AddOutput { sum: input.a + input.b })
 //! });
-//! hub.on("join", |socket: Socket, room: String| async move { socket.join(&room).map(drop) });
+//! hub.on("join", |socket: Socket, room: String| async move { socket.join(&room).await.map(drop) });
 //! let server = zapsocket::Server::builder()
 //!     .port(8080)
 //!     .subprotocol(zapsocket_realtime::SUBPROTOCOL)
@@ -34,22 +34,34 @@
 //!
 //! ```text
 //!  client ──text frame──▶ conn (size check, envelope parse, middlewares)
-//!                          ├─ $join/$leave/$members ─▶ rooms + presence ($joined/$left)
+//!                          ├─ $join/$leave/$members ─▶ presence (registry + broker) ─▶ $joined/$left
+//!                          ├─ $resume ─▶ recovery (history: session, replay) ─▶ live
 //!                          ├─ event ─▶ handler (serde decode, or bad_payload) ─▶ reply if ack
 //!                          ├─ call  ─▶ procedure ─▶ reply
 //!                          └─ reply ─▶ the pending emit_with_ack
-//!  handler ─▶ Operator (rooms − except) ─▶ Adapter::append (offsets, one JSON, one frame)
-//!          ─▶ the same bytes queued on every recipient (zapsocket send_encoded)
+//!  handler ─▶ Operator (rooms − except) ─▶ publish: one Publication ─▶ Broker::publish
+//!  Broker (offsets, order, every node with members) ─▶ deliver: one frame per node,
+//!          the same bytes queued on each local recipient (zapsocket send_encoded)
 //! ```
+//!
+//! The parts, in reading order (no module imports one that comes after it):
+//! `protocol` and `envelope` (the wire), `broker` (the [`Broker`] and [`History`]
+//! traits), `state` (one socket), `registry` (this node's rooms: plain data), `core`
+//! (the parts together), then what each does with them: `publish`, `presence`,
+//! `recovery`, `cluster` (requests between nodes), `conn` (one connection's loop), and
+//! the public faces `emit` ([`Operator`]), `socket` ([`Socket`]) and `hub` ([`Hub`]).
+//! [`MemoryAdapter`] is the default broker and history (one node);
+//! `zapsocket-redis` links many nodes through Redis.
 //!
 //! Every socket is in the room `$all` and in its own room `$s:SID`, so a message to
 //! everyone or to one socket is a room message too: recorded with an offset. When a
 //! connection ends, its session (rooms, data) is kept for
-//! [`HubConfig::recovery_window`]; a client that reconnects in time sends `$resume` with
-//! its offsets and gets exactly what its rooms recorded meanwhile, in order, then live
-//! messages (docs/PROTOCOL.md, *Offsets and recovery*). Handlers of one socket run concurrently on its connection's task,
-//! started in arrival order; at most [`HubConfig::max_pending_acks`] at once, past which
-//! the socket is not read (TCP backpressure).
+//! [`HubConfig::recovery_window`]; a client that reconnects in time, to any node, sends
+//! `$resume` with its offsets and gets exactly what its rooms recorded meanwhile, in
+//! order, then live messages (docs/PROTOCOL.md, *Offsets and recovery*). Handlers of one
+//! socket run concurrently on its connection's task, started in arrival order; at most
+//! [`HubConfig::max_pending_acks`] at once, past which the socket is not read (TCP
+//! backpressure).
 //!
 //! ## Limits
 //!
@@ -63,30 +75,42 @@
 
 #![forbid(unsafe_code)]
 
-mod adapter;
+mod broker;
 pub mod client;
+mod cluster;
 mod config;
 mod conn;
+mod core;
 pub mod demo;
 mod emit;
 mod envelope;
 mod error;
 mod handler;
 mod hub;
+mod memory;
 mod metrics;
 mod presence;
+mod protocol;
+mod publish;
 mod recovery;
+mod registry;
 mod socket;
+mod state;
 mod typescript;
 
-pub use adapter::{Adapter, MemoryAdapter, Recorded, Unavailable};
+pub use broker::{
+    Adapter, AdapterError, Answers, BoxFuture, Broker, BrokerMetrics, Deliver, Delivery, Entry, History,
+    NodeInfo, Presence, Publication, SessionRecord,
+};
+pub use cluster::{NodeResults, RemoteSocket};
 pub use config::{HistoryLimits, HubConfig};
 pub use emit::{Operator, RoomName};
 pub use error::{ErrorCode, ReplyError};
 pub use handler::HandlerOutput;
 pub use hub::{Hub, HubBuilder};
+pub use memory::MemoryAdapter;
 pub use metrics::Metrics;
-pub use presence::{Member, MembersReply, PresenceEvent, RoomRequest};
+pub use protocol::{Member, MembersReply, PresenceEvent, Resync, RoomRequest};
 pub use socket::Socket;
 pub use ts_rs;
 

@@ -1,7 +1,9 @@
-//! Counters of a hub, and their Prometheus text rendering.
+//! Counters of a hub and of its broker, and their Prometheus text rendering.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::broker::BrokerMetrics;
 
 /// A hub's counters. Read them with [`Hub::metrics`](crate::Hub::metrics).
 #[derive(Debug, Default)]
@@ -15,6 +17,8 @@ pub(crate) struct Counters {
     pub(crate) drops: AtomicU64,
     pub(crate) errors_out: AtomicU64,
     pub(crate) broadcasts: AtomicU64,
+    pub(crate) resumed: AtomicU64,
+    pub(crate) resyncs: AtomicU64,
 }
 
 impl Counters {
@@ -32,7 +36,7 @@ impl Counters {
         }
     }
 
-    pub(crate) fn snapshot(&self, rooms: usize) -> Metrics {
+    pub(crate) fn snapshot(&self, rooms: usize, broker: BrokerMetrics) -> Metrics {
         Metrics {
             connections: self.connections.load(Relaxed),
             connections_total: self.connections_total.load(Relaxed),
@@ -44,6 +48,9 @@ impl Counters {
             drops: self.drops.load(Relaxed),
             errors_out: self.errors_out.load(Relaxed),
             broadcasts: self.broadcasts.load(Relaxed),
+            resumed: self.resumed.load(Relaxed),
+            resyncs: self.resyncs.load(Relaxed),
+            broker,
         }
     }
 }
@@ -52,11 +59,12 @@ impl Counters {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Metrics {
-    /// Sockets connected now.
+    /// Sockets connected to this node now.
     pub connections: u64,
     /// Sockets connected since the hub started.
     pub connections_total: u64,
-    /// Rooms with at least one member now (not counting `$all` and sockets' own rooms).
+    /// Rooms with at least one member on this node now (not counting `$all` and
+    /// sockets' own rooms).
     pub rooms: u64,
     /// Text messages received.
     pub messages_in: u64,
@@ -71,14 +79,22 @@ pub struct Metrics {
     pub drops: u64,
     /// Error replies and `$error` events sent.
     pub errors_out: u64,
-    /// Room messages sent (each counts once, whatever the number of recipients).
+    /// Room messages published by this node (each counts once, whatever the number of
+    /// recipients).
     pub broadcasts: u64,
+    /// Sessions resumed on this node.
+    pub resumed: u64,
+    /// Sockets told to resync (`$resync`) because messages of their rooms were lost.
+    pub resyncs: u64,
+    /// The broker's counters (the link to other nodes).
+    pub broker: BrokerMetrics,
 }
 
 impl Metrics {
     /// The Prometheus text exposition format (version 0.0.4), for `/metrics`.
     pub fn to_prometheus(&self) -> String {
-        let rows: [(&str, &str, &str, u64); 10] = [
+        let b = &self.broker;
+        let rows: [(&str, &str, &str, u64); 22] = [
             ("zapsocket_connections", "gauge", "Sockets connected now.", self.connections),
             (
                 "zapsocket_connections_total",
@@ -86,7 +102,7 @@ impl Metrics {
                 "Sockets connected since start.",
                 self.connections_total,
             ),
-            ("zapsocket_rooms", "gauge", "Rooms with members now.", self.rooms),
+            ("zapsocket_rooms", "gauge", "Rooms with members on this node now.", self.rooms),
             ("zapsocket_messages_received_total", "counter", "Text messages received.", self.messages_in),
             ("zapsocket_received_bytes_total", "counter", "Bytes of text messages received.", self.bytes_in),
             ("zapsocket_messages_sent_total", "counter", "Messages queued to sockets.", self.messages_out),
@@ -98,7 +114,54 @@ impl Metrics {
                 "Error replies and $error events sent.",
                 self.errors_out,
             ),
-            ("zapsocket_broadcasts_total", "counter", "Room messages sent (once each).", self.broadcasts),
+            (
+                "zapsocket_broadcasts_total",
+                "counter",
+                "Room messages published (once each).",
+                self.broadcasts,
+            ),
+            ("zapsocket_resumed_total", "counter", "Sessions resumed on this node.", self.resumed),
+            ("zapsocket_resyncs_total", "counter", "Sockets told to resync after a loss.", self.resyncs),
+            ("zapsocket_broker_published_total", "counter", "Publications sent to the broker.", b.published),
+            (
+                "zapsocket_broker_publish_failures_total",
+                "counter",
+                "Publications failed or unknown.",
+                b.publish_failures,
+            ),
+            (
+                "zapsocket_broker_queued_bytes",
+                "gauge",
+                "Bytes waiting to go to the broker's store.",
+                b.queued_bytes,
+            ),
+            (
+                "zapsocket_broker_received_total",
+                "counter",
+                "Room messages received from the store.",
+                b.received,
+            ),
+            ("zapsocket_broker_gaps_total", "counter", "Gaps found in what was received.", b.gaps),
+            ("zapsocket_broker_repaired_total", "counter", "Gaps repaired from the history.", b.repaired),
+            ("zapsocket_broker_lost_total", "counter", "Gaps that could not be repaired.", b.lost),
+            (
+                "zapsocket_broker_disconnects_total",
+                "counter",
+                "Times the link to the store was lost.",
+                b.disconnects,
+            ),
+            (
+                "zapsocket_broker_connected",
+                "gauge",
+                "Whether the store is reachable (1) or not (0).",
+                b.connected,
+            ),
+            (
+                "zapsocket_broker_reaped_nodes_total",
+                "counter",
+                "Dead nodes removed from presence.",
+                b.reaped_nodes,
+            ),
         ];
         let mut out = String::new();
         for (name, kind, help, value) in rows {
@@ -116,6 +179,6 @@ mod tests {
         let text = m.to_prometheus();
         assert!(text.contains("# TYPE zapsocket_connections gauge\nzapsocket_connections 3\n"));
         assert!(text.contains("zapsocket_drops_total 1\n"));
-        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 10);
+        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 22);
     }
 }

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use ts_rs::{Config, TS, TypeVisitor};
 
 use crate::error::ReplyError;
-use crate::presence::{MembersReply, PresenceEvent};
+use crate::protocol::{MembersReply, PresenceEvent, Resync};
 
 /// The types registered on a hub, rendered by [`crate::Hub::typescript`].
 #[derive(Default)]
@@ -66,6 +66,7 @@ impl Types {
 
     pub(crate) fn render(&mut self) -> String {
         let presence = self.add::<PresenceEvent>();
+        let resync = self.add::<Resync>();
         self.add::<MembersReply>();
         let error = self.add::<ReplyError>();
         let mut out = String::from(HEADER);
@@ -82,7 +83,8 @@ impl Types {
         out.push_str(
             "}\n\n/** Events the server sends, with their data. */\nexport interface ServerEvents {\n",
         );
-        let reserved = [("$joined", &presence), ("$left", &presence), ("$error", &error)];
+        let reserved =
+            [("$joined", &presence), ("$left", &presence), ("$error", &error), ("$resync", &resync)];
         let reserved = reserved.iter().map(|(n, t)| ((*n).to_owned(), (*t).clone()));
         let events: BTreeMap<String, String> =
             self.server_events.clone().into_iter().chain(reserved).collect();

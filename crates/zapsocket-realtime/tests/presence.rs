@@ -53,7 +53,7 @@ async fn join_leave_and_disconnect_are_seen_by_the_room() {
     );
     cy.client.join("elsewhere").await.unwrap();
     assert_eq!(names(&cy.client.members("lobby").await.unwrap().members), ["ada", "bob"]);
-    assert_eq!(names(&hub.members("lobby")), ["ada", "bob"]);
+    assert_eq!(names(&hub.members("lobby").await.unwrap()), ["ada", "bob"]);
 
     bob.client.leave("lobby").await.unwrap();
     let (event, data) = ada.next().await;
@@ -99,7 +99,7 @@ async fn server_side_join_and_public_data() {
     a.client.join("team").await.unwrap();
     let sb = hub.socket(&b.client.session()).unwrap();
     sb.set_public_data(json!({"name": "b", "score": 3}));
-    sb.join("team").unwrap();
+    sb.join("team").await.unwrap();
     let (event, data) = a.next().await;
     assert_eq!(event, "$joined");
     assert_eq!(data["member"]["data"], json!({"name": "b", "score": 3}));
@@ -126,7 +126,7 @@ async fn presence_stops_past_its_limit_and_the_count_goes_on() {
     assert_eq!((joined.members.len(), joined.count), (0, 3), "past the limit: the count only");
     let listed = a.client.members("big").await.unwrap();
     assert_eq!((listed.members.len(), listed.count), (0, 3));
-    assert_eq!(hub.members("big").len(), 3, "the server side sees everyone");
+    assert_eq!(hub.members("big").await.unwrap().len(), 3, "the server side sees everyone");
     c.client.leave("big").await.unwrap();
     a.assert_silent().await;
     b.client.leave("big").await.unwrap();

@@ -94,7 +94,7 @@ async fn after_a_server_restart_on_the_same_port_the_client_rejoins_its_rooms() 
     let (_, _server) = serve_on(&second, port).await;
     wait_state(&client, |s| *s == ConnState::Connected).await;
     assert_ne!(client.session(), old_session, "a new epoch: a new session");
-    let members = second.members("lobby");
+    let members = second.members("lobby").await.unwrap();
     assert_eq!(members.len(), 1);
     assert_eq!(members[0].id, client.session(), "rejoined");
     assert_eq!(client.hello().epoch, second.epoch());

@@ -151,7 +151,7 @@ async fn recovery_is_refused_after_the_window_on_a_new_epoch_or_past_the_history
     cut(&hub, &b).await;
     let mut ws = resume(&url, &sid, "e-other", &HashMap::new()).await;
     assert_eq!(code(&until_reply(&mut ws).await), "recovery_unavailable", "epoch changed");
-    let mut ws = resume(&url, &sid, hub.epoch(), &HashMap::new()).await;
+    let mut ws = resume(&url, &sid, &hub.epoch(), &HashMap::new()).await;
     let got = until_reply(&mut ws).await;
     assert_eq!(got[0]["data"]["recovered"], true, "a refused try does not use the session up: {got:?}");
 
@@ -162,8 +162,87 @@ async fn recovery_is_refused_after_the_window_on_a_new_epoch_or_past_the_history
     for i in 0..6 {
         hub.to("busy").emit("m", &i).unwrap();
     }
-    let mut ws = resume(&url, &sid, hub.epoch(), &offsets).await;
+    let mut ws = resume(&url, &sid, &hub.epoch(), &offsets).await;
     let got = until_reply(&mut ws).await;
     assert_eq!(got.len(), 1, "nothing replayed when refused");
     assert_eq!(code(&got), "recovery_unavailable", "history overflowed");
+}
+
+/// Issue 13: a session that missed 150 chats of 4 KB in each of 3 rooms (1.8 MB, over
+/// the 1 MiB send queue) got neither a reply nor a message: the replay was queued all at
+/// once and the slow-consumer policy ended the connection. The replay now waits for room
+/// in the send queue as it goes: everything arrives, in order, then the reply.
+#[tokio::test]
+async fn a_backlog_larger_than_the_send_queue_is_replayed_whole() {
+    let hub = Hub::new();
+    let url = serve(&hub).await;
+    let a = Recorder::connect(&url).await;
+    let rooms = ["r1", "r2", "r3"];
+    for room in rooms {
+        a.client.join(room).await.unwrap();
+    }
+    let (sid, epoch, offsets) =
+        (a.client.session().to_owned(), a.client.hello().epoch.clone(), a.client.offsets());
+    cut(&hub, &a).await;
+    let text = "x".repeat(4000);
+    for i in 0..150 {
+        for room in rooms {
+            hub.to(room).emit("chat", &json!({"i": i, "room": room, "text": text})).unwrap();
+        }
+    }
+    let mut ws = resume(&url, &sid, &epoch, &offsets).await;
+    let got = until_reply(&mut ws).await;
+    let reply = got.last().unwrap();
+    assert_eq!(reply["data"], json!({"recovered": true, "replayed": 450}), "{reply}");
+    let chats: Vec<(u64, &str)> = got[..got.len() - 1]
+        .iter()
+        .map(|m| (m["data"]["i"].as_u64().unwrap(), m["data"]["room"].as_str().unwrap()))
+        .collect();
+    let sent: Vec<(u64, &str)> = (0..150).flat_map(|i| rooms.map(|r| (i, r))).collect();
+    assert_eq!(chats, sent, "every message once, in the order sent");
+}
+
+/// Messages sent while a replay runs are held and follow it: the client sees the room's
+/// offsets without a gap or a repeat across the switch from replay to live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_sent_during_a_replay_follow_it_without_gap_or_repeat() {
+    let mut config = HubConfig::default();
+    config.max_resume_buffer = 64 * 1024; // small: the held messages overflow, and are read again
+    let hub = Hub::builder().config(config).build();
+    let url = serve(&hub).await;
+    let a = Recorder::connect(&url).await;
+    a.client.join("r").await.unwrap();
+    let (sid, epoch, offsets) =
+        (a.client.session().to_owned(), a.client.hello().epoch.clone(), a.client.offsets());
+    cut(&hub, &a).await;
+    let text = "y".repeat(2000);
+    for i in 0..400 {
+        hub.to("r").emit("m", &json!({"i": i, "text": text})).unwrap();
+    }
+    let live = {
+        let hub = hub.clone();
+        let text = text.clone();
+        tokio::spawn(async move {
+            for i in 400..800 {
+                hub.to("r").emit("m", &json!({"i": i, "text": text})).unwrap();
+                if i % 20 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            hub.to("r").emit("end", &()).unwrap();
+        })
+    };
+    let mut ws = resume(&url, &sid, &epoch, &offsets).await;
+    let mut seen = Vec::new();
+    loop {
+        let m = recv_json(&mut ws).await;
+        if m["event"] == "end" {
+            break;
+        }
+        if m["event"] == "m" {
+            seen.push(m["data"]["i"].as_u64().unwrap());
+        }
+    }
+    live.await.unwrap();
+    assert_eq!(seen, (0..800).collect::<Vec<_>>(), "every message once, in order");
 }

@@ -298,6 +298,14 @@ impl WebSocketSender {
         self.shared.send_encoded(frame)
     }
 
+    /// Queues a frame encoded once for many connections, waiting while the send queue
+    /// is full instead of applying the slow-consumer policy (as [`WebSocketSender::queue`]
+    /// does for a message): for a backlog that must all arrive, like a replay.
+    pub async fn queue_encoded(&self, frame: &EncodedFrame) -> Result<()> {
+        let mut op = Some(|c: &mut Connection| c.send_encoded(frame));
+        poll_fn(|cx| self.shared.poll_enqueue(cx, &mut op, true)).await.map(drop)
+    }
+
     /// Sends one fragment of a message (like `ws`'s `send(data, { fin })`): the first
     /// fragment sets the type, `fin` ends the message. Other messages cannot be sent
     /// until the fragmented one is finished.

@@ -24,6 +24,9 @@ pub struct Hello {
     pub session: String,
     /// The server's history epoch.
     pub epoch: String,
+    /// The node connected to (servers before it was sent: empty).
+    #[serde(default)]
+    pub node: String,
     /// The server's limits.
     pub limits: HelloLimits,
 }

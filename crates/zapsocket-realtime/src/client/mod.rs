@@ -41,7 +41,7 @@ use serde::de::DeserializeOwned;
 use crate::envelope;
 use crate::error::{ErrorCode, ReplyError};
 use crate::handler::HandlerOutput;
-use crate::presence::{MembersReply, RoomRequest};
+use crate::protocol::{MembersReply, RoomRequest};
 
 pub use driver::{Hello, HelloLimits};
 use link::{Handler, Shared};

@@ -1,0 +1,141 @@
+//! Room messages: a [`Publication`] serialized once and handed to the broker (which
+//! gives offsets and decides the order), and the way back: what the broker delivers to
+//! this node, encoded once into one frame that every local recipient shares.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use serde::Serialize;
+use zapsocket::Message;
+
+use crate::broker::{AdapterError, Delivery, Publication};
+use crate::core::Core;
+use crate::envelope;
+use crate::error::ReplyError;
+use crate::protocol::Resync;
+use crate::registry::Rooms;
+use crate::state::{HeldMessage, SocketState};
+
+/// An adapter error as clients see it.
+pub(crate) fn reply_error(error: AdapterError) -> ReplyError {
+    match error {
+        AdapterError::Unavailable(m) => ReplyError::unavailable(m),
+        AdapterError::Gone(m) => ReplyError::new(crate::ErrorCode::RECOVERY_UNAVAILABLE, m),
+        AdapterError::Attached { node } => {
+            ReplyError::unavailable(format!("the session is still attached on node {node}"))
+        }
+    }
+}
+
+impl Core {
+    /// Publishes `event` with `data` (JSON) to `rooms`, not to the members of `except`.
+    pub(crate) fn publish(
+        &self,
+        rooms: Vec<String>,
+        except: Vec<String>,
+        event: &str,
+        data: &str,
+    ) -> Result<(), ReplyError> {
+        let publication = Publication::new(rooms, except, event, data);
+        self.broker.publish(publication).map_err(reply_error)?;
+        self.counters.broadcasts.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    /// Publishes a protocol event (`$joined`, `$left`); a failure is only logged (the
+    /// broker counts it).
+    pub(crate) fn publish_reserved<T: Serialize>(&self, room: &str, except: &str, event: &str, data: &T) {
+        let result =
+            self.publish(vec![room.to_owned()], vec![except.to_owned()], event, &envelope::to_json(data));
+        if let Err(error) = result {
+            tracing::debug!(%room, %event, %error, "not published");
+        }
+    }
+
+    /// Queues a delivered room message on this node's members of its rooms, each once.
+    pub(crate) fn deliver(&self, d: &Delivery<'_>) {
+        let rooms = d.publication.rooms();
+        let text = d.publication.text(d.epoch, d.offsets);
+        let len = text.len();
+        let frame = zapsocket::encode(Message::from(text));
+        let registry = self.registry.read();
+        let Some(skip) = Skip::new(d.publication.except(), rooms, d.fresh) else { return };
+        let held = || HeldMessage {
+            offsets: rooms.iter().cloned().zip(d.offsets.iter().copied()).collect(),
+            frame: frame.clone(),
+        };
+        let max_held = self.config.max_resume_buffer;
+        let mut seen: HashSet<*const SocketState> = HashSet::new();
+        let dedupe = rooms.len() > 1;
+        let (mut queued, mut dropped) = (0u64, 0u64);
+        for (i, room) in rooms.iter().enumerate() {
+            if d.fresh.is_some_and(|fresh| !fresh.get(i).copied().unwrap_or(true)) {
+                continue;
+            }
+            registry.for_each_member(room, |socket| {
+                if skip.skips(&registry, socket) || (dedupe && !seen.insert(Arc::as_ptr(socket))) {
+                    return;
+                }
+                if socket.deliver(&frame, &held, max_held) {
+                    queued += 1;
+                } else {
+                    dropped += 1;
+                }
+            });
+        }
+        self.counters.sent(queued, len, dropped);
+    }
+
+    /// Tells the members of `rooms` that messages of those rooms were lost for them
+    /// (`$resync`, docs/PROTOCOL.md): each gets the lost rooms it is in.
+    pub(crate) fn lost(&self, rooms: &[String], epoch: &str) {
+        let registry = self.registry.read();
+        let mut told: HashSet<*const SocketState> = HashSet::new();
+        for room in rooms {
+            registry.for_each_member(room, |socket| {
+                if !told.insert(Arc::as_ptr(socket)) {
+                    return;
+                }
+                let mine = rooms.iter().filter(|r| registry.contains(r, &socket.sid)).cloned().collect();
+                let data = envelope::to_json(&Resync { rooms: mine, epoch: epoch.to_owned() });
+                self.send_direct(socket, envelope::event("$resync", &data, None));
+            });
+        }
+        self.counters.resyncs.fetch_add(told.len() as u64, Relaxed);
+    }
+}
+
+/// Who a delivery leaves out: members of the except rooms, and of the rooms where this
+/// node already delivered it.
+struct Skip<'a> {
+    sids: Vec<&'a str>,
+    rooms: Vec<&'a str>,
+}
+
+impl<'a> Skip<'a> {
+    /// `None` when nobody gets it (`$all` is excepted).
+    fn new(except: &'a [String], targets: &'a [String], fresh: Option<&[bool]>) -> Option<Self> {
+        let mut skip = Skip { sids: Vec::new(), rooms: Vec::new() };
+        for room in except {
+            if room == crate::ALL_ROOM {
+                return None;
+            }
+            match room.strip_prefix("$s:") {
+                Some(sid) => skip.sids.push(sid),
+                None => skip.rooms.push(room),
+            }
+        }
+        if let Some(fresh) = fresh {
+            let stale =
+                targets.iter().zip(fresh).filter(|(_, fresh)| !**fresh).map(|(room, _)| room.as_str());
+            skip.rooms.extend(stale);
+        }
+        Some(skip)
+    }
+
+    fn skips(&self, registry: &Rooms, socket: &SocketState) -> bool {
+        self.sids.iter().any(|sid| **sid == *socket.sid)
+            || self.rooms.iter().any(|room| registry.contains(room, &socket.sid))
+    }
+}
