@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::HubConfig;
 use crate::protocol::Member;
 
 /// A boxed future, as the adapter traits return them (they are used as trait objects).
@@ -258,8 +259,9 @@ pub trait Broker: Send + Sync + 'static {
     /// This node's id.
     fn node(&self) -> &str;
 
-    /// Connects the broker to its hub; called once when the hub is built.
-    fn attach(&self, hub: Weak<dyn Deliver>);
+    /// Connects the broker to its hub, whose limits it follows (presence limit, recovery
+    /// window); called once when the hub is built.
+    fn attach(&self, hub: Weak<dyn Deliver>, config: &HubConfig);
 
     /// Records `publication` in the history (each room's next offset, one sequence
     /// number) and delivers it to every node with members in its rooms, in the same order

@@ -88,7 +88,7 @@ impl HubBuilder {
             parked: Mutex::default(),
             link: Arc::new(Link(weak.clone())),
         });
-        core.broker.attach(Arc::downgrade(&core.link));
+        core.broker.attach(Arc::downgrade(&core.link), &core.config);
         Hub { core }
     }
 }

@@ -155,7 +155,7 @@ impl Broker for MemoryAdapter {
         &self.node
     }
 
-    fn attach(&self, hub: Weak<dyn Deliver>) {
+    fn attach(&self, hub: Weak<dyn Deliver>, _: &HubConfig) {
         let _ = self.hub.set(hub);
     }
 

@@ -1,0 +1,175 @@
+//! Publications on their way to Redis: one bounded queue, emptied in order by one task,
+//! many publications per round trip (a pipeline of the publish script). One queue and
+//! one task keep every sender's order; the bound keeps a slow Redis from growing memory.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use redis::Value;
+use zapsocket_realtime::{AdapterError, Publication};
+
+use crate::scripts::evalsha;
+use crate::{Inner, unreachable};
+
+/// Bytes counted per queued publication besides its own.
+const OVERHEAD: usize = 64;
+/// The most publications sent in one round trip.
+const BATCH: usize = 256;
+/// The most bytes sent in one round trip (at least one publication goes).
+const BATCH_BYTES: usize = 1 << 20;
+
+/// The publications waiting for Redis.
+#[derive(Default)]
+pub(crate) struct Queue {
+    state: Mutex<State>,
+    /// Shared with the sending task, which waits on it without holding the adapter.
+    pub(crate) ready: Arc<tokio::sync::Notify>,
+}
+
+#[derive(Default)]
+struct State {
+    items: VecDeque<Publication>,
+    bytes: usize,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Bytes waiting now.
+    pub(crate) fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    /// Drops what waits (the link went down); returns how many.
+    pub(crate) fn clear(&self) -> usize {
+        let mut state = self.lock();
+        state.bytes = 0;
+        std::mem::take(&mut state.items).len()
+    }
+
+    fn take_batch(&self) -> Vec<Publication> {
+        let mut state = self.lock();
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        while let Some(front) = state.items.front() {
+            let cost = front.len() + OVERHEAD;
+            if !batch.is_empty() && (batch.len() >= BATCH || bytes + cost > BATCH_BYTES) {
+                break;
+            }
+            bytes += cost;
+            state.bytes -= cost.min(state.bytes);
+            batch.extend(state.items.pop_front());
+        }
+        batch
+    }
+}
+
+/// Queues a publication; fails at once while Redis is out of reach or the queue is full.
+pub(crate) fn publish(inner: &Inner, publication: Publication) -> Result<(), AdapterError> {
+    if !inner.up.load(Relaxed) {
+        inner.counters.publish_failures.fetch_add(1, Relaxed);
+        return Err(unreachable());
+    }
+    let cost = publication.len() + OVERHEAD;
+    {
+        let mut state = inner.outbound.lock();
+        if state.bytes + cost > inner.config.max_publish_queue {
+            drop(state);
+            inner.counters.publish_failures.fetch_add(1, Relaxed);
+            return Err(AdapterError::Unavailable(format!(
+                "{} bytes already wait for redis (max_publish_queue)",
+                inner.config.max_publish_queue
+            )));
+        }
+        state.bytes += cost;
+        state.items.push_back(publication);
+    }
+    inner.outbound.ready.notify_one();
+    Ok(())
+}
+
+/// The task that sends what is queued, while the link it was started for lasts.
+pub(crate) async fn run(weak: Weak<Inner>, generation: u64) {
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.generation.load(Relaxed) != generation {
+            // A newer link has its own task: pass on a wake-up this one may have taken.
+            inner.outbound.ready.notify_one();
+            return;
+        }
+        let batch = inner.outbound.take_batch();
+        if batch.is_empty() {
+            // Wait for more without keeping the adapter alive (dropping it wakes us).
+            let ready = inner.outbound.ready.clone();
+            let notified = ready.notified();
+            drop(inner);
+            notified.await;
+            continue;
+        }
+        send(&inner, batch).await;
+    }
+}
+
+/// One round trip for a batch: each publication one call of the publish script.
+async fn send(inner: &Arc<Inner>, batch: Vec<Publication>) {
+    let count = batch.len() as u64;
+    let Ok(mut conn) = inner.cmd() else {
+        inner.counters.publish_failures.fetch_add(count, Relaxed);
+        return;
+    };
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    for publication in &batch {
+        pipe.add_command(command(inner, publication));
+    }
+    match pipe.query_async::<Vec<redis::RedisResult<Value>>>(&mut conn).await {
+        Ok(results) => {
+            let failures = results.iter().filter(|r| r.is_err()).count() as u64;
+            inner.counters.published.fetch_add(count - failures, Relaxed);
+            if let Some(Err(first)) = results.iter().find(|r| r.is_err()) {
+                inner.counters.publish_failures.fetch_add(failures, Relaxed);
+                tracing::warn!(failures, error = %first, "publications refused by redis");
+                // An epoch that changed or scripts that are gone: Redis started over.
+                inner.broken.notify_one();
+            }
+        }
+        Err(error) => {
+            inner.counters.publish_failures.fetch_add(count, Relaxed);
+            tracing::warn!(%error, count, "publications not sent (their outcome is unknown)");
+            inner.broken.notify_one();
+        }
+    }
+}
+
+fn command(inner: &Inner, publication: &Publication) -> redis::Cmd {
+    let k = &inner.keys;
+    let (start, end) = k.node_parts();
+    let link = inner.hub.get();
+    let max_messages = link.map_or(1_000, |l| l.history_messages).max(1);
+    let max_age = link.map_or(120_000, |l| l.history_age.as_millis() as u64).max(1);
+    let mut keys = vec![k.epoch(), k.seq()];
+    let mut channels = Vec::new();
+    for room in publication.rooms() {
+        keys.push(k.offset(room));
+        keys.push(k.stream(room));
+        match room.strip_prefix("$s:") {
+            Some(sid) => keys.push(k.session(sid)),
+            None => keys.push(k.offset(room)),
+        }
+        channels.push(k.channel(room).unwrap_or_default());
+    }
+    let mut args: Vec<Vec<u8>> = vec![
+        inner.epoch().as_bytes().to_vec(),
+        max_messages.to_string().into_bytes(),
+        max_age.to_string().into_bytes(),
+        (inner.config.room_ttl.as_millis() as u64).max(1).to_string().into_bytes(),
+        publication.to_bytes(),
+        start.into_bytes(),
+        format!("{end}i").into_bytes(),
+    ];
+    args.extend(channels.into_iter().map(String::into_bytes));
+    evalsha(&inner.scripts.publish, &keys, &args)
+}
