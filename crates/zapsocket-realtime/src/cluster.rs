@@ -86,7 +86,8 @@ impl Core {
     async fn ask(&self, request: Request, timeout: Duration) -> NodeResults<Vec<(String, Answer)>> {
         let body = crate::envelope::to_json(&request);
         let node = self.broker.node().to_owned();
-        let (local, remote) = tokio::join!(self.answer(request), self.broker.request(None, &body, timeout));
+        let (local, remote) =
+            tokio::join!(self.answer(&node, request), self.broker.request(None, &body, timeout));
         let mut results = vec![(node, local)];
         results.extend(parse(remote.answers));
         NodeResults { results, missing: remote.missing }
@@ -146,7 +147,7 @@ impl Core {
         let request: Result<Request, _> = serde_json::from_str(body);
         Box::pin(async move {
             let answer = match request {
-                Ok(request) => core.answer(request).await,
+                Ok(request) => core.answer(&from, request).await,
                 Err(e) => {
                     Answer::Error(ReplyError::new(ErrorCode::BAD_ENVELOPE, format!("from {from}: {e}")))
                 }
@@ -155,7 +156,8 @@ impl Core {
         })
     }
 
-    async fn answer(&self, request: Request) -> Answer {
+    /// Answers `request` from node `from`.
+    async fn answer(&self, from: &str, request: Request) -> Answer {
         match request {
             Request::Fetch { rooms, except } => {
                 let node = self.broker.node().to_owned();
@@ -201,7 +203,7 @@ impl Core {
                         ReplyError::new(ErrorCode::UNKNOWN_EVENT, format!("no server event {event:?}"));
                     return Answer::Error(error);
                 };
-                match route(self.broker.node().to_owned(), data.get()) {
+                match route(from.to_owned(), data.get()) {
                     Ok(future) => match future.await {
                         Ok(json) => serde_json::value::RawValue::from_string(json).map_or_else(
                             |e| Answer::Error(ReplyError::handler_error(e.to_string())),
@@ -250,4 +252,37 @@ fn parse(answers: Vec<(String, String)>) -> impl Iterator<Item = (String, Answer
             None
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_answers_cross_the_wire() {
+        let request = Request::Fetch { rooms: vec!["a".into()], except: vec![] };
+        let json = crate::envelope::to_json(&request);
+        assert!(matches!(serde_json::from_str::<Request>(&json), Ok(Request::Fetch { .. })), "{json}");
+        let data = serde_json::value::RawValue::from_string("[1,{\"x\":2}]".into()).unwrap();
+        let json = crate::envelope::to_json(&Request::Emit { event: "e".into(), data });
+        assert!(matches!(serde_json::from_str::<Request>(&json), Ok(Request::Emit { .. })), "{json}");
+        let socket = RemoteSocket {
+            id: "s".into(),
+            node: "n".into(),
+            data: serde_json::json!({"a": 1}),
+            rooms: vec![],
+        };
+        for answer in
+            [Answer::Sockets(vec![socket]), Answer::Count(3), Answer::Error(ReplyError::unavailable("x"))]
+        {
+            let json = crate::envelope::to_json(&answer);
+            assert!(serde_json::from_str::<Answer>(&json).is_ok(), "{json}");
+        }
+        let reply = Answer::Reply(serde_json::value::RawValue::from_string("{\"k\":[1]}".into()).unwrap());
+        let json = crate::envelope::to_json(&reply);
+        assert!(
+            matches!(serde_json::from_str::<Answer>(&json), Ok(Answer::Reply(r)) if r.get() == "{\"k\":[1]}"),
+            "{json}"
+        );
+    }
 }

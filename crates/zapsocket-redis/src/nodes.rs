@@ -61,7 +61,11 @@ pub(crate) async fn request(
     body: &str,
     timeout: Duration,
 ) -> Answers {
-    let live = cached_live(inner);
+    // The live nodes as Redis sees them now (one round trip); out of reach: the last seen.
+    let live = match tokio::time::timeout(timeout, self::live(inner)).await {
+        Ok(Ok(nodes)) => nodes.into_iter().map(|n| n.id).collect(),
+        _ => cached_live(inner),
+    };
     let expected: Vec<String> = match node {
         Some(node) if live.iter().any(|n| n == node) => vec![node.to_owned()],
         Some(node) => return Answers { answers: Vec::new(), missing: vec![node.to_owned()] },

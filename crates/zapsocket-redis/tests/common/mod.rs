@@ -9,9 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use std::collections::HashMap;
+
+use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc};
+use zapsocket::{Message, WebSocket};
 use zapsocket_realtime::client::Client;
 use zapsocket_realtime::{Hub, HubConfig, SUBPROTOCOL};
 use zapsocket_redis::{RedisAdapter, RedisConfig};
@@ -298,4 +301,35 @@ pub async fn eventually(secs: u64, what: &str, mut check: impl AsyncFnMut() -> b
 /// The address of a node's server (for raw clients).
 pub fn addr(url: &str) -> SocketAddr {
     url.trim_start_matches("ws://").trim_end_matches('/').parse().unwrap()
+}
+
+/// A raw connection to `url` that sends `$resume` and returns every message up to the
+/// reply (included last).
+pub async fn resume(
+    url: &str,
+    session: &str,
+    epoch: &str,
+    offsets: &HashMap<String, u64>,
+) -> (WebSocket, Vec<Value>) {
+    let mut ws = zapsocket::Client::builder().protocol(SUBPROTOCOL).connect(url).await.unwrap();
+    let hello = next_json(&mut ws).await;
+    assert_eq!(hello["event"], "$hello");
+    let request = json!({"event": "$resume", "ack": 1, "data": {"session": session, "epoch": epoch, "offsets": offsets}});
+    ws.send(request.to_string()).await.unwrap();
+    let mut got = Vec::new();
+    loop {
+        let message = next_json(&mut ws).await;
+        let done = message["reply"] == 1;
+        got.push(message);
+        if done {
+            return (ws, got);
+        }
+    }
+}
+
+pub async fn next_json(ws: &mut WebSocket) -> Value {
+    match tokio::time::timeout(Duration::from_secs(10), ws.recv()).await.expect("nothing in 10 s") {
+        Some(Ok(Message::Text(text))) => serde_json::from_str(text.as_str()).unwrap(),
+        other => panic!("expected a text message, got {other:?}"),
+    }
 }

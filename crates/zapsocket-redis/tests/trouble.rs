@@ -1,0 +1,158 @@
+//! Redis trouble and dead nodes: a node cut from Redis, a Redis killed and restarted
+//! empty, a Redis frozen (SIGSTOP), a subscription Redis drops. Nodes never crash,
+//! clients stay connected, local work goes on, and afterwards everything is back in step
+//! by itself: what was missed is repaired from the streams, or the members are told.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Node, Proxy, Recorder, Redis, eventually, resume};
+use serde_json::json;
+use zapsocket_realtime::{ReplyError, Socket};
+
+fn with_add(node: &Node) {
+    node.hub.procedure("add", |_: Socket, (a, b): (i64, i64)| async move { Ok::<_, ReplyError>(a + b) });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_from_redis_is_dead_to_the_others_and_comes_back_by_itself() {
+    let redis = Redis::start().await;
+    let proxy = Proxy::start(redis.port).await;
+    let a = Node::start(&redis.url()).await;
+    let b = Node::start(&proxy.url()).await;
+    with_add(&b);
+    let mut ada = Recorder::named(&a.url, "ada").await;
+    let mut bob = Recorder::named(&b.url, "bob").await;
+    ada.client.join("room").await.unwrap();
+    bob.client.join("room").await.unwrap();
+    assert_eq!(ada.next_named("$joined").await["member"]["data"]["name"], "bob");
+
+    proxy.cut();
+    let cut_at = Instant::now();
+    // The others see b's members leave, from b's lease (1 s here; 5 s by default).
+    assert_eq!(ada.next_named("$left").await["member"]["data"]["name"], "bob");
+    let took = cut_at.elapsed();
+    assert!(took < Duration::from_secs(3), "$left {took:?} after the cut");
+    assert_eq!(a.hub.members("room").await.unwrap().len(), 1);
+
+    // b's clients stay connected; local work goes on; what needs Redis fails plainly.
+    let sum: i64 = bob.client.call("add", &(2, 3)).await.unwrap();
+    assert_eq!(sum, 5);
+    eventually(5, "b notices", async || !b.redis.is_connected()).await;
+    let error = b.hub.to("room").emit("x", &1).unwrap_err();
+    assert_eq!(error.code.as_str(), "unavailable");
+    assert_eq!(bob.client.members("room").await.unwrap_err().code.as_str(), "unavailable");
+    for i in 0..5 {
+        a.hub.to("room").emit("during", &i).unwrap(); // b will have to repair these
+    }
+
+    proxy.restore();
+    // b reconnects, writes its presence again ($joined), and repairs what it missed.
+    assert_eq!(ada.next_named("$joined").await["member"]["data"]["name"], "bob");
+    let got = bob.take(5).await;
+    assert_eq!(got.iter().map(|(_, d)| d.as_u64().unwrap()).collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
+    assert_eq!(bob.client.state(), zapsocket_realtime::client::ConnState::Connected, "never disconnected");
+    b.hub.to("room").emit("back", &1).unwrap();
+    assert_eq!(ada.next_named("back").await, json!(1));
+    assert!(b.hub.metrics().broker.repaired >= 1, "{:?}", b.hub.metrics().broker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restarted_empty_means_a_new_epoch_presence_written_again_and_members_told() {
+    let mut redis = Redis::start().await;
+    let a = Node::start(&redis.url()).await;
+    let b = Node::start(&redis.url()).await;
+    let ada = Recorder::named(&a.url, "ada").await;
+    let mut bob = Recorder::named(&b.url, "bob").await;
+    ada.client.join("room").await.unwrap();
+    bob.client.join("room").await.unwrap();
+    a.hub.to("room").emit("before", &1).unwrap();
+    assert_eq!(bob.next_named("before").await, json!(1));
+    let old_epoch = a.hub.epoch();
+    let (bob_sid, bob_offsets) = (bob.client.session().to_owned(), bob.client.offsets());
+
+    redis.restart().await;
+    let restarted = Instant::now();
+    // Connected clients are told (their rooms' history is gone) and stay connected.
+    let resync = bob.next_named("$resync").await;
+    assert_ne!(resync["epoch"].as_str().unwrap(), old_epoch);
+    let mut rooms: Vec<String> = serde_json::from_value(resync["rooms"].clone()).unwrap();
+    rooms.sort();
+    assert_eq!(rooms, ["$all".to_owned(), format!("$s:{bob_sid}"), "room".to_owned()]);
+    eventually(10, "both nodes back", async || a.redis.is_connected() && b.redis.is_connected()).await;
+    assert_eq!(a.hub.epoch(), b.hub.epoch(), "one new epoch for all");
+    // Presence was written again by each node, delivery goes on across nodes.
+    eventually(10, "presence written again", async || {
+        a.hub.members("room").await.is_ok_and(|m| m.len() == 2)
+    })
+    .await;
+    a.hub.to("room").emit("after", &2).unwrap();
+    assert_eq!(bob.next_named("after").await, json!(2));
+    assert!(restarted.elapsed() < Duration::from_secs(10), "{:?}", restarted.elapsed());
+    // A client resuming with the old epoch is told to resync.
+    let (_ws, got) = resume(&a.url, &bob_sid, &old_epoch, &bob_offsets).await;
+    assert_eq!(got.last().unwrap()["error"]["code"], "recovery_unavailable", "{got:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_redis_stops_nothing_local_and_delivery_resumes_after_it_thaws() {
+    let redis = Redis::start().await;
+    let a = Node::start(&redis.url()).await;
+    let b = Node::start(&redis.url()).await;
+    with_add(&a);
+    let ada = Recorder::named(&a.url, "ada").await;
+    let mut bob = Recorder::named(&b.url, "bob").await;
+    ada.client.join("room").await.unwrap();
+    bob.client.join("room").await.unwrap();
+
+    redis.freeze();
+    let frozen_at = Instant::now();
+    let sum: i64 = ada.client.call("add", &(20, 22)).await.unwrap();
+    assert_eq!(sum, 42, "procedures answer while Redis is frozen");
+    eventually(5, "the nodes notice", async || !a.redis.is_connected()).await;
+    assert!(a.hub.to("room").emit("x", &0).is_err(), "emits fail at once, nothing queues");
+    tokio::time::sleep(Duration::from_secs(3).saturating_sub(frozen_at.elapsed())).await;
+    redis.thaw();
+
+    eventually(10, "the nodes are back", async || a.redis.is_connected() && b.redis.is_connected()).await;
+    a.hub.to("room").emit("after", &1).unwrap();
+    assert_eq!(bob.next_named("after").await, json!(1));
+    assert_eq!(b.hub.members("room").await.unwrap().len(), 2, "nobody was taken for dead");
+    for r in [&ada, &bob] {
+        assert_eq!(r.client.state(), zapsocket_realtime::client::ConnState::Connected);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_that_redis_drops_is_repaired_from_the_streams_never_silently() {
+    let redis = Redis::start().await;
+    let a = Node::start(&redis.url()).await;
+    let b = Node::start(&redis.url()).await;
+    let mut bob = Recorder::named(&b.url, "bob").await;
+    bob.client.join("room").await.unwrap();
+    let publisher = {
+        let hub = a.hub.clone();
+        tokio::spawn(async move {
+            for i in 0..300 {
+                while hub.to("room").emit("n", &i).is_err() {
+                    tokio::time::sleep(Duration::from_millis(5)).await; // a's own link may drop too
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        // As when Redis drops a subscriber past its output buffer limit, or fails over.
+        redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    }
+    publisher.await.unwrap();
+    let got: Vec<u64> = bob.take(300).await.iter().map(|(_, d)| d.as_u64().unwrap()).collect();
+    assert_eq!(got, (0..300).collect::<Vec<_>>(), "every message once, in order");
+    bob.assert_silent(300).await;
+    let m = b.hub.metrics().broker;
+    assert!(m.disconnects >= 1 && m.lost == 0, "{m:?}");
+}
