@@ -106,7 +106,7 @@ async fn a_dead_node_is_named_as_missing_and_never_waited_for_past_the_timeout_o
     let started = Instant::now();
     let found = a.hub.to("$all").timeout(Duration::from_millis(500)).fetch_sockets().await;
     assert!(started.elapsed() < Duration::from_secs(2), "bounded by the timeout: {:?}", started.elapsed());
-    assert_eq!(found.missing, [b_id.clone()], "b is named");
+    assert_eq!(found.missing, std::slice::from_ref(&b_id), "b is named");
     assert_eq!(found.results.len(), 1, "a's own socket");
 
     // Once b's lease ran out (1 s here), it is no longer expected at all.
