@@ -32,7 +32,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match runtime() {
+    // The Redis client (redis-rs) times its commands with tokio's timer.
+    let timers = matches!(&cli.command, Command::Serve(args) if args.uses_redis());
+    let runtime = match runtime(timers) {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -49,15 +51,23 @@ fn main() -> ExitCode {
 
 /// A multi-thread runtime with one worker per CPU this process may use; with a single
 /// CPU (say under `taskset`), a current-thread runtime, which does the same work without
-/// the work-stealing machinery. No tokio timer: zapsocket's timers have their own thread
-/// (`zapsocket::time`), and without tokio's every park of the runtime is cheaper.
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+/// the work-stealing machinery. No tokio timer unless `timers` (the Redis client needs
+/// it): zapsocket's timers have their own thread (`zapsocket::time`), and without
+/// tokio's every park of the runtime is cheaper.
+fn runtime(timers: bool) -> std::io::Result<tokio::runtime::Runtime> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if cpus == 1 {
-        tokio::runtime::Builder::new_current_thread().enable_io().build()
+    let mut builder = if cpus == 1 {
+        tokio::runtime::Builder::new_current_thread()
     } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(cpus).enable_io().build()
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(cpus);
+        builder
+    };
+    builder.enable_io();
+    if timers {
+        builder.enable_time();
     }
+    builder.build()
 }
 
 /// Where log lines go.

@@ -3,7 +3,7 @@
 //! the two modules it imports, under `/zapsocket/`) and the hub's metrics at `/metrics` (Prometheus text format).
 
 use zapsocket::{HttpResponse, Request};
-use zapsocket_realtime::{Hub, HubConfig, demo};
+use zapsocket_realtime::{Adapter, Hub, HubConfig, demo};
 
 /// The demo chat page (written by the JS side, built on `js/`).
 const DEMO_HTML: &str = include_str!("../assets/demo.html");
@@ -20,11 +20,27 @@ const CLIENT_JS: [(&str, &str); 3] = [
 pub(crate) const PATH: &str = "/ws";
 
 /// The hub of `/ws`: the built-in chat and test helpers. Envelopes are limited to the
-/// smaller of the protocol's default (1 MiB) and `--max-message`.
-pub(crate) fn hub(max_message: usize) -> Hub {
+/// smaller of the protocol's default (1 MiB) and `--max-message`. With an adapter (Redis),
+/// it is one node of many.
+pub(crate) fn hub(max_message: usize, adapter: Option<Adapter>) -> Hub {
     let mut config = HubConfig::default();
     config.max_message = config.max_message.min(max_message);
-    demo::hub(Hub::builder().config(config).build())
+    let mut builder = Hub::builder().config(config);
+    if let Some(adapter) = adapter {
+        builder = builder.adapter(adapter);
+    }
+    demo::hub(builder.build())
+}
+
+/// The Redis adapter of `--redis URL` (waits for the first connection).
+pub(crate) async fn redis(
+    url: &str,
+    node_id: Option<String>,
+) -> Result<Adapter, zapsocket_redis::ConnectError> {
+    let mut config = zapsocket_redis::RedisConfig::default();
+    config.node_id = node_id;
+    let redis = zapsocket_redis::RedisAdapter::connect(url, config).await?;
+    Ok(redis.adapter())
 }
 
 /// Plain HTTP: the demo page on `/`, the client module, the metrics; `None` (404)

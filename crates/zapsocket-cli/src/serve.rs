@@ -55,6 +55,23 @@ pub(crate) struct ServeArgs {
     /// The most connections open at once from one IP address; more get 503.
     #[arg(long, value_name = "N")]
     max_connections_per_ip: Option<usize>,
+    /// Many nodes, one server: link the realtime hub to other `zap serve` nodes through
+    /// this Redis (`redis://[user:password@]host:port[/db]`, Redis 7 or later). Rooms,
+    /// presence, recovery and requests then span every node started with the same URL.
+    /// Without it: one node, nothing shared.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// This node's id in the cluster (shown in `$hello`, the demo page and presence
+    /// lookups). Default: `n-` and 16 random hex digits.
+    #[arg(long, value_name = "ID", requires = "redis")]
+    node_id: Option<String>,
+}
+
+impl ServeArgs {
+    /// Whether the hub links to other nodes through Redis.
+    pub(crate) fn uses_redis(&self) -> bool {
+        self.redis.is_some()
+    }
 }
 
 /// Runs the server until Ctrl-C or SIGTERM, then shuts down gracefully: every client gets
@@ -62,7 +79,18 @@ pub(crate) struct ServeArgs {
 pub(crate) async fn run(args: ServeArgs) -> ExitCode {
     crate::init_logging("info", Output::Stdout);
     let shutdown = Shutdown::install();
-    let hub = realtime::hub(args.max_message);
+    let adapter = match &args.redis {
+        Some(url) => match realtime::redis(url, args.node_id.clone()).await {
+            Ok(adapter) => Some(adapter),
+            Err(e) => {
+                eprintln!("error: --redis {url}: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    let hub = realtime::hub(args.max_message, adapter);
+    tracing::info!(node = hub.node(), redis = args.redis.as_deref().unwrap_or("none"), "realtime node");
     let server = match bind(&args, &hub).await {
         Ok(server) => server,
         Err(e) => {

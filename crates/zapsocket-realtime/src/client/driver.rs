@@ -169,7 +169,12 @@ async fn restore(
         let offsets = shared.offsets().clone();
         let data = serde_json::json!({"session": old.session, "epoch": old.epoch, "offsets": offsets});
         match inline_request(shared, sender, rx, "$resume", &data).await {
-            Ok(_) => return Ok(()),
+            Ok(_) => {
+                // The connection is the old session again, on whatever node it reached.
+                let resumed = Hello { session: old.session, ..hello };
+                *shared.hello.write().unwrap_or_else(|p| p.into_inner()) = resumed;
+                return Ok(());
+            }
             Err(e) if e.code == ErrorCode::RECOVERY_UNAVAILABLE => tracing::debug!(error = %e, "resync"),
             Err(e) => return Err(e),
         }
