@@ -10,6 +10,7 @@
 #   JS client deps                    npm ci in js/ when js/package-lock.json exists
 #   playwright-core for the browser   npm ci in tests/interop/browser (with the peers)
 #   Chromium (browser tests)          apt-get install chromium when /usr/bin/chromium is missing
+#   Redis (zapsocket-redis tests)     apt-get install redis-server when redis-server is missing
 #   Autobahn|Testsuite (wstest)       ../shared/conformance/install.sh (outside the repo)
 #   --no-peers     skip Node and Python      --no-autobahn  skip the Autobahn install
 # Env: ZAPSOCKET_HOST_PYTHON (python3), ZAPSOCKET_CONFORMANCE (../shared/conformance).
@@ -133,10 +134,12 @@ if { [ -f "$ROOT/js/test/browser.test.mjs" ] || { [ "$PEERS" = 1 ] && [ -d "$ROO
   done_list+=("chromium")
 fi
 
-# Later (not needed yet): Debian packages for the Redis adapter.
-# if [ -d "$ROOT/crates/zapsocket-redis" ] && ! command -v redis-server > /dev/null; then
-#   apt_install redis-server || die "redis-server is needed for the zapsocket-redis tests"
-# fi
+# A real Redis for the zapsocket-redis and `zap serve --redis` tests (Debian's package;
+# each test starts its own redis-server on a free port, without persistence).
+if [ -d "$ROOT/crates/zapsocket-redis" ] && ! command -v redis-server > /dev/null; then
+  apt_install redis-server || die "redis-server is needed for the zapsocket-redis tests (apt-get install -y redis-server, as root)"
+  done_list+=("redis-server")
+fi
 
 if [ "${#done_list[@]}" -gt 0 ]; then
   summary="$(printf '%s; ' "${done_list[@]}")"
