@@ -132,3 +132,50 @@ async fn a_node_killed_mid_stream_its_clients_resume_elsewhere_with_nothing_lost
         "SIGKILL of a node: $left after {left_after:?}, its client resumed on another node after {recovered_after:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_redis_restarts_empty_the_nodes_deliver_again_by_themselves() {
+    let mut redis = Redis::start().await;
+    let a = Serve::start(&["--redis", &redis.url()]);
+    let b = Serve::start(&["--redis", &redis.url()]);
+    let x = Client::connect(&format!("{}?name=x", a.url("/ws"))).await.unwrap();
+    let y = Client::connect(&format!("{}?name=y", b.url("/ws"))).await.unwrap();
+    let (tx, mut chats) = mpsc::unbounded_channel::<String>();
+    y.on("chat", move |msg: Value| {
+        let _ = tx.send(msg["text"].as_str().unwrap().to_owned());
+    });
+    let (resync_tx, mut resyncs) = mpsc::unbounded_channel::<Value>();
+    x.on("$resync", move |data: Value| {
+        let _ = resync_tx.send(data);
+    });
+    x.join("room").await.unwrap();
+    y.join("room").await.unwrap();
+    let _: Value = x.emit_with_ack("chat", &json!({"text": "before"})).await.unwrap();
+    assert_eq!(tokio::time::timeout(Duration::from_secs(5), chats.recv()).await.unwrap().unwrap(), "before");
+
+    redis.restart().await;
+    let restarted = Instant::now();
+    // x's node tells it that its rooms' history is gone; x and y stay connected.
+    let resync =
+        tokio::time::timeout(Duration::from_secs(10), resyncs.recv()).await.expect("$resync").unwrap();
+    assert!(resync["rooms"].as_array().unwrap().contains(&json!("room")), "{resync}");
+    // Chat until it goes through: the nodes are back, with presence written again.
+    let mut n = 0;
+    let delivered_after = loop {
+        n += 1;
+        let sent: Result<Value, _> = x.emit_with_ack("chat", &json!({"text": format!("after {n}")})).await;
+        if sent.is_ok()
+            && let Ok(Some(text)) = tokio::time::timeout(Duration::from_millis(500), chats.recv()).await
+        {
+            assert!(text.starts_with("after"), "{text}");
+            break restarted.elapsed();
+        }
+        assert!(restarted.elapsed() < Duration::from_secs(15), "no delivery 15 s after the restart");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(x.state(), ConnState::Connected);
+    assert_eq!(y.state(), ConnState::Connected);
+    let members = y.members("room").await.unwrap();
+    assert_eq!(members.count, 2, "presence written again by both nodes");
+    eprintln!("Redis restarted empty: delivery across nodes again after {delivered_after:?}");
+}
