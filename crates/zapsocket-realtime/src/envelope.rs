@@ -16,12 +16,20 @@ pub(crate) const MAX_ID: u64 = (1 << 53) - 1;
 /// An envelope as it arrived, `data` still raw.
 #[derive(Debug)]
 pub(crate) enum Envelope<'a> {
-    /// `{"event", "data", "ack"?}`; server → client events may carry `rooms`.
-    Event { name: Cow<'a, str>, data: &'a str, ack: Option<u64>, rooms: Option<&'a RawValue> },
+    /// `{"event", "data", "ack"?}`; server → client room events carry `rooms` and
+    /// `epoch`.
+    Event { name: Cow<'a, str>, data: &'a str, ack: Option<u64>, rooms: Option<Offsets<'a>> },
     /// `{"call", "data", "ack"}`.
     Call { name: Cow<'a, str>, data: &'a str, ack: u64 },
     /// `{"reply", "data"}` or `{"reply", "error"}`.
     Reply { id: u64, result: Result<&'a str, ReplyError> },
+}
+
+/// The recovery fields of a room event, raw: `rooms` (`{ROOM: OFFSET}`) and `epoch`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Offsets<'a> {
+    pub(crate) rooms: &'a RawValue,
+    pub(crate) epoch: Option<&'a RawValue>,
 }
 
 /// Why an envelope was refused, with its `ack` when one could be read, so the error
@@ -48,6 +56,8 @@ struct Raw<'a> {
     error: Option<&'a RawValue>,
     #[serde(borrow, default)]
     rooms: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    epoch: Option<&'a RawValue>,
 }
 
 /// Parses one text message. `max_name` bounds event and procedure names.
@@ -69,7 +79,8 @@ pub(crate) fn parse(text: &str, max_name: usize) -> Result<Envelope<'_>, Refused
     match (raw.event, raw.call, raw.reply) {
         (Some(event), None, None) => {
             let name = parse_name(event, max_name).map_err(|m| refuse(ack, ErrorCode::BAD_ENVELOPE, m))?;
-            Ok(Envelope::Event { name, data, ack, rooms: raw.rooms })
+            let rooms = raw.rooms.map(|rooms| Offsets { rooms, epoch: raw.epoch });
+            Ok(Envelope::Event { name, data, ack, rooms })
         }
         (None, Some(call), None) => {
             let name = parse_name(call, max_name).map_err(|m| refuse(ack, ErrorCode::BAD_ENVELOPE, m))?;

@@ -82,6 +82,8 @@ async fn a_redis_restarted_empty_means_a_new_epoch_presence_written_again_and_me
     let mut rooms: Vec<String> = serde_json::from_value(resync["rooms"].clone()).unwrap();
     rooms.sort();
     assert_eq!(rooms, ["$all".to_owned(), format!("$s:{bob_sid}"), "room".to_owned()]);
+    assert_eq!(bob.client.hello().epoch, resync["epoch"].as_str().unwrap(), "the client takes the new epoch");
+    assert!(!bob.client.offsets().contains_key("room"), "and forgets the old offsets");
     eventually(10, "both nodes back", async || a.redis.is_connected() && b.redis.is_connected()).await;
     assert_eq!(a.hub.epoch(), b.hub.epoch(), "one new epoch for all");
     // Presence was written again by each node, delivery goes on across nodes.

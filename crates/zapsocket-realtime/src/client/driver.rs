@@ -232,8 +232,15 @@ fn receive(shared: &Shared, text: &str) {
     match envelope {
         Envelope::Reply { id, result } => shared.resolve(id, result.map(str::to_owned)),
         Envelope::Event { name, data, ack, rooms } => {
-            if let Some(rooms) = rooms {
-                record_offsets(shared, rooms.get());
+            if let Some(offsets) = rooms {
+                let epoch = offsets.epoch.and_then(|e| serde_json::from_str::<String>(e.get()).ok());
+                if let Some(epoch) = epoch {
+                    adopt_epoch(shared, &epoch);
+                }
+                record_offsets(shared, offsets.rooms.get());
+            }
+            if name == "$resync" {
+                resync(shared, data);
             }
             let handler = shared.handlers.read().unwrap_or_else(|p| p.into_inner()).get(&*name).cloned();
             match handler.and_then(|h| h(data)) {
@@ -255,6 +262,27 @@ fn receive(shared: &Shared, text: &str) {
                 ReplyError::new(ErrorCode::UNKNOWN_PROCEDURE, format!("a client has no procedure {name:?}"));
             answer(shared, Some(ack), Err(error));
         }
+    }
+}
+
+/// A history that started over (a new epoch): offsets of the old one mean nothing.
+fn adopt_epoch(shared: &Shared, epoch: &str) {
+    let mut hello = shared.hello.write().unwrap_or_else(|p| p.into_inner());
+    if hello.epoch != epoch {
+        hello.epoch = epoch.to_owned();
+        shared.offsets().clear();
+    }
+}
+
+/// `$resync`: messages of these rooms were lost; their offsets are forgotten (all of
+/// them under a new epoch), so that a later `$resume` does not claim them. The
+/// application hears the event too (`on("$resync")`) and fetches state again.
+fn resync(shared: &Shared, data: &str) {
+    let Ok(resync) = serde_json::from_str::<crate::protocol::Resync>(data) else { return };
+    adopt_epoch(shared, &resync.epoch);
+    let mut offsets = shared.offsets();
+    for room in &resync.rooms {
+        offsets.remove(room);
     }
 }
 
