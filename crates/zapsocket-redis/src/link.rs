@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
-use zapsocket_realtime::{AdapterError, Member, PresenceEvent, Publication};
+use std::collections::HashMap;
+
+use zapsocket_realtime::{AdapterError, Member, PresenceEvent, Publication, SessionRecord};
 
 use crate::{Inner, failed};
 
@@ -120,8 +122,12 @@ async fn agree_on_epoch(inner: &Inner, cmd: &mut MultiplexedConnection) -> Resul
 /// this node for dead); members that were missing from a room are announced (`$joined`).
 async fn reassert(inner: &Arc<Inner>) {
     let Some(hub) = inner.hub() else { return };
+    let sessions = hub.sessions();
+    if let Err(error) = forget_ended(inner, &sessions).await {
+        return tracing::debug!(%error, "ended sessions not cleaned");
+    }
     let max_presence = inner.max_presence();
-    for session in hub.sessions() {
+    for session in sessions {
         match crate::ops::save(inner, &session, &inner.node).await {
             Ok(true) => {}
             Ok(false) => tracing::warn!(session = %session.id, "session attached on another node now"),
@@ -146,6 +152,42 @@ async fn reassert(inner: &Arc<Inner>) {
             }
         }
     }
+}
+
+/// What this node wrote for sockets that ended while Redis was out of reach (their leave
+/// and detach could not be written): their presence entries go (with `$left`), their
+/// sessions are detached, resumable for the recovery window.
+async fn forget_ended(inner: &Arc<Inner>, sessions: &[SessionRecord]) -> Result<(), AdapterError> {
+    let mut conn = inner.cmd()?;
+    let (listed, entries): (Vec<String>, Vec<String>) = redis::pipe()
+        .smembers(inner.keys.node_sessions(&inner.node))
+        .smembers(inner.keys.node_members(&inner.node))
+        .query_async(&mut conn)
+        .await
+        .map_err(failed)?;
+    let live: HashMap<&str, &SessionRecord> = sessions.iter().map(|s| (s.id.as_str(), s)).collect();
+    let window = inner.hub.get().map_or(Duration::from_secs(120), |l| l.recovery_window);
+    for sid in listed.iter().filter(|sid| !live.contains_key(sid.as_str())) {
+        crate::ops::detach(inner, None, sid, &inner.node, window).await?;
+    }
+    for entry in &entries {
+        let Some((room, sid)) = entry.split_once('\0') else { continue };
+        if live.get(sid).is_some_and(|s| s.rooms.iter().any(|r| r == room)) {
+            continue;
+        }
+        let (left, presence) = crate::ops::leave(inner, room, sid, &inner.node).await?;
+        if let Some(member) = left.filter(|_| presence.count < inner.max_presence()) {
+            let data = format!(
+                "{{\"room\":{},\"member\":{member}}}",
+                serde_json::to_string(room).unwrap_or_default()
+            );
+            let _ = crate::outbound::publish(
+                inner,
+                Publication::new(vec![room.to_owned()], vec![format!("$s:{sid}")], "$left", &data),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Renews the lease while the link holds; returns why it broke.

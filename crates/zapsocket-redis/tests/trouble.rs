@@ -158,3 +158,31 @@ async fn a_subscription_that_redis_drops_is_repaired_from_the_streams_never_sile
     let m = b.hub.metrics().broker;
     assert!(m.disconnects >= 1 && m.lost == 0, "{m:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_that_ended_while_its_node_was_cut_off_leaves_when_the_node_is_back() {
+    let redis = Redis::start().await;
+    let proxy = Proxy::start(redis.port).await;
+    let mut config = common::fast();
+    config.lease_ttl = Duration::from_secs(3); // the cut is shorter: nobody takes the node for dead
+    let a = Node::with(&proxy.url(), config, zapsocket_realtime::HubConfig::default()).await;
+    let b = Node::start(&redis.url()).await;
+    let x = Recorder::named(&a.url, "x").await;
+    let mut y = Recorder::named(&b.url, "y").await;
+    x.client.join("room").await.unwrap();
+    y.client.join("room").await.unwrap();
+    let sid = x.client.session().to_owned();
+
+    proxy.cut();
+    eventually(5, "a notices", async || !a.redis.is_connected()).await;
+    x.client.close().await; // its leave and detach cannot reach Redis now
+    eventually(5, "a let the socket go", async || a.hub.socket(&sid).is_none()).await;
+    proxy.restore();
+    let left = y.next_named("$left").await;
+    assert_eq!(left["member"]["id"], sid.as_str(), "written when a came back");
+    assert_eq!(b.hub.members("room").await.unwrap().len(), 1);
+    assert_eq!(b.hub.metrics().broker.reaped_nodes, 0, "a was not taken for dead");
+    // And its session is resumable (detached), from any node.
+    let (_ws, got) = resume(&b.url, &sid, &b.hub.epoch(), &x.client.offsets()).await;
+    assert_eq!(got.last().unwrap()["data"]["recovered"], true, "{got:?}");
+}
