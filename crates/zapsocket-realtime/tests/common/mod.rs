@@ -94,3 +94,14 @@ pub async fn exchange(ws: &mut WebSocket, text: &str) -> Value {
     ws.send(text).await.unwrap();
     recv_json(ws).await
 }
+
+/// Waits until `check` holds (polled every 10 ms), at most 5 s.
+pub async fn eventually(check: impl Fn() -> bool) {
+    for _ in 0..500 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("not within 5 s");
+}
