@@ -171,7 +171,7 @@ pub(crate) fn on_push(weak: &Weak<Inner>, generation: u64, info: PushInfo) {
         PushKind::Message => {
             let Some(Value::BulkString(payload)) = info.data.get(1) else { return };
             match payload.first() {
-                Some(b'm') => on_room_message(&inner, payload),
+                Some(b'm') => on_room_message(&inner, generation, payload),
                 Some(b'q') => crate::nodes::on_request(&inner, &payload[1..]),
                 Some(b'a') => crate::nodes::on_answer(&inner, &payload[1..]),
                 _ => tracing::warn!("a message of no known kind on a zapsocket channel"),
@@ -179,13 +179,13 @@ pub(crate) fn on_push(weak: &Weak<Inner>, generation: u64, info: PushInfo) {
         }
         PushKind::Disconnection => {
             inner.counters.disconnects.fetch_add(1, Relaxed);
-            inner.broken.notify_one();
+            inner.break_link(generation);
         }
         _ => {}
     }
 }
 
-fn on_room_message(inner: &Arc<Inner>, payload: &[u8]) {
+fn on_room_message(inner: &Arc<Inner>, generation: u64, payload: &[u8]) {
     let message = match RoomMessage::parse(payload) {
         Ok(message) => message,
         Err(error) => return tracing::warn!(%error, "a room message that does not read"),
@@ -194,7 +194,7 @@ fn on_room_message(inner: &Arc<Inner>, payload: &[u8]) {
     if *message.epoch != *inner.epoch() {
         // Published under another epoch: Redis started over. Making the link again
         // adopts the new epoch and tells the members (`$resync`).
-        inner.broken.notify_one();
+        inner.break_link(generation);
         return;
     }
     let mut state = inner.inbound.lock();
@@ -235,7 +235,7 @@ async fn repair(weak: Weak<Inner>, mut gaps: Vec<Gap>, generation: u64) {
                 Err(AdapterError::Gone(_)) => lost.push(gap.clone()),
                 Err(_) => {
                     // The link is in trouble: the next link checks every room again.
-                    inner.broken.notify_one();
+                    inner.break_link(generation);
                     return;
                 }
             }
@@ -305,7 +305,7 @@ async fn drain_held(inner: &Arc<Inner>, generation: u64) -> Option<Vec<Gap>> {
                 Ok(gaps) if !gaps.is_empty() => return Some(gaps),
                 Ok(_) => {}
                 Err(_) => {
-                    inner.broken.notify_one();
+                    inner.break_link(generation);
                     return None;
                 }
             }

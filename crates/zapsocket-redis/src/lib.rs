@@ -248,6 +248,14 @@ impl Inner {
         self.hub.get().and_then(|link| link.hub.upgrade())
     }
 
+    /// Asks for the link to be made again, when `generation` is still the current link
+    /// (a task of a link already replaced has nothing to report).
+    pub(crate) fn break_link(&self, generation: u64) {
+        if self.generation.load(Relaxed) == generation {
+            self.broken.notify_one();
+        }
+    }
+
     pub(crate) fn max_presence(&self) -> usize {
         self.hub.get().map_or(1_000, |link| link.max_presence)
     }

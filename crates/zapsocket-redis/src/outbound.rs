@@ -109,12 +109,12 @@ pub(crate) async fn run(weak: Weak<Inner>, generation: u64) {
             notified.await;
             continue;
         }
-        send(&inner, batch).await;
+        send(&inner, batch, generation).await;
     }
 }
 
 /// One round trip for a batch: each publication one call of the publish script.
-async fn send(inner: &Arc<Inner>, batch: Vec<Publication>) {
+async fn send(inner: &Arc<Inner>, batch: Vec<Publication>, generation: u64) {
     let count = batch.len() as u64;
     let Ok(mut conn) = inner.cmd() else {
         inner.counters.publish_failures.fetch_add(count, Relaxed);
@@ -133,13 +133,13 @@ async fn send(inner: &Arc<Inner>, batch: Vec<Publication>) {
                 inner.counters.publish_failures.fetch_add(failures, Relaxed);
                 tracing::warn!(failures, error = %first, "publications refused by redis");
                 // An epoch that changed or scripts that are gone: Redis started over.
-                inner.broken.notify_one();
+                inner.break_link(generation);
             }
         }
         Err(error) => {
             inner.counters.publish_failures.fetch_add(count, Relaxed);
             tracing::warn!(%error, count, "publications not sent (their outcome is unknown)");
-            inner.broken.notify_one();
+            inner.break_link(generation);
         }
     }
 }
