@@ -46,7 +46,7 @@ export type MemberOf<A> = A extends { Member: infer M }
 /** Names the client emits itself; an application event cannot use them. */
 export type LocalEventName =
   | 'connect' | 'connect_error' | 'disconnect' | 'error' | 'joined' | 'left'
-  | 'reconnecting' | 'reconnect' | 'reconnect_failed';
+  | 'reconnecting' | 'reconnect' | 'reconnect_failed' | 'resync';
 
 /** Application event names of a map: not `$…` (protocol) and not a local event name. */
 export type AppEventName<M> = Exclude<Extract<keyof M, string>, `$${string}` | LocalEventName>;
@@ -136,6 +136,12 @@ export interface LocalEvents<D = any> {
   reconnect: (info: ReconnectInfo<D>) => void;
   /** Gave up (a close code that says so, or `reconnectionAttempts` reached). */
   reconnect_failed: (info: CloseInfo) => void;
+  /**
+   * Messages of these rooms were lost for this socket and cannot be replayed (the
+   * server's history started over under a new epoch, or a gap left its window): fetch
+   * their state again, as after a `connect` with `recovered: false`. The connection stays.
+   */
+  resync: (info: { rooms: string[]; epoch: string | null }) => void;
 }
 
 export type SocketState = 'connecting' | 'connected' | 'reconnecting' | 'disconnected';
@@ -196,6 +202,8 @@ export class Socket<A extends ApiShape = AnyApi> {
   session: string | null;
   /** The server's history epoch. */
   readonly epoch: string | null;
+  /** The server node this connection is on (from `$hello`; null before it, or from a server that does not say). */
+  readonly node: string | null;
   /** The rooms joined (and rejoined after a reconnection). */
   readonly rooms: string[];
   /** `{room: offset}`: the highest offset seen in each room. */

@@ -86,6 +86,11 @@ export class Socket {
     return this.#offsets.epoch;
   }
 
+  /** The server node this connection is on (from `$hello`; many nodes can form one server). */
+  get node() {
+    return this.#hello?.node ?? null;
+  }
+
   /** The rooms joined with `join()`, rejoined after a reconnection. */
   get rooms() {
     return [...this.#rooms];
@@ -334,6 +339,13 @@ export class Socket {
       case '$left':
         if (d.member?.id === this.session && this.#rooms.delete(d.room)) this.#offsets.forget(d.room);
         return this.#emitLocal('left', { room: d.room, member: d.member }, meta);
+      case '$resync': {
+        // Messages of these rooms were lost and cannot be replayed: their offsets go (so a
+        // later $resume does not claim them), and the application fetches their state again.
+        const rooms = Array.isArray(d.rooms) ? d.rooms.filter((r) => typeof r === 'string') : [];
+        this.#offsets.resync(typeof d.epoch === 'string' ? d.epoch : this.#offsets.epoch, rooms);
+        return this.#emitLocal('resync', { rooms, epoch: this.#offsets.epoch });
+      }
       default:
         if (env.ack) this.#reply(env.ack, this.#gen, null, new ZapError('unknown_event', `no handler for event "${env.event}"`));
     }

@@ -15,7 +15,7 @@ export const DEFAULT_LIMITS = Object.freeze({ max_message: 1 << 20, max_rooms: 1
 /** Names of the events the client itself emits; an application event cannot use them. */
 export const LOCAL_EVENTS = Object.freeze([
   'connect', 'connect_error', 'disconnect', 'error', 'joined', 'left',
-  'reconnecting', 'reconnect', 'reconnect_failed',
+  'reconnecting', 'reconnect', 'reconnect_failed', 'resync',
 ]);
 /** @internal The local event names, as a set. */
 export const LOCAL = new Set(LOCAL_EVENTS);
@@ -198,6 +198,12 @@ export class Offsets {
 
   forget(room) {
     this.rooms.delete(room);
+  }
+
+  /** `$resync`: `rooms` lost messages for good; under a new epoch, every room did. */
+  resync(epoch, rooms) {
+    if (epoch !== this.epoch) return this.reset(epoch);
+    for (const room of rooms) this.rooms.delete(room);
   }
 
   /** `{room: offset}` for the rooms that `keep(room)` accepts. */
