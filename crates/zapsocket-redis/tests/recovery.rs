@@ -81,3 +81,38 @@ async fn a_session_held_by_a_live_node_is_taken_over_by_the_new_connection() {
         [(sid.as_str(), b.hub.node())]
     );
 }
+
+/// The backlog of issue 13 (150 chats of 4 KB in each of 3 rooms, 1.8 MB, over the
+/// 1 MiB send queue), missed on one node and resumed on another: all of it, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_larger_than_the_send_queue_resumes_whole_on_another_node() {
+    let redis = Redis::start().await;
+    let (a, b) = (Node::start(&redis.url()).await, Node::start(&redis.url()).await);
+    let ada = Recorder::named(&a.url, "ada").await;
+    let rooms = ["r1", "r2", "r3"];
+    for room in rooms {
+        ada.client.join(room).await.unwrap();
+    }
+    let (sid, epoch, offsets) =
+        (ada.client.session().to_owned(), ada.client.hello().epoch.clone(), ada.client.offsets());
+    ada.client.close().await;
+    eventually(5, "a let ada go", async || a.hub.socket(&sid).is_none()).await;
+    let text = "x".repeat(4000);
+    for i in 0..150 {
+        for room in rooms {
+            a.hub.to(room).emit("chat", &json!({"i": i, "room": room, "text": text})).unwrap();
+        }
+        if i % 30 == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await; // within the publish queue's bound
+        }
+    }
+    eventually(10, "all published", async || a.hub.metrics().broker.published >= 450).await;
+    let (_ws, got) = resume(&b.url, &sid, &epoch, &offsets).await;
+    assert_eq!(got.last().unwrap()["data"], json!({"recovered": true, "replayed": 450}));
+    let chats: Vec<(u64, String)> = got[..got.len() - 1]
+        .iter()
+        .map(|m| (m["data"]["i"].as_u64().unwrap(), m["data"]["room"].as_str().unwrap().to_owned()))
+        .collect();
+    let sent: Vec<(u64, String)> = (0..150).flat_map(|i| rooms.map(|r| (i, r.to_owned()))).collect();
+    assert_eq!(chats, sent, "every message once, in the order sent");
+}

@@ -186,3 +186,34 @@ async fn a_socket_that_ended_while_its_node_was_cut_off_leaves_when_the_node_is_
     let (_ws, got) = resume(&b.url, &sid, &b.hub.epoch(), &x.client.offsets()).await;
     assert_eq!(got.last().unwrap()["data"]["recovered"], true, "{got:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_redis_never_grows_the_publish_queue_past_its_limit() {
+    let redis = Redis::start().await;
+    let mut config = common::fast();
+    config.max_publish_queue = 64 * 1024;
+    config.timeout = Duration::from_secs(3); // long enough to fill the queue before the link is given up
+    let a = Node::with(&redis.url(), config, zapsocket_realtime::HubConfig::default()).await;
+    let _member = Recorder::connect(&a.url).await;
+    redis.freeze();
+    let text = "z".repeat(1000);
+    let mut accepted = 0usize;
+    let mut refused = None;
+    for _ in 0..1000 {
+        match a.hub.emit("m", &text) {
+            Ok(()) => accepted += 1,
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+        assert!(a.hub.metrics().broker.queued_bytes <= 64 * 1024, "{:?}", a.hub.metrics().broker);
+    }
+    let refused = refused.expect("the queue filled up and refused");
+    assert_eq!(refused.code.as_str(), "unavailable");
+    assert!(refused.message.contains("max_publish_queue"), "{}", refused.message);
+    assert!(accepted > 10 && accepted < 70, "about 64 KiB of 1 KB publications: {accepted}");
+    redis.thaw();
+    eventually(10, "a is back", async || a.redis.is_connected()).await;
+    assert!(a.hub.metrics().broker.publish_failures >= 1);
+}
