@@ -6,66 +6,23 @@
 // $ZAPSOCKET_CHROMIUM; driven by playwright-core.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { chromium } from 'playwright-core';
 import { startServer } from '../testing/server.mjs';
-
-const CHROMIUM = process.env.ZAPSOCKET_CHROMIUM || '/usr/bin/chromium';
-const ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-];
+import { launchBrowser, openChat as open, waitForText } from '../testing/browser.mjs';
 
 let server;
 let browser;
-let profile;
 
 before(async () => {
-  assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: run scripts/setup.sh (apt-get install chromium)`);
   server = await startServer();
-  // A fresh profile: launchPersistentContext is how Playwright takes --user-data-dir.
-  profile = mkdtempSync(path.join(tmpdir(), 'zap-chromium-'));
-  browser = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    args: ARGS,
-    headless: true,
-    timeout: 30000,
-  });
+  browser = await launchBrowser();
 });
 
 after(async () => {
   await browser?.close();
   await server?.stop();
-  if (profile) rmSync(profile, { recursive: true, force: true });
 });
 
-/** Opens the demo as `name` and joins `room`. */
-async function openChat(name, room) {
-  const page = await browser.newPage();
-  page.on('pageerror', (e) => console.error(`[${name}] page error: ${e.message}`));
-  await page.goto(server.url + '/');
-  const status = page.getByTestId('status');
-  await waitForText(status, (t) => t === 'connected', `${name}: status connected`);
-  await page.getByTestId('name').fill(name);
-  await page.getByTestId('room').fill(room);
-  await page.getByTestId('join').click();
-  await waitForText(page.getByTestId('members'), (t) => t.includes(name), `${name} in the members list`);
-  return page;
-}
-
-/** Polls a locator's text until `ok(text)`. */
-async function waitForText(locator, ok, what, ms = 10000) {
-  const deadline = Date.now() + ms;
-  let text = '';
-  while (Date.now() < deadline) {
-    text = (await locator.textContent({ timeout: ms }).catch(() => '')) ?? '';
-    if (ok(text)) return text;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  assert.fail(`timed out waiting for ${what}; text was: ${JSON.stringify(text)}`);
-}
+const openChat = (name, room) => open(browser, server.url, name, room);
 
 const childTexts = (page, testid) =>
   page.getByTestId(testid).evaluate((el) => [...el.children].map((c) => c.textContent));

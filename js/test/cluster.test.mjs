@@ -8,23 +8,15 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
 import { startServer } from '../testing/server.mjs';
-
-const CHROMIUM = process.env.ZAPSOCKET_CHROMIUM || '/usr/bin/chromium';
-const ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-];
+import { launchBrowser, openChat, waitForText } from '../testing/browser.mjs';
 
 let redis;
 let nodes = [];
 let browser;
-let profile;
 
 /** A port nobody listens on now. */
 function freePort() {
@@ -61,52 +53,24 @@ async function startRedis() {
 }
 
 before(async () => {
-  assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: run scripts/setup.sh (apt-get install chromium)`);
   redis = await startRedis();
   nodes = [
     await startServer({ args: ['--redis', redis.url, '--node-id', 'node-one'] }),
     await startServer({ args: ['--redis', redis.url, '--node-id', 'node-two'] }),
   ];
-  profile = mkdtempSync(path.join(tmpdir(), 'zap-chromium-'));
-  browser = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, args: ARGS, headless: true, timeout: 30000 });
+  browser = await launchBrowser();
 });
 
 after(async () => {
   await browser?.close();
   for (const node of nodes) await node.stop();
   redis?.stop();
-  if (profile) rmSync(profile, { recursive: true, force: true });
 });
-
-/** Polls a locator's text until `ok(text)`. */
-async function waitForText(locator, ok, what, ms = 10000) {
-  const deadline = Date.now() + ms;
-  let text = '';
-  while (Date.now() < deadline) {
-    text = (await locator.textContent({ timeout: ms }).catch(() => '')) ?? '';
-    if (ok(text)) return text;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  assert.fail(`timed out waiting for ${what}; text was: ${JSON.stringify(text)}`);
-}
-
-/** Opens the demo of `node` as `name` and joins `room`. */
-async function openChat(node, name, room) {
-  const page = await browser.newPage();
-  page.on('pageerror', (e) => console.error(`[${name}] page error: ${e.message}`));
-  await page.goto(node.url + '/');
-  await waitForText(page.getByTestId('status'), (t) => t === 'connected', `${name}: connected`);
-  await page.getByTestId('name').fill(name);
-  await page.getByTestId('room').fill(room);
-  await page.getByTestId('join').click();
-  await waitForText(page.getByTestId('members'), (t) => t.includes(name), `${name} in the members list`);
-  return page;
-}
 
 test('two tabs on two nodes chat in one room and each shows its node', async () => {
   const room = `cluster-${process.pid}`;
-  const ada = await openChat(nodes[0], 'ada', room);
-  const bob = await openChat(nodes[1], 'bob', room);
+  const ada = await openChat(browser, nodes[0].url, 'ada', room);
+  const bob = await openChat(browser, nodes[1].url, 'bob', room);
   await waitForText(ada.getByTestId('node'), (t) => t.includes('node-one'), 'ada sees her node');
   await waitForText(bob.getByTestId('node'), (t) => t.includes('node-two'), 'bob sees his node');
 
