@@ -270,7 +270,9 @@ pub trait Broker: Send + Sync + 'static {
     fn publish(&self, publication: Publication) -> Result<(), AdapterError>;
 
     /// This node has one more member in `room` (every room, `$all` and `$s:SID` too):
-    /// resolves once the node receives the room's messages.
+    /// resolves once the node receives the room's messages. The member counts even when
+    /// this fails (the store is out of reach: the room is subscribed when it is back);
+    /// each call is matched by one [`Broker::unsubscribe`].
     fn subscribe<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<(), AdapterError>>;
 
     /// This node has one member fewer in `room`.

@@ -41,6 +41,7 @@ impl Core {
             return self.members(room).await;
         }
         if let Err(error) = self.broker.subscribe(room).await {
+            self.broker.unsubscribe(room);
             socket.remove_room(room);
             return Err(reply_error(error));
         }

@@ -170,15 +170,19 @@ impl Core {
             self.broker.unsubscribe(&current.room);
         }
         self.registry.add_socket(socket);
+        // Every room counts, even when subscribing fails: undoing unsubscribes them all.
+        let mut failed = None;
         for room in
             [crate::ALL_ROOM, socket.room.as_str()].into_iter().chain(rooms.iter().map(String::as_str))
         {
-            self.broker.subscribe(room).await.map_err(|e| unavailable(e.to_string()))?;
+            if let Err(error) = self.broker.subscribe(room).await {
+                failed.get_or_insert(error);
+            }
             if !room.starts_with('$') {
                 self.registry.add_member(room, socket);
             }
         }
-        Ok(())
+        failed.map_or(Ok(()), |e| Err(unavailable(e)))
     }
 
     /// Undoes [`Core::attach_resumed`] after a failed resume: the connection is its
@@ -198,6 +202,7 @@ impl Core {
         }
         socket.release_held(|_| false);
         self.registry.add_socket(current);
+        // As at connect: a failure leaves the interest; the next link subscribes.
         let _ = self.broker.subscribe(crate::ALL_ROOM).await;
         let _ = self.broker.subscribe(&current.room).await;
         if let Err(error) = self.history.detach_session(record, self.config.recovery_window).await {

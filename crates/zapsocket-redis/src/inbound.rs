@@ -375,7 +375,8 @@ async fn gaps_against_redis(
     Ok(gaps)
 }
 
-/// This node has one more member in `room`: subscribes when it is the first.
+/// This node has one more member in `room`: subscribes when it is the first, and
+/// resolves once the room's messages reach this node.
 pub(crate) async fn subscribe(inner: &Arc<Inner>, room: &str) -> Result<(), AdapterError> {
     {
         let mut state = inner.inbound.lock();
@@ -385,17 +386,9 @@ pub(crate) async fn subscribe(inner: &Arc<Inner>, room: &str) -> Result<(), Adap
             return Ok(());
         }
     }
-    let result = subscribe_room(inner, room).await;
-    if result.is_err() {
-        let mut state = inner.inbound.lock();
-        if let Some(track) = state.rooms.get_mut(room) {
-            track.interest -= 1;
-            if track.interest == 0 && !track.subscribed {
-                state.rooms.remove(room);
-            }
-        }
-    }
-    result
+    // On an error the interest stays: the next link subscribes the room (the caller
+    // unsubscribes when it gives up on the member).
+    subscribe_room(inner, room).await
 }
 
 async fn subscribe_room(inner: &Inner, room: &str) -> Result<(), AdapterError> {

@@ -217,3 +217,24 @@ async fn a_stalled_redis_never_grows_the_publish_queue_past_its_limit() {
     eventually(10, "a is back", async || a.redis.is_connected()).await;
     assert!(a.hub.metrics().broker.publish_failures >= 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_connects_while_redis_is_out_of_reach_gets_everything_once_it_is_back() {
+    let redis = Redis::start().await;
+    let proxy = Proxy::start(redis.port).await;
+    let a = Node::start(&proxy.url()).await;
+    let b = Node::start(&redis.url()).await;
+    proxy.cut();
+    eventually(5, "a notices", async || !a.redis.is_connected()).await;
+    // The first socket of a: its node cannot subscribe to anything now.
+    let mut x = Recorder::named(&a.url, "x").await;
+    assert_eq!(x.client.join("room").await.unwrap_err().code.as_str(), "unavailable");
+    proxy.restore();
+    eventually(10, "a is back", async || a.redis.is_connected()).await;
+    b.hub.emit("to_all", &1).unwrap();
+    assert_eq!(x.next_named("to_all").await, json!(1), "a subscribed $all for it when the link came back");
+    x.client.join("room").await.unwrap();
+    b.hub.to("room").emit("to_room", &2).unwrap();
+    assert_eq!(x.next_named("to_room").await, json!(2));
+    assert_eq!(b.hub.members("room").await.unwrap().len(), 1);
+}
