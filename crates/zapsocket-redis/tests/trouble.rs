@@ -212,7 +212,9 @@ async fn a_stalled_redis_never_grows_the_publish_queue_past_its_limit() {
     let refused = refused.expect("the queue filled up and refused");
     assert_eq!(refused.code.as_str(), "unavailable");
     assert!(refused.message.contains("max_publish_queue"), "{}", refused.message);
-    assert!(accepted > 10 && accepted < 70, "about 64 KiB of 1 KB publications: {accepted}");
+    // About 64 KiB of 1 KB publications wait (more were accepted if Redis ran a batch
+    // before it stopped); the bound above held after each one.
+    assert!(accepted >= 10, "{accepted}");
     redis.thaw();
     eventually(10, "a is back", async || a.redis.is_connected()).await;
     assert!(a.hub.metrics().broker.publish_failures >= 1);
