@@ -134,3 +134,42 @@ async fn one_publish_is_one_script_call_whatever_the_recipients() {
     assert_eq!(calls("xadd"), 41, "one append per message, not per recipient or node");
     assert_eq!(calls("publish"), 41, "one PUBLISH per message (one room)");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_leaves_no_member_and_no_session_without_an_expiry() {
+    let redis = Redis::start().await;
+    let (a, b) = (Node::start(&redis.url()).await, Node::start(&redis.url()).await);
+    for round in 0..5 {
+        let mut clients = Vec::new();
+        for i in 0..20 {
+            let node = if i % 2 == 0 { &a } else { &b };
+            let r = Recorder::connect(&node.url).await;
+            r.client.join("churn").await.unwrap();
+            clients.push(r);
+        }
+        for (i, r) in clients.iter().enumerate() {
+            if (i + round) % 3 == 0 {
+                r.client.leave("churn").await.unwrap();
+            }
+            r.client.close().await;
+        }
+    }
+    eventually(10, "every socket is gone", async || {
+        a.hub.metrics().connections == 0 && b.hub.metrics().connections == 0
+    })
+    .await;
+    eventually(5, "presence is empty", async || redis.cli(&["HLEN", "zap:{churn}:p"]) == "0").await;
+    assert_eq!(redis.cli(&["HLEN", "zap:{churn}:n"]), "0");
+    for node in [&a, &b] {
+        let n = node.hub.node();
+        assert_eq!(redis.cli(&["SCARD", &format!("zap:node:{{{n}}}:s")]), "0", "no session attached to {n}");
+        assert_eq!(redis.cli(&["SCARD", &format!("zap:node:{{{n}}}:m")]), "0", "no presence entry of {n}");
+    }
+    let sessions = redis.cli(&["--scan", "--pattern", "zap:{$s:*}:s"]);
+    assert_eq!(sessions.lines().count(), 100, "each session kept for recovery");
+    for key in sessions.lines() {
+        let ttl: i64 = redis.cli(&["PTTL", key]).parse().unwrap();
+        assert!(ttl > 0 && ttl <= 120_000, "{key} expires within the recovery window: {ttl}");
+    }
+    assert_eq!(a.hub.metrics().rooms + b.hub.metrics().rooms, 0);
+}
