@@ -252,9 +252,23 @@ async fn repair(weak: Weak<Inner>, mut gaps: Vec<Gap>, generation: u64) {
                     track.last = Some(track.last.unwrap_or(0).max(gap.to));
                 }
             }
-            for message in &found {
-                if let Ok(fresh) = state.apply(message) {
-                    deliver(&inner, message, &fresh);
+            let mut found = found.into_iter();
+            while let Some(message) = found.next() {
+                match state.apply(&message) {
+                    Ok(fresh) => deliver(&inner, &message, &fresh),
+                    Err(more) => {
+                        // A repaired message shows a gap in another of its rooms: that gap
+                        // first; this message and the rest wait, ahead of what was held.
+                        for waiting in
+                            std::iter::once(message).chain(found).collect::<Vec<_>>().into_iter().rev()
+                        {
+                            state.held_bytes += waiting.cost();
+                            state.held.push_front(waiting);
+                        }
+                        inner.counters.gaps.fetch_add(more.len() as u64, Relaxed);
+                        state.pending.extend(more);
+                        break;
+                    }
                 }
             }
         }
