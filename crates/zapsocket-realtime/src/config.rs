@@ -50,8 +50,9 @@ pub struct HubConfig {
     /// The most bytes of room messages held for one socket while its `$resume` replays
     /// the history (each counted with 96 bytes of overhead). Default: 1 MiB. Past it the
     /// held messages are dropped and the history is read again from where the replay
-    /// got to (they are in it); a replay that cannot catch up gets
-    /// `recovery_unavailable`. Bounds what a busy room costs during a slow replay.
+    /// got to (they are in it); a replay still catching up after 5 s goes live with what
+    /// it holds, or gets `recovery_unavailable` when some were dropped. Bounds what a busy
+    /// room costs during a slow replay.
     pub max_resume_buffer: usize,
     /// How long a `$resume` waits for the connection that still holds the session to let
     /// it go (on this node: it is ended; on another: that node is asked, and a dead node's

@@ -21,10 +21,11 @@ use crate::state::SocketState;
 
 /// Entries read per room and request.
 const PAGE: usize = 256;
-/// Times the history is read again when more arrived during a replay than could be held.
-const HISTORY_ROUNDS: usize = 8;
-/// Times held messages are sent with backpressure before the last ones are queued at once.
-const HELD_ROUNDS: usize = 16;
+/// How long a replay keeps catching up with messages that arrive meanwhile (reading the
+/// history again when more arrived than could be held); then the last held ones are
+/// queued at once and the socket goes live, or, when some were dropped, the resume fails
+/// (`recovery_unavailable`). Under the clients' 10 s ack timeout.
+const CATCH_UP: Duration = Duration::from_secs(5);
 
 #[derive(Deserialize)]
 struct ResumeRequest {
@@ -225,18 +226,20 @@ impl Core {
             .collect();
         let mut cursor = Cursor::new(&rooms, offsets, record);
         let mut sent = 0;
-        for _ in 0..HISTORY_ROUNDS {
+        let deadline = Instant::now() + CATCH_UP;
+        loop {
             sent += self.replay_history(socket, &rooms, &mut cursor).await?;
-            let mut rounds = 0;
             loop {
-                rounds += 1;
-                if rounds > HELD_ROUNDS {
-                    socket.release_held(|m| cursor.fresh(&m.offsets));
-                    return Ok(sent);
+                if Instant::now() >= deadline {
+                    // Still arriving: the last held ones go at once, and the socket is live.
+                    return match socket.release_held(|m| cursor.fresh(&m.offsets)) {
+                        true => Ok(sent),
+                        false => Err(unavailable("too many messages arrived during the replay")),
+                    };
                 }
                 let Some(held) = socket.take_held() else { return Ok(sent) };
                 if held.overflowed {
-                    break;
+                    break; // some were dropped: they are in the history, read it again
                 }
                 for message in &held.messages {
                     if cursor.take(&message.offsets) {
@@ -246,7 +249,6 @@ impl Core {
                 }
             }
         }
-        Err(unavailable("too many messages arrived during the replay"))
     }
 
     /// Sends the history after the cursor until it is caught up.

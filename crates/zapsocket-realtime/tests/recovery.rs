@@ -208,6 +208,7 @@ async fn a_backlog_larger_than_the_send_queue_is_replayed_whole() {
 async fn messages_sent_during_a_replay_follow_it_without_gap_or_repeat() {
     let mut config = HubConfig::default();
     config.max_resume_buffer = 64 * 1024; // small: the held messages overflow, and are read again
+    config.history.max_bytes = 16 << 20; // all 800 messages stay in the window
     let hub = Hub::builder().config(config).build();
     let url = serve(&hub).await;
     let a = Recorder::connect(&url).await;
@@ -236,6 +237,7 @@ async fn messages_sent_during_a_replay_follow_it_without_gap_or_repeat() {
     let mut seen = Vec::new();
     loop {
         let m = recv_json(&mut ws).await;
+        assert!(m.get("error").is_none(), "the resume failed: {m}");
         if m["event"] == "end" {
             break;
         }
