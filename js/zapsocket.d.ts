@@ -306,5 +306,7 @@ export class Offsets {
   reset(epoch?: string | null): void;
   observe(epoch: string | undefined, rooms: Record<string, number>, tracked?: (room: string) => boolean): boolean;
   forget(room: string): void;
+  /** `$resync`: forgets `rooms` under the same epoch; under another, starts over under it. */
+  resync(epoch: string | null, rooms: string[]): void;
   snapshot(keep?: (room: string) => boolean): Record<string, number>;
 }

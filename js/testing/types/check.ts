@@ -59,6 +59,12 @@ export async function typed(WebSocket: any) {
   socket.on('reconnecting', ({ attempt, delay }) => void [attempt + delay]);
   socket.on('reconnect', (info) => void [info.recovered, info.members['lobby']?.[0]?.data.name]);
   socket.on('error', (e: ZapError) => void e.code);
+  socket.on('resync', ({ rooms, epoch }) => void [rooms.map((r) => r.length), epoch?.length]);
+  // @ts-expect-error resync's rooms are names, not offsets
+  socket.on('resync', ({ rooms }: { rooms: Record<string, number> }) => void rooms);
+  const node: string | null = socket.node;
+  // @ts-expect-error node is read-only (it comes from $hello)
+  socket.node = 'n-1';
   // @ts-expect-error not a server event
   socket.on('whatever', () => {});
 
@@ -66,7 +72,7 @@ export async function typed(WebSocket: any) {
   const state: 'connecting' | 'connected' | 'reconnecting' | 'disconnected' = socket.state;
   socket.off('chat');
   socket.close();
-  return [sum, notString, reply, members, state];
+  return [sum, notString, reply, members, state, node];
 }
 
 export async function untyped(WebSocket: any) {
