@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# autobahn.sh - run the Autobahn|Testsuite against zapsocket and diff with the expected results.
+# autobahn.sh - run the Autobahn|Testsuite against zapsocket as shipped and diff with the expected results.
 #
-# Usage: scripts/autobahn.sh {server|client} [quick|all|core|compression|perf] [--update] [-v]
-#   server   builds `--example autobahn_server` (release), starts it on a free port
-#            (`autobahn_server PORT`: echo server on 127.0.0.1) and runs
-#            ../shared/conformance/server-suite.sh against it
-#   client   builds `--example autobahn_client` (release) and runs it as the driver of
-#            ../shared/conformance/client-suite.sh
+# Usage: scripts/autobahn.sh {server|client} [quick|all|core|compression|perf] [--no-deflate] [--update] [-v]
+#   server   builds `zap` (release, the CLI users run) and starts `zap serve --port PORT --deflate`
+#            on a free port, with every other setting at its default (64 MiB messages,
+#            heartbeat on), then runs ../shared/conformance/server-suite.sh against it
+#   client   builds `--example autobahn_client` (release: the default client, offering
+#            permessage-deflate) and runs it as the driver of ../shared/conformance/client-suite.sh
 #   profile  default quick (337 cases, ~2 min); all = 517 cases (~30 min; scripts/autobahn-full.sh)
+#   --no-deflate  the server without `--deflate`, the client offering no compression: 12.*/13.*
+#            are UNIMPLEMENTED, everything else must still pass (report and expected file
+#            are named ROLE-nodeflate-PROFILE)
 #   --update rewrite autobahn/expected/ROLE-PROFILE.json from this run's report
 #   -v       stream the harness output (default: only its summary)
 # Report: target/autobahn/ROLE-PROFILE/ (index.html, index.json, summary.txt, harness.log,
@@ -23,11 +26,13 @@ ROLE=""
 PROFILE=quick
 UPDATE=0
 VERBOSE=0
+DEFLATE=1
 while [ $# -gt 0 ]; do
   case "$1" in
     server|client) [ -z "$ROLE" ] || die "one role only"; ROLE="$1" ;;
     quick|all|core|compression|perf) PROFILE="$1" ;;
     --update) UPDATE=1 ;;
+    --no-deflate) DEFLATE=0 ;;
     -v|--verbose) VERBOSE=1 ;;
     -h|--help) usage_of "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
@@ -38,8 +43,10 @@ done
 need_conformance
 
 case "$PROFILE" in all|compression) TIMEOUT="${AUTOBAHN_TIMEOUT:-3600}" ;; *) TIMEOUT="${AUTOBAHN_TIMEOUT:-900}" ;; esac
-OUT="$ROOT/target/autobahn/$ROLE-$PROFILE"
-EXPECTED="autobahn/expected/$ROLE-$PROFILE.json"
+NAME="$ROLE-$PROFILE"
+[ "$DEFLATE" = 1 ] || NAME="$ROLE-nodeflate-$PROFILE"
+OUT="$ROOT/target/autobahn/$NAME"
+EXPECTED="autobahn/expected/$NAME.json"
 mkdir -p "$OUT"
 HARNESS_LOG="$OUT/harness.log"
 
@@ -65,21 +72,18 @@ run_harness() {
   fi
 }
 
-# the example's executable, built in release mode; fails with a clear message
-example_exe() {
-  has_example "$1" || die "the workspace has no example named $1 yet (see autobahn/README.md)"
-  build_example "$1" || die "could not build example $1"
-}
-
 run_server_suite() {
-  local exe port
-  exe="$(example_exe autobahn_server)" || exit 1
+  local exe port args
+  exe="$(build_bin zapsocket-cli zap)" || die "could not build zap"
   port="$(free_port)" || die "no free port"
-  RUST_BACKTRACE=1 "$exe" "$port" > "$OUT/server.log" 2>&1 &
+  args=(serve --port "$port")
+  [ "$DEFLATE" = 1 ] && args+=(--deflate)
+  log "autobahn: zap ${args[*]}"
+  RUST_BACKTRACE=1 "$exe" "${args[@]}" > "$OUT/server.log" 2>&1 &
   SERVER_PID=$!
   if ! wait_port "$port" 30 "$SERVER_PID"; then
     tail -n 30 "$OUT/server.log" >&2
-    die "autobahn_server did not listen on 127.0.0.1:$port within 30 s (log: ${OUT#"$ROOT"/}/server.log)"
+    die "zap serve did not listen on 127.0.0.1:$port within 30 s (log: ${OUT#"$ROOT"/}/server.log)"
   fi
   run_harness bash "$CONFORMANCE/server-suite.sh" -o "$OUT" -c "$PROFILE" -t "$TIMEOUT" \
     -a zapsocket "ws://127.0.0.1:$port"
@@ -87,7 +91,7 @@ run_server_suite() {
     local status=0
     wait "$SERVER_PID" || status=$?
     SERVER_PID=""
-    log "autobahn: autobahn_server exited during the run (status $status); last lines of its log:"
+    log "autobahn: zap serve exited during the run (status $status); last lines of its log:"
     tail -n 30 "$OUT/server.log" >&2
     HARNESS_RC=2
   fi
@@ -95,12 +99,14 @@ run_server_suite() {
 
 run_client_suite() {
   local exe
-  exe="$(example_exe autobahn_client)" || exit 1
-  run_harness bash "$CONFORMANCE/client-suite.sh" -o "$OUT" -c "$PROFILE" -t "$TIMEOUT" \
-    -a zapsocket-client "$(printf '%q' "$exe")"
+  has_example autobahn_client || die "the workspace has no example autobahn_client (see autobahn/README.md)"
+  exe="$(build_example autobahn_client)" || die "could not build example autobahn_client"
+  export AUTOBAHN_DEFLATE="$DEFLATE"
+  run_harness bash "$CONFORMANCE/client-suite.sh" -o "$OUT" -c "$PROFILE" \
+    -t "$TIMEOUT" -a zapsocket-client "$(printf '%q' "$exe")"
 }
 
-log "autobahn: $ROLE, profile $PROFILE -> ${OUT#"$ROOT"/}"
+log "autobahn: $NAME -> ${OUT#"$ROOT"/}"
 if [ "$ROLE" = server ]; then run_server_suite; else run_client_suite; fi
 cleanup
 
@@ -111,7 +117,7 @@ diff_rc=0
 "$HOST_PYTHON" scripts/autobahn_diff.py "${diff_args[@]}" || diff_rc=$?
 if [ "$diff_rc" = 1 ] && [ "$UPDATE" = 0 ] && [ "$HARNESS_RC" -lt 2 ]; then
   log "autobahn: to accept these results (policy violations need a code fix instead), review"
-  log "  target/autobahn/$ROLE-$PROFILE/index.html, run 'scripts/autobahn.sh $ROLE $PROFILE --update'"
+  log "  target/autobahn/$NAME/index.html, run 'scripts/autobahn.sh $ROLE $PROFILE$([ "$DEFLATE" = 1 ] || echo ' --no-deflate') --update'"
   log "  and commit $EXPECTED"
 fi
 if [ "$HARNESS_RC" -ge 2 ]; then exit 1; fi

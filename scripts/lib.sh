@@ -48,26 +48,34 @@ sys.exit(0 if any(name == t["name"] and "example" in t["kind"]
 }
 
 # build_example NAME: cargo build --release --example NAME; prints the executable's path.
-build_example() {
-  local name="$1" json
+build_example() { build_artifact example "$1" --example "$1"; }
+
+# build_bin PACKAGE NAME: cargo build --release -p PACKAGE --bin NAME; prints its path.
+build_bin() { build_artifact bin "$2" -p "$1" --bin "$2"; }
+
+# build_artifact KIND NAME CARGO_ARGS...: a release build; prints the executable of target
+# NAME of kind KIND (example, bin) from cargo's JSON messages.
+build_artifact() {
+  local kind="$1" name="$2" json
+  shift 2
   mkdir -p "$LOG_DIR"
   json="$LOG_DIR/build-$name.json"
-  # shellcheck disable=SC2016 # $1 and $2 are the inner sh's arguments
-  quietly "build-$name" sh -c 'cargo build --release --example "$1" --message-format=json-render-diagnostics > "$2"' \
-    sh "$name" "$json" || die "cargo build --release --example $name failed"
+  # shellcheck disable=SC2016 # $1 and $@ are the inner sh's arguments
+  quietly "build-$name" sh -c 'out="$1"; shift; cargo build --release "$@" --message-format=json-render-diagnostics > "$out"' \
+    sh "$json" "$@" || die "cargo build --release $* failed"
   "$HOST_PYTHON" -c '
 import json, sys
-name, exe = sys.argv[1], None
-for line in open(sys.argv[2], encoding="utf-8"):
+kind, name, exe = sys.argv[1], sys.argv[2], None
+for line in open(sys.argv[3], encoding="utf-8"):
     if not line.startswith("{"):
         continue
     msg = json.loads(line)
     if msg.get("reason") == "compiler-artifact" and msg["target"]["name"] == name \
-            and "example" in msg["target"]["kind"] and msg.get("executable"):
+            and kind in msg["target"]["kind"] and msg.get("executable"):
         exe = msg["executable"]
 if not exe:
-    sys.exit("no executable for example %s in cargo output" % name)
-print(exe)' "$name" "$json"
+    sys.exit("no executable for %s %s in cargo output" % (kind, name))
+print(exe)' "$kind" "$name" "$json"
 }
 
 # free_port: a TCP port on 127.0.0.1 that nothing listens on right now.

@@ -17,10 +17,15 @@ pub struct Config {
     ///
     /// Bounds what a fragmented message can make us buffer (close 1009).
     pub max_message_size: usize,
-    /// The most frames one message may have. Default: 65 536 (enough for Autobahn's
-    /// 4 MiB-in-64-byte-fragments cases).
+    /// The most frames one message may have, a cap of its own besides the size. Default:
+    /// none (`usize::MAX`).
     ///
-    /// Stops a flood of tiny (or empty) fragments that cost work per part (close 1009).
+    /// A flood of tiny or empty fragments is already bounded without it: each fragment
+    /// counts [`PART_OVERHEAD`] bytes toward [`Config::max_message_size`], so the default
+    /// 64 MiB allows at most 4 Mi fragments, and every fragment costs the peer at least
+    /// 2 bytes on the wire (6 from a client). A cap of its own refuses legal messages
+    /// within the size limit (Autobahn 9.3.1 and 9.4.1 send 4 MiB in 64-byte fragments);
+    /// set it only to be stricter than the size (close 1009).
     pub max_message_parts: usize,
     /// Send a ping when this much time has passed since the last one. Default: `None`
     /// (no keepalive at this layer; servers turn it on).
@@ -54,7 +59,7 @@ impl Default for Config {
         Config {
             max_frame_size: 16 << 20,
             max_message_size: 64 << 20,
-            max_message_parts: 65_536,
+            max_message_parts: usize::MAX,
             ping_interval: None,
             pong_timeout: Duration::from_secs(20),
             close_timeout: Duration::from_secs(5),

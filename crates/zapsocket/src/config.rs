@@ -76,7 +76,8 @@ impl WebSocketConfig {
         self
     }
 
-    /// Sets the most frames per message.
+    /// Sets the most frames per message. Default: no cap besides the message size, which
+    /// counts 16 bytes per frame ([`zapsocket_proto::PART_OVERHEAD`]).
     pub fn max_message_parts(mut self, parts: usize) -> Self {
         self.protocol.max_message_parts = parts;
         self

@@ -108,6 +108,41 @@ fn empty_fragments_are_not_free() {
 }
 
 #[test]
+fn by_default_a_legal_message_is_never_refused_for_its_fragment_count() {
+    // Autobahn 9.3.1: 4 MiB of text in 65,536 fragments of 64 bytes, well under the
+    // default 64 MiB (4 MiB + 65,535 * 16 bytes of overhead = 5 MiB).
+    let payload: Vec<u8> = (0..4 << 20).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut bytes = Vec::with_capacity(payload.len() * 2);
+    let chunks: Vec<&[u8]> = payload.chunks(64).collect();
+    assert_eq!(chunks.len(), 65_536);
+    for (i, chunk) in chunks.iter().enumerate() {
+        let opcode = if i == 0 { 0x01 } else { 0x00 };
+        let fin = if i == chunks.len() - 1 { 0x80 } else { 0 };
+        bytes.extend(from_peer(Role::Server, opcode | fin, chunk));
+    }
+    let mut server = Connection::new(Role::Server, Config::default());
+    let events = feed_all(&mut server, &bytes);
+    assert_eq!(events.len(), 1);
+    assert!(matches!(&events[0], Ok(Event::Message(m)) if m.as_bytes() == payload.as_slice()));
+}
+
+#[test]
+fn by_default_a_flood_of_empty_fragments_ends_at_the_size_limit() {
+    // With no cap on parts, the overhead alone ends it: (1024 / 16) empty continuations
+    // fill a 1 KiB message limit, the next one is refused.
+    let config = Config::default().max_message_size(1024);
+    assert_eq!(config.max_message_parts, usize::MAX);
+    let mut bytes = wire(0x01, b"", None);
+    for _ in 0..1024 / PART_OVERHEAD {
+        bytes.extend(wire(0x00, b"", None));
+    }
+    let mut client = Connection::new(Role::Client, config.clone());
+    assert_eq!(feed_all(&mut client, &bytes), []);
+    bytes.extend(wire(0x00, b"", None));
+    assert_fails(Role::Client, config, &bytes, Error::MessageTooLarge { size: 1040, max: 1024 });
+}
+
+#[test]
 fn exactly_max_message_parts_frames_are_accepted_and_one_more_is_refused() {
     let config = Config::default().max_message_parts(4);
     let mut bytes = wire(0x01, b"a", None);
