@@ -2,7 +2,7 @@
 //! built-in chat*), the demo chat page at `/`, the JS client at `/zapsocket.js` (with
 //! the two modules it imports, under `/zapsocket/`) and the hub's metrics at `/metrics` (Prometheus text format).
 
-use zapsocket::{HttpResponse, Request};
+use zapsocket::{HttpResponse, MemoryBudget, Request};
 use zapsocket_realtime::{Adapter, Hub, HubConfig, demo};
 
 /// The demo chat page (written by the JS side, built on `js/`).
@@ -45,16 +45,62 @@ pub(crate) async fn redis(
 
 /// Plain HTTP: the demo page on `/`, the client module, the metrics; `None` (404)
 /// elsewhere.
-pub(crate) fn http(hub: &Hub, request: &Request) -> Option<HttpResponse> {
+pub(crate) fn http(hub: &Hub, budget: Option<&MemoryBudget>, request: &Request) -> Option<HttpResponse> {
     if let Some((_, module)) = CLIENT_JS.iter().find(|(path, _)| *path == request.path()) {
         return Some(HttpResponse::bytes("text/javascript; charset=utf-8", *module));
     }
     match request.path() {
         "/" => Some(HttpResponse::html(DEMO_HTML)),
-        "/metrics" => Some(HttpResponse::bytes(
-            "text/plain; version=0.0.4; charset=utf-8",
-            hub.metrics().to_prometheus(),
-        )),
+        "/metrics" => {
+            let mut text = hub.metrics().to_prometheus();
+            if let Some(budget) = budget {
+                text.push_str(&budget_metrics(budget));
+            }
+            Some(HttpResponse::bytes("text/plain; version=0.0.4; charset=utf-8", text))
+        }
         _ => None,
     }
+}
+
+/// The memory budget for incoming data, in Prometheus text format.
+fn budget_metrics(budget: &MemoryBudget) -> String {
+    let rows = [
+        (
+            "incoming_budget_bytes",
+            "gauge",
+            "The limit on incoming data held across connections.",
+            budget.limit() as u64,
+        ),
+        (
+            "incoming_budget_used_bytes",
+            "gauge",
+            "Incoming data charged to the budget now.",
+            budget.used() as u64,
+        ),
+        (
+            "incoming_budget_paused_connections",
+            "gauge",
+            "Connections not being read now because the budget is spent.",
+            budget.paused_connections() as u64,
+        ),
+        (
+            "incoming_budget_pauses_total",
+            "counter",
+            "Times a connection was paused for the budget.",
+            budget.pauses(),
+        ),
+        (
+            "incoming_budget_refused_total",
+            "counter",
+            "Connections failed with 1013 after waiting for the budget.",
+            budget.refused_connections(),
+        ),
+    ];
+    let mut text = String::new();
+    for (name, kind, help, value) in rows {
+        text.push_str(&format!(
+            "# HELP zapsocket_{name} {help}\n# TYPE zapsocket_{name} {kind}\nzapsocket_{name} {value}\n"
+        ));
+    }
+    text
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::Output;
-use zapsocket::{Clients, DeflateConfig, Server, WebSocket, WebSocketConfig};
+use zapsocket::{Clients, DeflateConfig, MemoryBudget, Server, WebSocket, WebSocketConfig};
 use zapsocket_realtime::Hub;
 
 use crate::realtime;
@@ -49,6 +49,12 @@ pub(crate) struct ServeArgs {
     /// they are dropped.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     shutdown_timeout: u64,
+    /// The most bytes of incoming data held across all connections (messages still
+    /// arriving, and decoded ones not yet handled), beyond 64 KiB each. Past it, the
+    /// connections holding more stop being read until it frees up (a wait of over 10 s
+    /// ends one with close code 1013). 0: no limit. Default: 256 MiB.
+    #[arg(long, value_name = "BYTES", default_value_t = zapsocket::DEFAULT_MEMORY_BUDGET)]
+    memory_budget: usize,
     /// The most connections open at once; more get 503. Default: no limit.
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
@@ -120,8 +126,11 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
 }
 
 async fn bind(args: &ServeArgs, hub: &Hub) -> zapsocket::Result<Server> {
-    let mut config =
-        WebSocketConfig::default().max_message_size(args.max_message).max_frame_size(args.max_message);
+    let budget = (args.memory_budget > 0).then(|| MemoryBudget::new(args.memory_budget));
+    let mut config = WebSocketConfig::default()
+        .max_message_size(args.max_message)
+        .max_frame_size(args.max_message)
+        .memory_budget(budget.clone());
     config = match args.ping_interval {
         0 => config.no_heartbeat(),
         secs => config.heartbeat(Duration::from_secs(secs), Duration::from_secs(secs)),
@@ -156,7 +165,7 @@ async fn bind(args: &ServeArgs, hub: &Hub) -> zapsocket::Result<Server> {
         .subprotocol(zapsocket_realtime::SUBPROTOCOL)
         .config(config)
         .shutdown_timeout(Duration::from_secs(args.shutdown_timeout))
-        .http(move |request| realtime::http(&hub, request))
+        .http(move |request| realtime::http(&hub, budget.as_ref(), request))
         .bind()
         .await
 }

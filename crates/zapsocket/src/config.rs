@@ -4,6 +4,8 @@ use std::time::Duration;
 
 pub use zapsocket_proto::Config as ProtocolConfig;
 
+use crate::budget::MemoryBudget;
+
 /// What happens to a connection whose send queue is full when a message is queued
 /// without waiting (a broadcast, `try_send`).
 ///
@@ -49,6 +51,18 @@ pub struct WebSocketConfig {
     /// without reading (each counted as its payload plus its queue entry, so that empty
     /// messages are not free): at most twice this, plus one message.
     pub max_read_buffer: usize,
+    /// The budget that bounds the incoming data held across connections. Default: the
+    /// process-wide [`MemoryBudget::process`] (256 MiB, shared by every connection of the
+    /// process); `None` for no bound beyond this connection's own limits.
+    ///
+    /// Each connection holds up to `max_read_buffer` for free; beyond that, what it holds
+    /// of messages still arriving (and of decoded messages not yet read) is charged to the
+    /// budget. When the budget is spent, connections holding more than their free share
+    /// stop being read (TCP backpressure) until it frees up; one that waits longer than
+    /// [`MemoryBudget::wait`] (10 s) is failed with close code 1013 (try again later).
+    /// Without a budget, many peers each sending most of a maximum-size message could
+    /// make the server hold connections × `max_message_size` bytes.
+    pub memory_budget: Option<MemoryBudget>,
 }
 
 impl Default for WebSocketConfig {
@@ -58,6 +72,7 @@ impl Default for WebSocketConfig {
             max_send_queue: 1 << 20,
             slow_consumer: SlowConsumer::Terminate,
             max_read_buffer: 64 * 1024,
+            memory_budget: Some(MemoryBudget::process()),
         }
     }
 }
@@ -112,6 +127,12 @@ impl WebSocketConfig {
     /// Sets [`WebSocketConfig::slow_consumer`].
     pub fn slow_consumer(mut self, policy: SlowConsumer) -> Self {
         self.slow_consumer = policy;
+        self
+    }
+
+    /// Sets [`WebSocketConfig::memory_budget`].
+    pub fn memory_budget(mut self, budget: Option<MemoryBudget>) -> Self {
+        self.memory_budget = budget;
         self
     }
 

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use zapsocket_proto::{CloseCode, Role};
 
+use crate::budget::{Account, RECHECK};
 use crate::error::Error;
 use crate::shared::{Inner, Shared};
 use crate::time::Sleep;
@@ -138,9 +139,19 @@ impl Io {
             Ok(read) => progress |= read != Read::Nothing,
             Err(e) => return fail(inner, e),
         }
-        let busy_until = self.busy(inner);
+        let mut wake_at = self.busy(inner);
         progress |= inner.drain(matches!(self.busy, Busy::Ahead { .. }));
-        match self.timers(cx, inner, busy_until) {
+        if let Some(give_up_at) = inner.account.as_ref().and_then(Account::give_up_at) {
+            // Paused for the memory budget: look again soon, fail it at its deadline.
+            let now = Instant::now();
+            if give_up_at <= now {
+                progress |= inner.give_up_on_budget(now);
+            } else {
+                let at = give_up_at.min(now + RECHECK);
+                wake_at = Some(wake_at.map_or(at, |w| w.min(at)));
+            }
+        }
+        match self.timers(cx, inner, wake_at) {
             Ok(fired) => progress |= fired,
             Err(e) => return fail(inner, e),
         }
@@ -182,7 +193,8 @@ impl Io {
         }
     }
 
-    /// Runs the protocol timers; arms a sleep for the next deadline (`busy_until` too).
+    /// Runs the protocol timers; arms a sleep for the next deadline (`busy_until` too:
+    /// the end of `BUSY_GRACE`, or the next look at the memory budget).
     fn timers(
         &mut self,
         cx: &mut Context<'_>,

@@ -80,6 +80,7 @@
 
 #![forbid(unsafe_code)]
 
+mod budget;
 mod client;
 mod clients;
 mod config;
@@ -98,6 +99,7 @@ mod tls;
 mod transport;
 mod upgrade;
 
+pub use budget::{DEFAULT_BUDGET_WAIT, DEFAULT_MEMORY_BUDGET, MemoryBudget};
 pub use client::{Client, ClientBuilder};
 pub use clients::{Clients, encode};
 pub use config::{ProtocolConfig, SlowConsumer, WebSocketConfig};

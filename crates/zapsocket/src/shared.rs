@@ -14,6 +14,7 @@ use std::task::{Context, Poll, Waker};
 
 use zapsocket_proto::{CloseCode, CloseFrame, Connection, EncodedFrame, Event, State};
 
+use crate::budget::Account;
 use crate::config::{SlowConsumer, WebSocketConfig};
 use crate::error::{Error, Kind, Result};
 use crate::message::Message;
@@ -79,6 +80,8 @@ pub(crate) struct Inner {
     /// Messages the driver decoded for `recv()` (see `Inner::drain`).
     inbound: VecDeque<Result<Message>>,
     inbound_bytes: usize,
+    /// This connection's account with the memory budget (see `budget.rs`).
+    pub(crate) account: Option<Account>,
 }
 
 impl Shared {
@@ -112,6 +115,7 @@ impl Shared {
                 local_close: None,
                 inbound: VecDeque::new(),
                 inbound_bytes: 0,
+                account: config.memory_budget.clone().map(|b| Account::new(b, config.max_read_buffer)),
             }),
             handles: AtomicUsize::new(0),
             id,
@@ -370,13 +374,64 @@ impl Inner {
             if let Ok(m) = &item {
                 self.inbound_bytes -= inbound_cost(m);
             }
+            self.settle_budget();
             return Some(item);
         }
         if self.conn.undecoded_len() == 0 && !self.eof {
             // Nothing to decode (the common case when `recv()` comes back for more).
             return None;
         }
-        self.decode_next()
+        let item = self.decode_next();
+        self.settle_budget();
+        item
+    }
+
+    /// The incoming data this connection holds: undecoded bytes, fragments assembled,
+    /// messages decoded ahead of `recv()`.
+    fn held_incoming(&self) -> usize {
+        self.conn.buffered_incoming() + self.inbound_bytes
+    }
+
+    /// Charges (or releases) the change in what this connection holds to its budget.
+    #[inline]
+    pub(crate) fn settle_budget(&mut self) {
+        let held = self.held_incoming();
+        if let Some(account) = &mut self.account {
+            account.settle(held);
+        }
+    }
+
+    /// Whether the memory budget lets this connection read (see `budget.rs`).
+    #[inline]
+    pub(crate) fn budget_allows_read(&mut self) -> bool {
+        let Some(account) = &mut self.account else { return true };
+        let was_paused = account.give_up_at().is_some();
+        if account.may_read() {
+            return true;
+        }
+        if !was_paused {
+            // The driver's timer looks at the budget again, whoever read here.
+            self.wake_driver();
+        }
+        false
+    }
+
+    /// Fails the connection with 1013 when it has waited for the budget past its
+    /// deadline. Returns whether it did.
+    #[cold]
+    pub(crate) fn give_up_on_budget(&mut self, now: std::time::Instant) -> bool {
+        let Some(account) = &mut self.account else { return false };
+        if account.give_up_at().is_none_or(|at| at > now) {
+            return false;
+        }
+        account.close(true);
+        let reason = "server busy: incoming memory budget spent";
+        let _ = self.conn.fail_connection(CloseCode::TRY_AGAIN_LATER, reason);
+        self.set_local_close(CloseCode::TRY_AGAIN_LATER, reason);
+        self.inbound.clear();
+        self.inbound_bytes = 0;
+        self.wake_recv();
+        true
     }
 
     /// Decodes the next message from the read buffer.
@@ -454,6 +509,7 @@ impl Inner {
             }
         }
         if any {
+            self.settle_budget();
             self.wake_recv();
         }
         any
@@ -496,6 +552,9 @@ impl Inner {
     pub(crate) fn set_done(&mut self) {
         self.done = true;
         self.conn.outbound().clear();
+        if let Some(account) = &mut self.account {
+            account.close(false);
+        }
         self.wake_recv();
         for (_, w) in self.write_waiters.drain(..) {
             w.wake();

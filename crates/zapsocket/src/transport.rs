@@ -193,11 +193,16 @@ impl Inner {
             return Ok(Read::Nothing);
         }
         self.read_paused = false;
+        if !self.budget_allows_read() {
+            // The driver looks again on a timer (see `driver.rs`).
+            return Ok(Read::Nothing);
+        }
         let socket = &mut self.socket;
         if socket.read_pending && !socket.flag.woken.swap(false, Ordering::AcqRel) {
             // Still registered and no readiness news: the socket has nothing for us.
             return Ok(Read::Nothing);
         }
+        let budgeted = self.account.is_some();
         let hint = self.conn.read_hint();
         if hint > MIN_READ {
             socket.large_frames = true;
@@ -223,6 +228,15 @@ impl Inner {
         }
         let result = if first_after_huge {
             socket.read_first_after_huge(buf)
+        } else if budgeted && buf.capacity() - buf.len() > MAX_READ {
+            // Under a memory budget one read adds at most `MAX_READ` to what the
+            // connection holds, whatever room its buffer has (the budget's documented
+            // overshoot).
+            tokio_util::io::poll_read_buf(
+                Pin::new(&mut socket.stream),
+                &mut Context::from_waker(&socket.read_waker),
+                &mut buf.limit(MAX_READ),
+            )
         } else {
             tokio_util::io::poll_read_buf(
                 Pin::new(&mut socket.stream),
@@ -245,6 +259,7 @@ impl Inner {
                     // Closed: what follows is discarded.
                     self.conn.read_buffer().clear();
                 }
+                self.settle_budget();
                 self.wake_recv();
                 Ok(Read::Data)
             }

@@ -198,10 +198,12 @@ impl Connection {
             .unwrap_or(usize::MAX)
     }
 
-    /// Bytes buffered for a message still being received (partial frame plus
-    /// assembled fragments).
+    /// Bytes buffered for messages still being received: the received bytes not yet
+    /// decoded (a partial frame, or frames read ahead) plus the fragments assembled so
+    /// far (inflated, for a compressed message).
     pub fn buffered_incoming(&self) -> usize {
-        self.rbuf.len() + self.assembly.as_ref().map_or(0, |a| a.buf.len())
+        self.rbuf.len()
+            + self.assembly.as_ref().map_or(0, |a| a.buf.len() + a.inflated.as_ref().map_or(0, Vec::len))
     }
 
     /// Received bytes not yet decoded (the read buffer's length).

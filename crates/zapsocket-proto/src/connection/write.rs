@@ -131,6 +131,31 @@ impl Connection {
         Ok(())
     }
 
+    /// Fails the connection from this side (RFC 6455 §7.1.7) for a reason of the
+    /// application's, not the peer's protocol: queues a close frame with `code` and
+    /// `reason` (unless one was sent) and closes at once, without waiting for the peer's
+    /// answer. What was buffered for incoming messages is dropped. Write out what is
+    /// queued, then end the transport. A no-op on a closed connection.
+    ///
+    /// For example a server out of memory for incoming data fails the connections it
+    /// cannot serve with [`CloseCode::TRY_AGAIN_LATER`].
+    pub fn fail_connection(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        if !code.is_sendable() {
+            return Err(Error::UnsendableCloseCode(code.0));
+        }
+        if reason.len() > MAX_CLOSE_REASON {
+            return Err(Error::ControlPayloadTooLong);
+        }
+        if self.state == State::Closed {
+            return Ok(());
+        }
+        if !self.close_sent {
+            self.queue_close(code, reason);
+        }
+        self.finish();
+        Ok(())
+    }
+
     /// The queue of bytes to write.
     pub fn outbound(&mut self) -> &mut Outbound {
         &mut self.outbound

@@ -204,3 +204,38 @@ fn usage_errors_leave_the_connection_open() {
     let b0s: Vec<u8> = sent_frames(&mut client).iter().map(|f| f.b0).collect();
     assert_eq!(b0s, [0x01, 0x89, 0x80]);
 }
+
+#[test]
+fn failing_the_connection_sends_the_code_drops_what_was_buffered_and_closes_at_once() {
+    let mut server = conn(Role::Server);
+    let mut bytes = from_peer(Role::Server, 0x02, &[7; 300]);
+    bytes.extend(from_peer(Role::Server, 0x00, &[8; 200]));
+    // Half of a third fragment: its header and 50 of its 100 bytes.
+    let third = from_peer(Role::Server, 0x00, &[9; 100]);
+    bytes.extend(&third[..third.len() - 50]);
+    assert_eq!(feed_all(&mut server, &bytes), []);
+    // 300 + 200 assembled, and the third frame's 6-byte header and 50 bytes undecoded.
+    assert_eq!(server.buffered_incoming(), 556);
+
+    server.fail_connection(CloseCode::TRY_AGAIN_LATER, "busy").unwrap();
+    assert!(server.is_closed());
+    assert_eq!(server.buffered_incoming(), 0);
+    let sent = sent_frames(&mut server);
+    assert_eq!(sent.len(), 1);
+    assert_eq!((sent[0].b0, sent[0].payload.clone()), (0x88, close_payload(1013, "busy")));
+    // Nothing more is decoded, and failing again is a no-op.
+    assert_eq!(feed_all(&mut server, &third[third.len() - 50..]), []);
+    server.fail_connection(CloseCode::TRY_AGAIN_LATER, "busy").unwrap();
+    assert_eq!(take_outbound(&mut server), []);
+}
+
+#[test]
+fn failing_the_connection_refuses_codes_the_wire_cannot_carry() {
+    let mut server = conn(Role::Server);
+    assert_eq!(server.fail_connection(CloseCode::ABNORMAL, ""), Err(Error::UnsendableCloseCode(1006)));
+    assert_eq!(
+        server.fail_connection(CloseCode::TRY_AGAIN_LATER, &"x".repeat(124)),
+        Err(Error::ControlPayloadTooLong)
+    );
+    assert!(!server.is_closed());
+}
