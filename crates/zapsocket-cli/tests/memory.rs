@@ -1,0 +1,117 @@
+//! `zap serve` under peers that each send most of one huge frame (every byte legal, no
+//! message complete): its memory budget for incoming data keeps the process small, and a
+//! small client's echo is still answered within a second.
+//!
+//! Linux only (reads the server's RSS from /proc).
+
+#![cfg(target_os = "linux")]
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use zapsocket::{Client, Message};
+
+mod common;
+use common::{PATIENCE, Serve};
+
+const MIB: u64 = 1 << 20;
+
+/// The resident memory of process `pid`, in bytes.
+fn rss(pid: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status");
+    kib * 1024
+}
+
+/// A raw client: handshake, then the header of a masked binary frame of `frame` bytes
+/// (all-zero key, so the payload goes out as it is), then up to `send` bytes of it until
+/// `until`. Returns the bytes sent.
+async fn hog(addr: String, frame: u64, send: u64, until: Instant) -> u64 {
+    let mut stream = TcpStream::connect(&addr).await.expect("connect");
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.expect("send the handshake");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.expect("read the handshake answer");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    let mut header = vec![0x82, 0x80 | 127];
+    header.extend_from_slice(&frame.to_be_bytes());
+    header.extend_from_slice(&[0; 4]);
+    stream.write_all(&header).await.expect("send the frame header");
+    let chunk = vec![0x5a; 64 * 1024];
+    let mut sent = 0;
+    while sent < send {
+        let left = until.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, stream.write_all(&chunk)).await {
+            Ok(Ok(())) => sent += chunk.len() as u64,
+            _ => break,
+        }
+    }
+    // Keep the connection (and what the server holds of it) until the test is done.
+    tokio::time::sleep(until.saturating_duration_since(Instant::now())).await;
+    sent
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_peers_each_sending_48_mib_of_a_60_mib_frame_stay_within_the_budget() {
+    const PEERS: usize = 64;
+    let serve = Serve::start(&[]);
+    let pid = serve.pid();
+    // Warm up the allocator and the echo path, then take the baseline.
+    let mut small = tokio::time::timeout(PATIENCE, Client::connect(&serve.url("/"))).await.unwrap().unwrap();
+    small.send(Message::text("warm up")).await.unwrap();
+    small.recv().await.unwrap().unwrap();
+    let baseline = rss(&pid);
+
+    let until = Instant::now() + Duration::from_secs(8);
+    let hogs: Vec<_> =
+        (0..PEERS).map(|_| tokio::spawn(hog(serve.addr.clone(), 60 * MIB, 48 * MIB, until))).collect();
+
+    let mut peak = baseline;
+    let mut slowest = Duration::ZERO;
+    let mut echoes = 0;
+    while Instant::now() < until {
+        peak = peak.max(rss(&pid));
+        let start = Instant::now();
+        small.send(Message::text(format!("ping {echoes}"))).await.unwrap();
+        let echo = tokio::time::timeout(Duration::from_secs(1), small.recv())
+            .await
+            .expect("the small client's echo within a second")
+            .unwrap()
+            .unwrap();
+        assert_eq!(echo, Message::text(format!("ping {echoes}")));
+        slowest = slowest.max(start.elapsed());
+        echoes += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    peak = peak.max(rss(&pid));
+    let mut sent = 0;
+    for hog in hogs {
+        sent += hog.await.unwrap();
+    }
+    let growth = peak.saturating_sub(baseline);
+    eprintln!(
+        "{PEERS} peers sent {} MiB in all; zap serve grew by {} MiB (baseline {} MiB); {echoes} echoes, \
+         slowest {slowest:?}",
+        sent / MIB,
+        growth / MIB,
+        baseline / MIB
+    );
+    // The peers pushed far more than the budget (256 MiB)...
+    assert!(sent > 384 * MIB, "the peers sent only {} MiB", sent / MIB);
+    // ...and the server held no more than the budget, one read per connection and its
+    // buffers' slack.
+    assert!(growth < 512 * MIB, "zap serve grew by {} MiB", growth / MIB);
+    assert!(echoes >= 20, "{echoes} echoes");
+}
