@@ -56,6 +56,13 @@ pub(crate) fn http(hub: &Hub, budget: Option<&MemoryBudget>, request: &Request) 
             if let Some(budget) = budget {
                 text.push_str(&budget_metrics(budget));
             }
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let tasks = runtime.metrics().num_alive_tasks();
+                text.push_str(&format!(
+                    "# HELP zapsocket_runtime_alive_tasks Tasks alive in the server's runtime now.\n\
+                 # TYPE zapsocket_runtime_alive_tasks gauge\nzapsocket_runtime_alive_tasks {tasks}\n"
+                ));
+            }
             Some(HttpResponse::bytes("text/plain; version=0.0.4; charset=utf-8", text))
         }
         _ => None,
