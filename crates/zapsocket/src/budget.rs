@@ -142,26 +142,31 @@ impl fmt::Debug for MemoryBudget {
     }
 }
 
-/// One connection's account with a budget.
+/// One connection's account with a budget (or with none: then nothing is ever charged).
+///
+/// The hot path (a connection holding no more than its free share) is two comparisons:
+/// [`Account::settle`] sees nothing to charge, [`Account::may_read`] sees nothing charged.
 #[derive(Debug)]
 pub(crate) struct Account {
-    budget: MemoryBudget,
-    /// What the connection holds for free.
+    budget: Option<MemoryBudget>,
+    /// What the connection holds for free (`usize::MAX` without a budget).
     free: usize,
     /// What is charged to the budget now.
     charged: usize,
     /// Since when the connection is paused, waiting for the budget.
     paused_since: Option<std::time::Instant>,
+    /// A pause started and the driver has not been told.
+    pause_started: bool,
 }
 
 impl Account {
-    pub(crate) fn new(budget: MemoryBudget, free: usize) -> Self {
-        Account { budget, free, charged: 0, paused_since: None }
+    pub(crate) fn new(budget: Option<MemoryBudget>, free: usize) -> Self {
+        let free = if budget.is_some() { free } else { usize::MAX };
+        Account { budget, free, charged: 0, paused_since: None, pause_started: false }
     }
 
     /// The connection now holds `held` bytes of incoming data: charge or release the
-    /// difference. (Called after reads and decodes: a comparison when nothing is charged
-    /// and the connection holds no more than its free share.)
+    /// difference.
     #[inline]
     pub(crate) fn settle(&mut self, held: usize) {
         let want = held.saturating_sub(self.free);
@@ -171,50 +176,73 @@ impl Account {
     }
 
     #[cold]
+    #[inline(never)]
     fn settle_slow(&mut self, want: usize) {
+        let Some(budget) = &self.budget else { return };
         if want > self.charged {
-            self.budget.charge(want - self.charged);
+            budget.charge(want - self.charged);
         } else {
-            self.budget.release(self.charged - want);
+            budget.release(self.charged - want);
         }
         self.charged = want;
+        if want == 0 {
+            self.resume();
+        }
     }
 
-    /// Whether the connection may read more: always while it holds no more than its
-    /// free share, else only while the budget is not spent. Records the pause.
+    /// Whether the connection may read more: always while nothing is charged (it holds
+    /// no more than its free share), else only while the budget is not spent. Records
+    /// the pause and its end.
     #[inline]
     pub(crate) fn may_read(&mut self) -> bool {
-        if self.charged == 0 || !self.budget.is_spent() {
+        self.charged == 0 || self.may_read_charged()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn may_read_charged(&mut self) -> bool {
+        let Some(budget) = &self.budget else { return true };
+        if !budget.is_spent() {
             self.resume();
             return true;
         }
         if self.paused_since.is_none() {
             self.paused_since = Some(std::time::Instant::now());
-            self.budget.0.paused.fetch_add(1, Ordering::Relaxed);
-            self.budget.0.pauses.fetch_add(1, Ordering::Relaxed);
+            self.pause_started = true;
+            budget.0.paused.fetch_add(1, Ordering::Relaxed);
+            budget.0.pauses.fetch_add(1, Ordering::Relaxed);
         }
         false
     }
 
-    #[inline]
+    /// Whether a pause started since the last call (the driver must be told, once).
+    pub(crate) fn take_pause_started(&mut self) -> bool {
+        std::mem::take(&mut self.pause_started)
+    }
+
     fn resume(&mut self) {
-        if self.paused_since.take().is_some() {
-            self.budget.0.paused.fetch_sub(1, Ordering::Relaxed);
+        if self.paused_since.take().is_some()
+            && let Some(budget) = &self.budget
+        {
+            budget.0.paused.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
     /// When a paused connection is to be failed.
     pub(crate) fn give_up_at(&self) -> Option<std::time::Instant> {
-        self.paused_since.map(|since| since + self.budget.0.wait)
+        let budget = self.budget.as_ref()?;
+        self.paused_since.map(|since| since + budget.0.wait)
     }
 
     /// The connection is failed for the budget (counted) or is over: it holds nothing.
     pub(crate) fn close(&mut self, refused: bool) {
-        if refused {
-            self.budget.0.refused.fetch_add(1, Ordering::Relaxed);
+        if refused && let Some(budget) = &self.budget {
+            budget.0.refused.fetch_add(1, Ordering::Relaxed);
         }
         self.resume();
-        self.settle_slow(0);
+        if self.charged != 0 {
+            self.settle_slow(0);
+        }
     }
 }
 

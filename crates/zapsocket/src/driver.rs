@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use zapsocket_proto::{CloseCode, Role};
 
-use crate::budget::{Account, RECHECK};
+use crate::budget::RECHECK;
 use crate::error::Error;
 use crate::shared::{Inner, Shared};
 use crate::time::Sleep;
@@ -141,7 +141,7 @@ impl Io {
         }
         let mut wake_at = self.busy(inner);
         progress |= inner.drain(matches!(self.busy, Busy::Ahead { .. }));
-        if let Some(give_up_at) = inner.account.as_ref().and_then(Account::give_up_at) {
+        if let Some(give_up_at) = inner.account.give_up_at() {
             // Paused for the memory budget: look again soon, fail it at its deadline.
             let now = Instant::now();
             if give_up_at <= now {

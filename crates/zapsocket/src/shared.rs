@@ -81,7 +81,7 @@ pub(crate) struct Inner {
     inbound: VecDeque<Result<Message>>,
     inbound_bytes: usize,
     /// This connection's account with the memory budget (see `budget.rs`).
-    pub(crate) account: Option<Account>,
+    pub(crate) account: Account,
 }
 
 impl Shared {
@@ -115,7 +115,7 @@ impl Shared {
                 local_close: None,
                 inbound: VecDeque::new(),
                 inbound_bytes: 0,
-                account: config.memory_budget.clone().map(|b| Account::new(b, config.max_read_buffer)),
+                account: Account::new(config.memory_budget.clone(), config.max_read_buffer),
             }),
             handles: AtomicUsize::new(0),
             id,
@@ -396,35 +396,36 @@ impl Inner {
     #[inline]
     pub(crate) fn settle_budget(&mut self) {
         let held = self.held_incoming();
-        if let Some(account) = &mut self.account {
-            account.settle(held);
-        }
+        self.account.settle(held);
     }
 
     /// Whether the memory budget lets this connection read (see `budget.rs`).
     #[inline]
     pub(crate) fn budget_allows_read(&mut self) -> bool {
-        let Some(account) = &mut self.account else { return true };
-        let was_paused = account.give_up_at().is_some();
-        if account.may_read() {
+        if self.account.may_read() {
             return true;
         }
-        if !was_paused {
-            // The driver's timer looks at the budget again, whoever read here.
+        self.budget_paused();
+        false
+    }
+
+    #[cold]
+    fn budget_paused(&mut self) {
+        // The driver's timer looks at the budget again, whoever read here (woken once
+        // per pause).
+        if self.account.take_pause_started() {
             self.wake_driver();
         }
-        false
     }
 
     /// Fails the connection with 1013 when it has waited for the budget past its
     /// deadline. Returns whether it did.
     #[cold]
     pub(crate) fn give_up_on_budget(&mut self, now: std::time::Instant) -> bool {
-        let Some(account) = &mut self.account else { return false };
-        if account.give_up_at().is_none_or(|at| at > now) {
+        if self.account.give_up_at().is_none_or(|at| at > now) {
             return false;
         }
-        account.close(true);
+        self.account.close(true);
         let reason = "server busy: incoming memory budget spent";
         let _ = self.conn.fail_connection(CloseCode::TRY_AGAIN_LATER, reason);
         self.set_local_close(CloseCode::TRY_AGAIN_LATER, reason);
@@ -552,9 +553,7 @@ impl Inner {
     pub(crate) fn set_done(&mut self) {
         self.done = true;
         self.conn.outbound().clear();
-        if let Some(account) = &mut self.account {
-            account.close(false);
-        }
+        self.account.close(false);
         self.wake_recv();
         for (_, w) in self.write_waiters.drain(..) {
             w.wake();

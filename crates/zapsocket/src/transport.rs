@@ -202,7 +202,6 @@ impl Inner {
             // Still registered and no readiness news: the socket has nothing for us.
             return Ok(Read::Nothing);
         }
-        let budgeted = self.account.is_some();
         let hint = self.conn.read_hint();
         if hint > MIN_READ {
             socket.large_frames = true;
@@ -226,12 +225,13 @@ impl Inner {
         if spare < MIN_READ / 4 || hint > spare {
             buf.reserve(want);
         }
+        // (No reserve above when `spare` is over a maximum read.)
+        let capped = spare > MAX_READ;
         let result = if first_after_huge {
             socket.read_first_after_huge(buf)
-        } else if budgeted && buf.capacity() - buf.len() > MAX_READ {
-            // Under a memory budget one read adds at most `MAX_READ` to what the
-            // connection holds, whatever room its buffer has (the budget's documented
-            // overshoot).
+        } else if capped {
+            // One read adds at most `MAX_READ` to what the connection holds, whatever
+            // room its buffer has (the memory budget's documented overshoot).
             tokio_util::io::poll_read_buf(
                 Pin::new(&mut socket.stream),
                 &mut Context::from_waker(&socket.read_waker),
