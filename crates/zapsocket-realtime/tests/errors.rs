@@ -218,3 +218,35 @@ async fn ping_is_answered_with_a_null_reply() {
     let answer = exchange(&mut ws, r#"{"event":"ping","data":1,"ack":4}"#).await;
     assert_eq!(answer, json!({"reply": 4, "data": 2}), "no reply to a $ping without an ack");
 }
+
+/// docs/RELIABILITY.md J2: JSON nested 100,000 deep, huge numbers and duplicate keys get
+/// their error (serde_json's depth limit of 128 when `data` is decoded), never a stack
+/// overflow: the envelope itself is read without recursion (`data` stays raw, unknown fields
+/// are skipped), and the connection goes on serving.
+#[tokio::test]
+async fn deeply_nested_json_huge_numbers_and_duplicate_keys_get_an_error() {
+    let hub = hub(HubConfig::default());
+    hub.on("any", |_: Socket, v: Value| async move { Ok::<_, ReplyError>(v.is_array()) });
+    let url = serve(&hub).await;
+    let (mut ws, _) = raw(&url).await;
+    let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+    let text = format!(r#"{{"event":"any","data":{},"ack":1}}"#, deep(100_000));
+    let answer = exchange(&mut ws, &text).await;
+    assert_eq!(error_reply(&answer, 1), "bad_payload");
+    assert!(answer["error"]["message"].as_str().unwrap().starts_with("recursion limit exceeded"), "{answer}");
+    let text = format!(r#"{{"event":"any","data":{}}}"#, deep(100_000));
+    assert_eq!(error_event(&exchange(&mut ws, &text).await), "bad_payload");
+    // A deep value where the server expects nothing is skipped, without recursion.
+    let text = format!(r#"{{"event":"any","junk":{},"data":[1],"ack":2}}"#, deep(100_000));
+    assert_eq!(exchange(&mut ws, &text).await, json!({"reply": 2, "data": true}));
+    let huge = exchange(&mut ws, r#"{"event":"any","data":1e400,"ack":3}"#).await;
+    assert_eq!(error_reply(&huge, 3), "bad_payload");
+    let huge = exchange(&mut ws, r#"{"event":"ping","data":123456789012345678901234567890,"ack":4}"#).await;
+    assert_eq!(error_reply(&huge, 4), "bad_payload");
+    let twice = exchange(&mut ws, r#"{"event":"ping","data":1,"data":2,"ack":5}"#).await;
+    assert_eq!(error_event(&twice), "bad_envelope");
+    assert!(twice["data"]["message"].as_str().unwrap().starts_with("duplicate field `data`"), "{twice}");
+    // Still serving, and 100 deep is fine.
+    let ok = format!(r#"{{"event":"any","data":{},"ack":9}}"#, deep(100));
+    assert_eq!(exchange(&mut ws, &ok).await, json!({"reply": 9, "data": true}));
+}

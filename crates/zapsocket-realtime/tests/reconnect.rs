@@ -228,3 +228,47 @@ async fn the_heartbeat_finds_a_connection_that_died_without_a_close_and_reconnec
     wait_state(&client, |s| *s == ConnState::Connected).await;
     client.join("after").await.unwrap();
 }
+
+/// docs/RELIABILITY.md M5 and L3 (defect): a server that refuses the upgrade itself (its
+/// `authorize` hook answers 401, an expired token) is not a network failure: the client
+/// must stop (or surface the refusal), not dial again forever. Today only a connect
+/// middleware's `$error` counts as a refusal (`ConnectError::Refused`); an HTTP 4xx is
+/// retried with backoff without end.
+#[tokio::test]
+#[ignore = "defect: the Rust client's reconnection loop retries an HTTP 401/403 answer forever \
+            (client/driver.rs reconnect: only ConnectError::Refused stops it); README says clients \
+            do not reconnect after a refusal"]
+async fn an_http_refusal_on_reconnection_stops_the_client() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let hub = Hub::new();
+    let refuse = Arc::new(AtomicBool::new(false));
+    let refusals = Arc::new(AtomicUsize::new(0));
+    let (r, n) = (refuse.clone(), refusals.clone());
+    let server = zapsocket::Server::builder()
+        .subprotocol(SUBPROTOCOL)
+        .authorize(move |_| {
+            let (refuse, refusals) = (r.clone(), n.clone());
+            async move {
+                if refuse.load(Ordering::SeqCst) {
+                    refusals.fetch_add(1, Ordering::SeqCst);
+                    return Err(zapsocket::HttpResponse::text(401, "token expired"));
+                }
+                Ok(zapsocket::Accept::new())
+            }
+        })
+        .bind()
+        .await
+        .unwrap();
+    let port = server.local_addr().port();
+    let h = hub.clone();
+    tokio::spawn(server.serve(move |ws| h.clone().handle(ws)));
+    let client = connect(port, fast()).await;
+    refuse.store(true, Ordering::SeqCst);
+    kick(&hub, &client.session(), 1001).await;
+    wait_state(&client, |s| *s == ConnState::Closed).await;
+    let tried = refusals.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(refusals.load(Ordering::SeqCst), tried, "no attempt after the client closed");
+    assert!(tried <= 1, "{tried} attempts refused with 401");
+}

@@ -12,6 +12,7 @@ mod limits;
 mod pair;
 mod rfc_examples;
 mod smoke;
+mod splits;
 mod utf8;
 mod violations;
 

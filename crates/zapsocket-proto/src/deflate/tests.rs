@@ -233,3 +233,53 @@ fn inflating_stops_at_the_limit_without_growing_past_it() {
     assert_eq!(d.inflate(&zeros, true, &mut out, 1 << 20), Ok(()));
     assert_eq!((out.len(), out.capacity()), (1 << 20, 1 << 20));
 }
+
+#[test]
+fn thousands_of_offers_and_garbage_params_are_declined_in_one_pass_until_a_valid_one() {
+    // docs/RELIABILITY.md B11: many offers, duplicate parameters, absurd window bits: each
+    // invalid offer is declined (never a panic, never a refusal of the handshake), the first
+    // valid one is answered, and with none valid the server answers without the extension.
+    let config = DeflateConfig::default();
+    let mut bad: Vec<String> = Vec::new();
+    for i in 0..2000 {
+        bad.push(match i % 5 {
+            0 => "permessage-deflate; server_max_window_bits=99".into(),
+            1 => "permessage-deflate; client_no_context_takeover; client_no_context_takeover".into(),
+            2 => format!("permessage-deflate; x{i}=1"),
+            3 => "permessage-deflate; client_max_window_bits=4294967296".into(),
+            _ => format!("x-other-{i}; a=b"),
+        });
+    }
+    let all_bad = bad.join(", ");
+    assert_eq!(answer(&config, &[&all_bad]), None);
+    let with_good = format!("{all_bad}, permessage-deflate; server_max_window_bits=12");
+    assert_eq!(
+        answer(&config, &[&with_good]).as_deref(),
+        Some("permessage-deflate; server_max_window_bits=12")
+    );
+    // A malformed line is skipped as a whole; the next line is still read.
+    let lines = [";;;,,,\"".repeat(1000), "permessage-deflate".into()];
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    assert_eq!(answer(&config, &lines).as_deref(), Some("permessage-deflate"));
+}
+
+#[test]
+fn a_client_window_of_8_bits_is_answered_and_never_given_to_zlib() {
+    // docs/RELIABILITY.md H5: `client_max_window_bits=8` is valid (RFC 7692 §7.1.2.2); the
+    // server confirms it and inflates with a 9-bit window (zlib's smallest, a superset);
+    // the values zlib cannot take are declined.
+    let config = DeflateConfig::default();
+    let answered = answer(&config, &["permessage-deflate; client_max_window_bits=8"]).unwrap();
+    assert_eq!(answered, "permessage-deflate; client_max_window_bits=8");
+    for bad in ["0", "7", "16", "08", "-9", "9.5", ""] {
+        let offer = format!("permessage-deflate; client_max_window_bits={bad}");
+        assert_eq!(answer(&config, &[&offer]), None, "{offer}");
+    }
+    let mut c = Compressor::take(6, 9);
+    let payload: Vec<u8> = (0..20_000u32).map(|i| (i % 97) as u8).collect();
+    let compressed = c.compress(&payload, true);
+    let mut d = Decompressor::take(8);
+    let mut out = Vec::new();
+    assert_eq!(d.inflate(&compressed, true, &mut out, 1 << 20), Ok(()));
+    assert_eq!(out, payload);
+}

@@ -469,3 +469,151 @@ fn a_refused_head_stays_refused() {
     assert_eq!(parser.feed(b"garbage\r\n\r\n").unwrap_err().status(), 400);
     assert_eq!(parser.feed(b"more").unwrap_err().status(), 400);
 }
+
+// Reliability checklist (docs/RELIABILITY.md): rows B4, B8, B10, B12, B18, B20.
+
+#[test]
+fn a_missing_or_wrong_upgrade_is_426_and_names_websocket() {
+    // B4: RFC 6455 §4.2.2 and RFC 9110 §15.5.22: a 426 says which protocol to upgrade to.
+    for upgrade in ["", "h2c", "websocket2"] {
+        let request = parse(&head("GET / HTTP/1.1", &[("Upgrade", upgrade)])).unwrap().unwrap();
+        let error = request.validate_upgrade().unwrap_err();
+        assert_eq!(error.status(), 426, "Upgrade: {upgrade:?}");
+        let response = String::from_utf8(error.to_response()).unwrap();
+        assert!(response.starts_with("HTTP/1.1 426 Upgrade Required\r\n"), "{response}");
+        assert!(response.contains("\r\nUpgrade: websocket\r\n"), "{response}");
+        assert!(response.contains("\r\nConnection: close\r\n"), "{response}");
+    }
+}
+
+#[test]
+fn a_request_line_over_the_head_limit_is_431() {
+    // B8: there is no separate URI limit (no 414): the request line counts toward
+    // `max_head_size`, and a head that does not fit is refused with 431, whole or in pieces,
+    // before its end arrives.
+    let limits = HandshakeLimits::default().max_head_size(1024);
+    let long = format!("GET /{} HTTP/1.1", "a".repeat(2000));
+    let bytes = head(&long, &[]);
+    assert_eq!(RequestParser::new(limits.clone()).feed(&bytes).unwrap_err().status(), 431);
+    // The request line alone, never finished: refused once past the limit.
+    let mut parser = RequestParser::new(limits);
+    let mut result = parser.feed(b"GET /");
+    let mut fed = 5;
+    while let Ok(None) = result {
+        result = parser.feed(&[b'a'; 64]);
+        fed += 64;
+        assert!(fed < 4096, "never refused");
+    }
+    assert_eq!(result.unwrap_err().status(), 431);
+    assert!(fed <= 1024 + 64, "refused after {fed} bytes");
+}
+
+#[test]
+fn a_subprotocol_header_of_commas_spaces_and_odd_tokens_is_parsed_and_never_refused() {
+    // B10: a head full of list separators and thousands of tokens (up to the 16 KiB head
+    // limit) parses in one linear pass; tokens are not checked for syntax (no 400), they are
+    // only compared with the server's own names, so an odd one is never echoed.
+    let mut bytes = sample();
+    bytes.truncate(bytes.len() - 2);
+    let noise = " ,".repeat(3000);
+    bytes.extend_from_slice(format!("Sec-WebSocket-Protocol: {noise}\r\n").as_bytes());
+    let tokens: Vec<String> = (0..1000).map(|i| format!("p{i}")).collect();
+    bytes.extend_from_slice(format!("Sec-WebSocket-Protocol: {}\r\n", tokens.join(",")).as_bytes());
+    bytes.extend_from_slice("Sec-WebSocket-Protocol: a b, \"q\", é, chat.v1\r\n\r\n".as_bytes());
+    assert!(bytes.len() < 16 * 1024, "{}", bytes.len());
+    let request = parse(&bytes).unwrap().unwrap();
+    assert!(request.validate_upgrade().is_ok());
+    let offered = request.subprotocols();
+    assert_eq!(offered.len(), 1000 + 4, "empty list elements are skipped");
+    assert_eq!(&offered[..2], ["p0", "p1"]);
+    assert_eq!(&offered[1000..], ["a b", "\"q\"", "é", "chat.v1"]);
+    // Over the head limit, the same header is refused with 431, not parsed.
+    let mut huge = sample();
+    huge.truncate(huge.len() - 2);
+    huge.extend_from_slice(format!("Sec-WebSocket-Protocol: {}\r\n\r\n", ",".repeat(20_000)).as_bytes());
+    assert_eq!(parse(&huge).unwrap_err().status(), 431);
+}
+
+#[test]
+fn nul_obs_fold_and_bad_header_names_are_400_and_non_ascii_values_are_kept_as_bytes() {
+    // B12: what httparse refuses is a 400, never a panic.
+    let with_line = |line: &[u8]| {
+        let mut bytes = sample();
+        bytes.truncate(bytes.len() - 2);
+        bytes.extend_from_slice(line);
+        bytes.extend_from_slice(b"\r\n");
+        bytes
+    };
+    let refused: [&[u8]; 6] = [
+        b"X-Nul: a\0b\r\n",
+        b"X-Fold: a\r\n folded\r\n",
+        b"X-Tab-Fold: a\r\n\tfolded\r\n",
+        b"X Space: a\r\n",
+        b"X-\xc3\xa9: a\r\n",
+        b"X-Cr: a\rb\r\n",
+    ];
+    for line in refused {
+        assert_eq!(status(&with_line(line)), 400, "{:?}", String::from_utf8_lossy(line));
+    }
+    // obs-text (RFC 9110 §5.5) in a value is kept as sent: bytes, and text only if UTF-8.
+    let request = parse(&with_line(b"X-Latin1: caf\xe9\r\nX-Utf8: caf\xc3\xa9\r\n")).unwrap().unwrap();
+    assert!(request.validate_upgrade().is_ok());
+    assert_eq!(request.header_bytes("x-latin1"), Some(&b"caf\xe9"[..]));
+    assert_eq!(request.header("x-latin1"), None);
+    assert_eq!(request.header("x-utf8"), Some("café"));
+}
+
+#[test]
+#[ignore = "defect: an upgrade request with a body (Content-Length > 0 or Transfer-Encoding) is \
+            accepted and its body bytes are handed to the frame parser as the first frames; \
+            expected 400 (RFC 9112 §6, docs/RELIABILITY.md B18)"]
+fn an_upgrade_request_with_a_body_is_400() {
+    for framing in ["Content-Length: 5", "Transfer-Encoding: chunked"] {
+        let mut bytes = sample();
+        bytes.truncate(bytes.len() - 2);
+        bytes.extend_from_slice(format!("{framing}\r\n\r\nhello").as_bytes());
+        let mut parser = RequestParser::default();
+        let request = parser.feed(&bytes).unwrap().unwrap();
+        let verdict = request.validate_upgrade().map_err(|e| e.status());
+        assert_eq!(
+            verdict,
+            Err(400),
+            "{framing}: the body {:?} would be read as frames",
+            parser.take_leftover()
+        );
+    }
+}
+
+#[test]
+fn an_http2_preface_is_400() {
+    // B20: no HTTP/2 (RFC 8441 extended CONNECT is not supported): a client that speaks
+    // h2 with prior knowledge gets a 400 from the HTTP/1.1 parser.
+    assert_eq!(status(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), 400);
+    let connect = "CONNECT /chat HTTP/1.1\r\nHost: a\r\n:protocol: websocket\r\n\r\n";
+    assert_eq!(status(connect.as_bytes()), 400);
+    assert_eq!(status(&head("CONNECT /chat HTTP/1.1", &[])), 405);
+}
+
+#[test]
+fn a_256_kib_head_fed_byte_by_byte_is_parsed_in_linear_time() {
+    // A2 (tungstenite CVE-2023-43669): each feed scans only the new bytes for the end of
+    // the head, so a head trickled one byte per read costs what one read would. Were the
+    // whole buffer scanned again on every feed, this would take 2^35 byte comparisons
+    // (minutes); linear, it takes milliseconds.
+    let limits = HandshakeLimits::default().max_head_size(256 * 1024).max_headers(1024);
+    let mut bytes = sample();
+    bytes.truncate(bytes.len() - 2);
+    while bytes.len() < 255 * 1024 {
+        bytes.extend_from_slice(format!("X-Fill-{}: {}\r\n", bytes.len(), "f".repeat(1000)).as_bytes());
+    }
+    bytes.extend_from_slice(b"\r\n");
+    let started = std::time::Instant::now();
+    let mut parser = RequestParser::new(limits);
+    let (last, rest) = bytes.split_last().unwrap();
+    for byte in rest {
+        assert_eq!(parser.feed(std::slice::from_ref(byte)), Ok(None));
+    }
+    let request = parser.feed(&[*last]).unwrap().unwrap();
+    assert!(request.validate_upgrade().is_ok());
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+}

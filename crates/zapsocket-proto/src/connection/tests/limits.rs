@@ -241,3 +241,49 @@ fn a_held_pong_is_dropped_when_we_close() {
     assert!(!server.queue_held_pong());
     assert!(server.outbound().is_empty());
 }
+
+/// docs/RELIABILITY.md C10: a length written in a longer form than needed (5 bytes in the
+/// 16-bit or the 64-bit form) is accepted, from either role: one policy, no panic. RFC 6455
+/// §5.2 says the minimal form MUST be used but names no reaction; refusing would buy
+/// nothing, since every form is bounded by the same limits.
+#[test]
+fn non_minimal_length_encodings_are_accepted() {
+    let hello = b"Hello";
+    let sixteen = [vec![0x81, 126], 5u16.to_be_bytes().to_vec()].concat();
+    let sixty_four = [vec![0x81, 127], 5u64.to_be_bytes().to_vec()].concat();
+    for header in [sixteen, sixty_four] {
+        let mut to_client = header.clone();
+        to_client.extend_from_slice(hello);
+        assert_eq!(feed_all(&mut conn(Role::Client), &to_client), [text("Hello")]);
+        let mut to_server = header;
+        to_server[1] |= 0x80;
+        to_server.extend_from_slice(&KEY);
+        to_server.extend(hello.iter().enumerate().map(|(i, b)| b ^ KEY[i % 4]));
+        assert_eq!(feed_all(&mut conn(Role::Server), &to_server), [text("Hello")]);
+    }
+    // And a control frame's 125-byte limit holds whatever the form.
+    let long_ping = [vec![0x89, 126], 126u16.to_be_bytes().to_vec(), vec![0; 126]].concat();
+    assert_fails(Role::Client, Config::default(), &long_ping, Error::ControlFrameTooLong);
+}
+
+/// docs/RELIABILITY.md D4: the per-message counters (size, parts, UTF-8 state) start over
+/// with every message: a long-lived connection that sends a hundred thousand messages, each
+/// exactly at both limits, is never closed for it.
+#[test]
+fn a_hundred_thousand_messages_at_the_limits_never_add_up() {
+    let config = Config::default().max_message_size(26).max_message_parts(2);
+    let mut one = wire(0x01, b"", None);
+    one.extend(wire(0x80, b"0123456789", None));
+    let mut client = Connection::new(Role::Client, config);
+    let mut count = 0;
+    for _ in 0..1000 {
+        let burst = one.repeat(100);
+        for event in feed_all(&mut client, &burst) {
+            assert_eq!(event, text("0123456789"));
+            count += 1;
+        }
+    }
+    assert_eq!(count, 100_000);
+    assert_eq!(client.state(), State::Open);
+    assert_eq!(client.buffered_incoming(), 0);
+}
