@@ -229,15 +229,12 @@ async fn the_heartbeat_finds_a_connection_that_died_without_a_close_and_reconnec
     client.join("after").await.unwrap();
 }
 
-/// docs/RELIABILITY.md M5 and L3 (defect): a server that refuses the upgrade itself (its
+/// docs/RELIABILITY.md M5 and L3 (a defect, fixed): a server that refuses the upgrade itself (its
 /// `authorize` hook answers 401, an expired token) is not a network failure: the client
 /// must stop (or surface the refusal), not dial again forever. Today only a connect
 /// middleware's `$error` counts as a refusal (`ConnectError::Refused`); an HTTP 4xx is
 /// retried with backoff without end.
 #[tokio::test]
-#[ignore = "defect: the Rust client's reconnection loop retries an HTTP 401/403 answer forever \
-            (client/driver.rs reconnect: only ConnectError::Refused stops it); README says clients \
-            do not reconnect after a refusal"]
 async fn an_http_refusal_on_reconnection_stops_the_client() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

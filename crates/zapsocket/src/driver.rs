@@ -69,6 +69,14 @@ impl Driver {
         self
     }
 
+    /// The handler panicked: close with 1011 (the driver finishes the close).
+    pub(crate) fn handler_panicked(&self) {
+        let mut inner = self.shared.lock();
+        let _ = inner.conn.close(Instant::now(), CloseCode::INTERNAL_ERROR, "internal error");
+        inner.set_local_close(CloseCode::INTERNAL_ERROR, "the handler panicked");
+        inner.wake_driver();
+    }
+
     /// Runs `f` when the connection is finished (e.g. to leave a registry).
     pub(crate) fn on_done(mut self, f: impl FnOnce() + Send + 'static) -> Self {
         self.on_done = Some(Box::new(f));

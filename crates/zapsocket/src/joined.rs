@@ -5,12 +5,19 @@
 //! waker of its own that sets a flag: it runs only when woken (a write to finish, a burst
 //! of answers to coalesce, the heartbeat, the close), and a wake from the handler while
 //! the task is being polled costs no trip through the scheduler.
+//!
+//! A handler that panics ends there: its connection is closed with 1011 (internal error)
+//! and the driver finishes the close as usual, so the peer is told, the server's client
+//! list forgets it, and the process and the other connections go on.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
+
+use crate::driver::Driver;
 
 /// The most rounds in one poll before yielding to other tasks.
 const MAX_ROUNDS: usize = 32;
@@ -41,8 +48,8 @@ impl Wake for DriverFlag {
 }
 
 /// Polls `driver` and `handler` together; ready when both are.
-pub(crate) struct Joined<D, H> {
-    driver: Option<D>,
+pub(crate) struct Joined<H> {
+    driver: Option<Driver>,
     handler: Option<Pin<Box<H>>>,
     flag: Arc<DriverFlag>,
     driver_waker: Waker,
@@ -50,8 +57,8 @@ pub(crate) struct Joined<D, H> {
     last_task_waker: Option<Waker>,
 }
 
-impl<D, H> Joined<D, H> {
-    pub(crate) fn new(driver: D, handler: H) -> Self {
+impl<H> Joined<H> {
+    pub(crate) fn new(driver: Driver, handler: H) -> Self {
         let flag = Arc::new(DriverFlag::default());
         // The driver runs on the first poll.
         flag.woken.store(true, Ordering::Relaxed);
@@ -65,9 +72,8 @@ impl<D, H> Joined<D, H> {
     }
 }
 
-impl<D, H> Future for Joined<D, H>
+impl<H> Future for Joined<H>
 where
-    D: Future<Output = ()> + Unpin,
     H: Future<Output = ()>,
 {
     type Output = ();
@@ -83,10 +89,26 @@ where
         // The handler has the task's own waker: it runs on every poll of the task (its
         // wakes are the socket's readiness, passed on by `recv()`, and the ones it
         // waits for itself), and a wake while the task runs polls it again after.
-        if let Some(handler) = &mut this.handler
-            && handler.as_mut().poll(cx).is_ready()
-        {
-            this.handler = None;
+        if let Some(handler) = &mut this.handler {
+            match std::panic::catch_unwind(AssertUnwindSafe(|| handler.as_mut().poll(cx))) {
+                Ok(Poll::Pending) => {}
+                Ok(Poll::Ready(())) => this.handler = None,
+                Err(panic) => {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .copied()
+                        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                        .unwrap_or("a panic");
+                    tracing::error!(panic = what, "a connection's handler panicked: closing it with 1011");
+                    // Dropping it drops its handles (a panicking Drop is ignored too).
+                    let handler = this.handler.take();
+                    let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(handler)));
+                    if let Some(driver) = &this.driver {
+                        driver.handler_panicked();
+                    }
+                    this.flag.woken.store(true, Ordering::SeqCst);
+                }
+            }
         }
         for _ in 0..MAX_ROUNDS {
             // After the handler: on the first poll it runs before the driver writes the

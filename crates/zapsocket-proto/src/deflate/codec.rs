@@ -78,6 +78,12 @@ impl Compressor {
         if fin && out.ends_with(&TAIL) {
             out.truncate(out.len() - TAIL.len());
         }
+        if fin && out.is_empty() {
+            // Nothing new since the last flush (an empty message, or an empty last
+            // fragment): RFC 7692 §7.2.3.6 asks for a single 0x00, so that the
+            // receiver's appended 00 00 FF FF reads as an empty stored block.
+            out.push(0x00);
+        }
         out
     }
 }

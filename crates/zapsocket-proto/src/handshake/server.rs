@@ -83,6 +83,14 @@ impl Request {
         if !self.header_all("connection").any(|v| has_token(v, "upgrade")) {
             return Err(HandshakeError::new(400, "expected Connection: Upgrade"));
         }
+        // A GET upgrade has no body (RFC 6455 §4.1; RFC 9112 §6): bytes after the head
+        // are frames, so a declared body would be read as frames (request smuggling
+        // behind a proxy that forwards it).
+        if self.header_bytes("transfer-encoding").is_some()
+            || self.header_all("content-length").any(|v| v.trim_ascii() != b"0")
+        {
+            return Err(HandshakeError::new(400, "a WebSocket upgrade request has no body"));
+        }
         let versions: Vec<&[u8]> = self.header_all("sec-websocket-version").collect();
         if versions.len() != 1 || versions[0].trim_ascii() != b"13" {
             return Err(HandshakeError::new(426, "unsupported Sec-WebSocket-Version (13 expected)"));

@@ -564,9 +564,6 @@ fn nul_obs_fold_and_bad_header_names_are_400_and_non_ascii_values_are_kept_as_by
 }
 
 #[test]
-#[ignore = "defect: an upgrade request with a body (Content-Length > 0 or Transfer-Encoding) is \
-            accepted and its body bytes are handed to the frame parser as the first frames; \
-            expected 400 (RFC 9112 §6, docs/RELIABILITY.md B18)"]
 fn an_upgrade_request_with_a_body_is_400() {
     for framing in ["Content-Length: 5", "Transfer-Encoding: chunked"] {
         let mut bytes = sample();

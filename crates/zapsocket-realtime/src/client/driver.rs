@@ -151,10 +151,22 @@ async fn reconnect(shared: &Shared, policy: &super::Reconnect) -> Option<WebSock
                 tracing::debug!(error = %e, "reconnection refused");
                 return None;
             }
+            Err(ConnectError::WebSocket(e)) if e.status().is_some_and(refusal_is_final) => {
+                // The server itself said no (401 expired token, 403, 404): dialing again
+                // would get the same answer. 408, 429 and 5xx are worth another try.
+                tracing::debug!(error = %e, "reconnection refused by the server");
+                return None;
+            }
             Err(e) => tracing::debug!(attempt, error = %e, "reconnection failed"),
         }
     }
     None
+}
+
+/// Whether an HTTP answer to the upgrade ends the reconnection: a 4xx other than 408
+/// (request timeout) and 429 (too many requests).
+fn refusal_is_final(status: u16) -> bool {
+    (400..500).contains(&status) && status != 408 && status != 429
 }
 
 /// After reconnecting: `$resume` the session, or take the new one and rejoin the rooms.

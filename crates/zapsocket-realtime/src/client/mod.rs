@@ -89,6 +89,10 @@ pub enum ConnState {
 
 /// How a [`Client`] reconnects: exponential backoff from `initial_delay`, doubling up to
 /// `max_delay`, each delay shortened by up to `jitter` (a fraction) at random.
+///
+/// A refusal ends it (the client goes [`ConnState::Closed`]): a connect middleware's
+/// `$error`, or an HTTP 4xx answer to the upgrade (401 expired token, 403, 404), except
+/// 408 and 429; 5xx answers (a node shutting down answers 503) are retried.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Reconnect {

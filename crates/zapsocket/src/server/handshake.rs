@@ -123,8 +123,9 @@ where
     Some(open(stream, Some(response), &leftover, request, admitted, settings))
 }
 
-/// Decides on an upgrade request, in order: HTTP routes, path (404), validity (400...),
-/// origin (403), caps (503), the `authorize` hook; then the subprotocol and compression.
+/// Decides on an upgrade request, in order: HTTP routes, shutting down (503), path (404),
+/// validity (400...), origin (403), caps (503), the `authorize` hook; then the
+/// subprotocol and compression.
 pub(crate) async fn admit(request: &Request, settings: &Settings) -> Result<Admitted, Refusal> {
     if !request.as_proto().is_upgrade()
         && let Some(handler) = &settings.http
@@ -132,6 +133,10 @@ pub(crate) async fn admit(request: &Request, settings: &Settings) -> Result<Admi
         return Err(Refusal::Response(
             handler(request).unwrap_or_else(|| HttpResponse::text(404, "not found")),
         ));
+    }
+    if settings.shutdown.is_cancelled() {
+        // Draining: no new WebSocket, whatever path (ws and Python's websockets answer so).
+        return Err(Refusal::Response(HttpResponse::text(503, "server is shutting down")));
     }
     if !settings.paths.is_empty() && !settings.paths.iter().any(|p| p == request.path()) {
         return Err(Refusal::Response(HttpResponse::text(404, "no WebSocket endpoint at this path")));

@@ -61,9 +61,7 @@ impl Upgrader {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        if self.settings.shutdown.is_cancelled() {
-            return Err(Error::new(Kind::Closed));
-        }
+        // Once shut down, the request is still read and answered (503, by `admit`).
         let (ws, driver) = crate::server::handshake(stream, peer, &self.settings)
             .await
             .ok_or_else(|| Error::new(Kind::Closed))?;

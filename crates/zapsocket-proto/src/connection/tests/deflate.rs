@@ -303,7 +303,7 @@ fn client_to_server(
     (frames(&bytes), feed_all(&mut server, &bytes))
 }
 
-/// docs/RELIABILITY.md H4 (defect): RFC 7692 §7.2.1 has the sender end every compressed
+/// docs/RELIABILITY.md H4 (a defect, fixed): RFC 7692 §7.2.1 has the sender end every compressed
 /// message with an empty stored block (then drop its last four octets), so a message's
 /// payload is never empty: an empty message is the single octet 0x00 (§7.2.3.6). With
 /// context takeover (or inside a fragmented message) the compressor has already flushed,
@@ -311,9 +311,6 @@ fn client_to_server(
 /// `00 00 ff ff` to it (§7.2.2), which, byte-aligned, is read as a stored block of 65,280
 /// bytes: the messages after it are corrupted (binary: garbage delivered; text: 1007).
 #[test]
-#[ignore = "defect: an empty compressed message (or empty last fragment) sent after a flush is an \
-            empty payload instead of 0x00 (RFC 7692 §7.2.3.6); the peer's inflater then reads \
-            later messages as garbage (deflate/codec.rs Compressor::compress)"]
 fn an_empty_message_or_last_fragment_with_context_takeover_keeps_the_stream_in_step() {
     let zeros: &'static [u8] = &[0u8; 2000];
     // An empty message after another one (compression of small messages on).
