@@ -30,6 +30,14 @@ enum Command {
     Connect(connect::ConnectArgs),
 }
 
+/// With the `mimalloc` feature, the process's allocator: it gives the memory of
+/// connections that ended back to the system (glibc's malloc kept a server's peak: after
+/// 780,000 connections churned it stayed 13% over its warmed-up baseline; see
+/// docs/BENCHMARKS.md, "Churn and soak").
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The Redis client (redis-rs) times its commands with tokio's timer.
