@@ -5,6 +5,7 @@
 //! (`$join`, `$leave`, `$members`) and `$resume` are done before the next envelope is
 //! read, so that what a client sends after a join sees it joined.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -37,7 +38,45 @@ struct Limits {
     ack_timeout_ms: u128,
 }
 
-type Running = FuturesUnordered<BoxFuture<()>>;
+/// The handlers running for a socket, each answering its ack id (if any) when it ends,
+/// and the ids they will answer: a client that reuses an id still in use gets
+/// `bad_envelope` for the second request (docs/RELIABILITY.md J5).
+#[derive(Default)]
+struct Running {
+    tasks: FuturesUnordered<BoxFuture<Option<u64>>>,
+    acks: HashSet<u64>,
+}
+
+impl Running {
+    fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    fn push(&mut self, ack: Option<u64>, task: BoxFuture<Option<u64>>) {
+        if let Some(ack) = ack {
+            self.acks.insert(ack);
+        }
+        self.tasks.push(task);
+    }
+
+    /// Waits for a handler to end; `None` when none runs.
+    async fn next(&mut self) -> Option<()> {
+        let ack = self.tasks.next().await?;
+        if let Some(ack) = ack {
+            self.acks.remove(&ack);
+        }
+        Some(())
+    }
+
+    /// Whether a running handler will answer `ack`.
+    fn answers(&self, ack: Option<u64>) -> bool {
+        ack.is_some_and(|ack| self.acks.contains(&ack))
+    }
+}
 
 pub(crate) async fn run(core: Arc<Core>, ws: WebSocket) {
     let (sender, mut rx) = ws.split();
@@ -53,7 +92,7 @@ pub(crate) async fn run(core: Arc<Core>, ws: WebSocket) {
     core.counters.connections_total.fetch_add(1, Relaxed);
     core.send_direct(&ctx.state, hello(&core, &ctx.state.sid));
 
-    let mut running: Running = FuturesUnordered::new();
+    let mut running = Running::default();
     let max_running = core.config.max_pending_acks.max(1);
     loop {
         tokio::select! {
@@ -188,8 +227,11 @@ async fn receive(ctx: &mut Ctx, message: Message, running: &mut Running) {
                 }
                 return;
             };
+            if running.answers(ack) {
+                return respond(ctx, ack, Err(ack_in_use(ack)));
+            }
             if let Some(task) = start(ctx, ack, &name, data, &route) {
-                running.push(task);
+                running.push(ack, task);
             }
         }
         Envelope::Call { name, data, ack } => {
@@ -197,20 +239,38 @@ async fn receive(ctx: &mut Ctx, message: Message, running: &mut Running) {
                 let error = ReplyError::new(ErrorCode::UNKNOWN_PROCEDURE, format!("no procedure {name:?}"));
                 return respond(ctx, Some(ack), Err(error));
             };
+            if running.answers(Some(ack)) {
+                return respond(ctx, Some(ack), Err(ack_in_use(Some(ack))));
+            }
             if let Some(task) = start(ctx, Some(ack), &name, data, &route) {
-                running.push(task);
+                running.push(Some(ack), task);
             }
         }
     }
 }
 
-/// Runs the middlewares, decodes the data and starts the handler.
-fn start(ctx: &Ctx, ack: Option<u64>, name: &str, data: &str, route: &Route) -> Option<BoxFuture<()>> {
+fn ack_in_use(ack: Option<u64>) -> ReplyError {
+    let id = ack.unwrap_or_default();
+    ReplyError::new(ErrorCode::BAD_ENVELOPE, format!("ack {id} is already in use by a request still running"))
+}
+
+/// Runs the middlewares, decodes the data and starts the handler; the task ends with the
+/// ack it answered.
+fn start(
+    ctx: &Ctx,
+    ack: Option<u64>,
+    name: &str,
+    data: &str,
+    route: &Route,
+) -> Option<BoxFuture<Option<u64>>> {
     let request = Ctx { ack, ..ctx.clone() };
     match check_middlewares(ctx, name, data).and_then(|()| route(request, data)) {
         Ok(future) => {
             let ctx = ctx.clone();
-            Some(Box::pin(async move { respond(&ctx, ack, future.await) }))
+            Some(Box::pin(async move {
+                respond(&ctx, ack, future.await);
+                ack
+            }))
         }
         Err(error) => {
             respond(ctx, ack, Err(error));

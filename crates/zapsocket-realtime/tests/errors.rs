@@ -250,3 +250,36 @@ async fn deeply_nested_json_huge_numbers_and_duplicate_keys_get_an_error() {
     let ok = format!(r#"{{"event":"any","data":{},"ack":9}}"#, deep(100));
     assert_eq!(exchange(&mut ws, &ok).await, json!({"reply": 9, "data": true}));
 }
+
+/// docs/RELIABILITY.md J5: a client that reuses an ack id while the request holding it
+/// still runs gets `bad_envelope` for the second one; the first is answered as usual, and
+/// the id is free again once answered.
+#[tokio::test]
+async fn an_ack_id_still_in_use_is_refused_and_free_again_once_answered() {
+    let hub = hub(HubConfig::default());
+    let (release, wait) = tokio::sync::watch::channel(false);
+    hub.procedure("slow", move |_: Socket, n: u32| {
+        let mut wait = wait.clone();
+        async move {
+            let _ = wait.wait_for(|go| *go).await;
+            Ok::<_, ReplyError>(n * 10)
+        }
+    });
+    let url = serve(&hub).await;
+    let (mut ws, _) = raw(&url).await;
+    ws.send(r#"{"call":"slow","data":1,"ack":5}"#).await.unwrap();
+    // The same id, as a call and as an event with an ack: refused at once.
+    let answer = exchange(&mut ws, r#"{"call":"slow","data":2,"ack":5}"#).await;
+    assert_eq!(error_reply(&answer, 5), "bad_envelope");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("already in use"), "{answer}");
+    let answer = exchange(&mut ws, r#"{"event":"ping","data":1,"ack":5}"#).await;
+    assert_eq!(error_reply(&answer, 5), "bad_envelope");
+    // Another id is served meanwhile.
+    let answer = exchange(&mut ws, r#"{"event":"ping","data":1,"ack":6}"#).await;
+    assert_eq!(answer, json!({"reply": 6, "data": 2}));
+    // The first request is answered, then its id can be used again.
+    release.send(true).unwrap();
+    assert_eq!(recv_json(&mut ws).await, json!({"reply": 5, "data": 10}));
+    let answer = exchange(&mut ws, r#"{"call":"slow","data":3,"ack":5}"#).await;
+    assert_eq!(answer, json!({"reply": 5, "data": 30}));
+}
