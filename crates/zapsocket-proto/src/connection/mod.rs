@@ -265,6 +265,10 @@ impl Connection {
         self.rbuf_seen = 0;
         self.pending = None;
         self.assembly = None;
+        // A pong held back for a full send queue never goes out on a closed connection
+        // (found by the `connection` fuzz target: a keepalive timeout or the end of the
+        // stream closed it, and the pong was still queued after).
+        self.held_pong = None;
     }
 
     /// Fails the connection: queue a close frame carrying the error's code (unless one

@@ -216,6 +216,24 @@ fn pongs_past_the_backlog_limit_are_held_and_only_the_latest_is_sent() {
     assert!(!server.queue_held_pong(), "one pong for the held pings");
 }
 
+/// A held pong is dropped when the connection ends without a close frame (the end of the
+/// stream here; a keepalive timeout takes the same path): a closed connection writes
+/// nothing more (found by the `connection` fuzz target).
+#[test]
+fn a_held_pong_is_dropped_when_the_stream_ends() {
+    let mut server = Connection::new(Role::Server, Config::default().max_pong_backlog(10));
+    for i in 0..2u8 {
+        feed_all(&mut server, &from_peer(Role::Server, 0x89, &[i; 20]));
+    }
+    assert!(server.has_held_pong());
+    let _ = server.feed_eof();
+    assert!(server.is_closed());
+    assert!(!server.has_held_pong());
+    take_outbound(&mut server);
+    assert!(!server.queue_held_pong());
+    assert_eq!(take_outbound(&mut server), []);
+}
+
 /// Below the limit every ping gets its pong (Autobahn 2.10 expects all ten).
 #[test]
 fn pings_below_the_backlog_limit_are_each_answered() {
