@@ -10,6 +10,10 @@
 #   clippy           cargo clippy --workspace --all-targets -- -D warnings
 #   test             cargo nextest run --workspace + cargo test --workspace --doc
 #                    (cargo test --workspace without nextest), with the interop env below
+#   fuzz             scripts/fuzz.sh --fresh all: every target of fuzz/ from its committed corpus
+#                    (fuzz/corpus) for a bounded time, on stable Rust (cargo fuzz build
+#                    --sanitizer none; installs cargo-fuzz when missing); and rustfmt on fuzz/,
+#                    which is outside the workspace. docs/FUZZING.md
 #   autobahn-server  scripts/autobahn.sh server quick  (`zap serve --deflate`, shipped defaults)
 #   autobahn-client  scripts/autobahn.sh client quick  (the default client; skipped until the
 #                    example autobahn_client exists)
@@ -20,12 +24,14 @@
 # ZAPSOCKET_NODE_MODULES and ZAPSOCKET_PYTHON (scripts/interop-env.sh).
 # Env: ZAPSOCKET_REQUIRE_AUTOBAHN=1 fails (instead of skipping) when the Autobahn example is
 # missing; ZAPSOCKET_NO_NEXTEST=1 uses cargo test even when nextest is installed;
-# ZAPSOCKET_TEST_TIMEOUT (seconds, default 1800) bounds the test step.
+# ZAPSOCKET_TEST_TIMEOUT (seconds, default 1800) bounds the test step;
+# ZAPSOCKET_FUZZ_SECONDS (default 180) is the fuzz step's fuzzing time, shared by the
+# targets (0 skips the step).
 # Quiet steps keep their output in target/test-logs/ and print it when they fail.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ALL_STEPS=(setup peers fmt layering clippy test autobahn-server autobahn-client js)
+ALL_STEPS=(setup peers fmt layering clippy test fuzz autobahn-server autobahn-client js)
 ONLY=()
 SKIP=()
 NO_AUTOBAHN=0
@@ -138,6 +144,21 @@ step_test() {
     log "tests still running after ${ZAPSOCKET_TEST_TIMEOUT:-1800}s: stopped (ZAPSOCKET_TEST_TIMEOUT)"
   fi
   return "$rc"
+}
+
+step_fuzz() {
+  local total="${ZAPSOCKET_FUZZ_SECONDS:-180}" count
+  if [ ! -f fuzz/Cargo.toml ]; then skip_step "no fuzz/Cargo.toml"; return 0; fi
+  [[ "$total" =~ ^[0-9]+$ ]] || die "ZAPSOCKET_FUZZ_SECONDS must be a number of seconds, got '$total'"
+  if [ "$total" = 0 ]; then skip_step "ZAPSOCKET_FUZZ_SECONDS=0"; return 0; fi
+  # fuzz/ is outside the workspace: `cargo fmt --all` does not see it.
+  quietly fuzz-fmt cargo fmt --manifest-path fuzz/Cargo.toml --check -- --color never ||
+    { log "run: cargo fmt --manifest-path fuzz/Cargo.toml"; return 1; }
+  count="$(scripts/fuzz.sh --list | grep -c .)"
+  # The fuzzing time split between the targets; what fuzz.sh prints on a finding (the input,
+  # how to reproduce it) is shown with the rest of its log.
+  quietly fuzz scripts/fuzz.sh --fresh all $(((total + count - 1) / count)) || return 1
+  grep -E '^   ' "$LOG_DIR/fuzz.log"
 }
 
 autobahn_step() { # autobahn_step ROLE

@@ -213,6 +213,89 @@ fn into_string(bytes: Vec<u8>) -> String {
     String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
+/// The envelope parser for the fuzz targets in `fuzz/` (cargo feature `fuzzing`).
+///
+/// **Not part of the API**: hidden from the docs, outside semver, and free to change or
+/// vanish in any release. It mirrors [`parse`] with public types so that a fuzz target
+/// can check what the parser promises (docs/FUZZING.md).
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing {
+    use std::borrow::Cow;
+
+    use serde_json::value::RawValue;
+
+    use crate::error::ReplyError;
+
+    /// The largest request id (2^53 − 1).
+    pub const MAX_ID: u64 = super::MAX_ID;
+
+    /// An accepted envelope, as the parser read it (`data`, `rooms` and `epoch` are raw
+    /// JSON borrowed from the text).
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub enum Parsed<'a> {
+        /// `{"event", "data", "ack"?, "rooms"?, "epoch"?}`.
+        Event {
+            /// The event name.
+            name: Cow<'a, str>,
+            /// `data`, or `null` when absent.
+            data: &'a str,
+            /// The request id, if it asks for an ack.
+            ack: Option<u64>,
+            /// `rooms`, raw, if present.
+            rooms: Option<&'a str>,
+            /// `epoch`, raw, if present along with `rooms`.
+            epoch: Option<&'a str>,
+        },
+        /// `{"call", "data", "ack"}`.
+        Call {
+            /// The procedure name.
+            name: Cow<'a, str>,
+            /// `data`, or `null` when absent.
+            data: &'a str,
+            /// The request id.
+            ack: u64,
+        },
+        /// `{"reply", "data"}` or `{"reply", "error"}`.
+        Reply {
+            /// The id of the request it answers.
+            id: u64,
+            /// `data` (raw, `null` when absent) or the error.
+            result: Result<&'a str, ReplyError>,
+        },
+    }
+
+    /// Parses one text message as the hub does; a refusal gives the `ack` it could read
+    /// and the error reply.
+    pub fn parse(text: &str, max_name: usize) -> Result<Parsed<'_>, (Option<u64>, ReplyError)> {
+        let envelope = super::parse(text, max_name).map_err(|r| (r.ack, r.error))?;
+        Ok(match envelope {
+            super::Envelope::Event { name, data, ack, rooms } => Parsed::Event {
+                name,
+                data,
+                ack,
+                rooms: rooms.map(|r| r.rooms.get()),
+                epoch: rooms.and_then(|r| r.epoch).map(RawValue::get),
+            },
+            super::Envelope::Call { name, data, ack } => Parsed::Call { name, data, ack },
+            super::Envelope::Reply { id, result } => Parsed::Reply { id, result },
+        })
+    }
+
+    impl Parsed<'_> {
+        /// The envelope written back with the writers the hub sends with (`rooms` and
+        /// `epoch` left out: the hub writes them from its own offsets).
+        pub fn write(&self) -> String {
+            match self {
+                Parsed::Event { name, data, ack, .. } => super::event(name, data, *ack),
+                Parsed::Call { name, data, ack } => super::call(name, data, *ack),
+                Parsed::Reply { id, result } => {
+                    super::reply(*id, &result.as_ref().map(|d| (*d).to_owned()).map_err(Clone::clone))
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -114,6 +114,12 @@ pub use protocol::{Member, MembersReply, PresenceEvent, Resync, RoomRequest};
 pub use socket::Socket;
 pub use ts_rs;
 
+/// Not part of the API: the envelope parser for the fuzz targets (cargo feature
+/// `fuzzing`, docs/FUZZING.md). Outside semver; may change or vanish in any release.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub use envelope::fuzzing;
+
 /// The WebSocket subprotocol of protocol version 1.
 pub const SUBPROTOCOL: &str = "zap.v1";
 
