@@ -61,6 +61,19 @@ pub(crate) struct ServeArgs {
     /// The most connections open at once from one IP address; more get 503.
     #[arg(long, value_name = "N")]
     max_connections_per_ip: Option<usize>,
+    /// The most WebSocket handshakes a second, all addresses together, as `RATE` or
+    /// `RATE:BURST` (default burst: twice the rate); more get 429 with Retry-After.
+    /// Default: no limit.
+    #[arg(long, value_name = "RATE[:BURST]", value_parser = parse_rate)]
+    max_handshake_rate: Option<zapsocket::HandshakeRate>,
+    /// The most WebSocket handshakes a second from one IP address (IPv6: one /64), as
+    /// `RATE` or `RATE:BURST`; more get 429 with Retry-After. Default: no limit.
+    #[arg(long, value_name = "RATE[:BURST]", value_parser = parse_rate)]
+    max_handshake_rate_per_ip: Option<zapsocket::HandshakeRate>,
+    /// Seconds queued bytes may wait for a peer that takes none of them (it stopped
+    /// reading) before its connection is dropped. 0: no limit.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    write_timeout: u64,
     /// Many nodes, one server: link the realtime hub to other `zap serve` nodes through
     /// this Redis (`redis://[user:password@]host:port[/db]`, Redis 7 or later). Rooms,
     /// presence, recovery and requests then span every node started with the same URL.
@@ -71,6 +84,23 @@ pub(crate) struct ServeArgs {
     /// lookups). Default: `n-` and 16 random hex digits.
     #[arg(long, value_name = "ID", requires = "redis")]
     node_id: Option<String>,
+}
+
+/// `RATE` or `RATE:BURST` (handshakes a second; the burst defaults to twice the rate).
+fn parse_rate(text: &str) -> Result<zapsocket::HandshakeRate, String> {
+    let (rate, burst) = match text.split_once(':') {
+        Some((rate, burst)) => (rate, Some(burst)),
+        None => (text, None),
+    };
+    let rate: f64 = rate.trim().parse().map_err(|_| format!("not a rate: '{rate}'"))?;
+    if !(rate.is_finite() && rate > 0.0) {
+        return Err(format!("the rate must be above 0, got {rate}"));
+    }
+    let burst = match burst {
+        Some(b) => b.trim().parse::<u32>().map_err(|_| format!("not a burst: '{b}'"))?,
+        None => (rate * 2.0).ceil().min(f64::from(u32::MAX)) as u32,
+    };
+    Ok(zapsocket::HandshakeRate::new(rate, burst))
 }
 
 impl ServeArgs {
@@ -130,7 +160,8 @@ async fn bind(args: &ServeArgs, hub: &Hub) -> zapsocket::Result<Server> {
     let mut config = WebSocketConfig::default()
         .max_message_size(args.max_message)
         .max_frame_size(args.max_message)
-        .memory_budget(budget.clone());
+        .memory_budget(budget.clone())
+        .write_timeout((args.write_timeout > 0).then(|| Duration::from_secs(args.write_timeout)));
     config = match args.ping_interval {
         0 => config.no_heartbeat(),
         secs => config.heartbeat(Duration::from_secs(secs), Duration::from_secs(secs)),
@@ -154,6 +185,12 @@ async fn bind(args: &ServeArgs, hub: &Hub) -> zapsocket::Result<Server> {
     }
     if let Some(max) = args.max_connections_per_ip {
         builder = builder.max_connections_per_ip(max);
+    }
+    if let Some(rate) = args.max_handshake_rate {
+        builder = builder.max_handshake_rate(rate);
+    }
+    if let Some(rate) = args.max_handshake_rate_per_ip {
+        builder = builder.max_handshake_rate_per_ip(rate);
     }
     builder
         .host(args.host.as_str())

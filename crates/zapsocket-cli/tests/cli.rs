@@ -215,3 +215,22 @@ async fn echoes_a_fragmented_message_larger_than_the_read_buffer() {
     let echoed = echoed.expect("echo within 5 s").expect("open").expect("ok");
     assert_eq!(echoed.len(), 100_010);
 }
+
+#[tokio::test]
+async fn a_handshake_rate_per_ip_answers_429_past_the_burst() {
+    let serve = Serve::start(&["--max-handshake-rate-per-ip", "0.5:2"]);
+    let _first = connect(&serve.url("/echo")).await;
+    let _second = connect(&serve.url("/echo")).await;
+    let err = Client::connect(&serve.url("/echo")).await.expect_err("the third is over the burst");
+    assert_eq!(err.status(), Some(429), "{err}");
+    // Plain HTTP is not counted.
+    assert!(http_get(&format!("127.0.0.1:{}", serve.port()), "/").starts_with("HTTP/1.1 200"));
+}
+
+#[test]
+fn a_bad_handshake_rate_is_refused_with_a_clear_message() {
+    let out = Command::new(ZAP).args(["serve", "--port", "0", "--max-handshake-rate", "0"]).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("max-handshake-rate") && stderr.contains("above 0"), "{stderr}");
+}

@@ -26,6 +26,9 @@ pub enum SlowConsumer {
     DropMessage,
 }
 
+/// The default of [`WebSocketConfig::write_timeout`]: 30 s.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Settings of one WebSocket connection (server or client side).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -63,6 +66,22 @@ pub struct WebSocketConfig {
     /// Without a budget, many peers each sending most of a maximum-size message could
     /// make the server hold connections × `max_message_size` bytes.
     pub memory_budget: Option<MemoryBudget>,
+    /// How long bytes may wait in the send queue without the peer taking any of them before
+    /// the connection is terminated. Default: 30 s. **Server connections only** (the
+    /// server's heartbeat thread checks it, with or without a heartbeat); `None` for no
+    /// limit.
+    ///
+    /// A peer that stops reading fills its TCP window, then the send queue; a waiting
+    /// `send().await` then waits for it. The heartbeat does not end such a peer if it keeps
+    /// sending (anything it sends counts as alive), so without this a task could wait in
+    /// `send()` for as long as the peer likes. A peer that reads slowly is not affected:
+    /// the clock restarts whenever the socket takes bytes. (The kernel takes them in
+    /// batches of about a third of the socket's send buffer, up to 4 MiB on Linux, so a
+    /// peer reading slower than that per timeout, about 45 KB/s for 30 s, counts as
+    /// stalled while data keeps waiting for it.) The connection ends as with
+    /// [`SlowConsumer::Terminate`]: the peer sees the TCP connection end (1006), the
+    /// server records close code 1008 "write timeout", and waiting sends fail.
+    pub write_timeout: Option<Duration>,
 }
 
 impl Default for WebSocketConfig {
@@ -73,6 +92,7 @@ impl Default for WebSocketConfig {
             slow_consumer: SlowConsumer::Terminate,
             max_read_buffer: 64 * 1024,
             memory_budget: Some(MemoryBudget::process()),
+            write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
         }
     }
 }
@@ -133,6 +153,12 @@ impl WebSocketConfig {
     /// Sets [`WebSocketConfig::memory_budget`].
     pub fn memory_budget(mut self, budget: Option<MemoryBudget>) -> Self {
         self.memory_budget = budget;
+        self
+    }
+
+    /// Sets [`WebSocketConfig::write_timeout`].
+    pub fn write_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.write_timeout = timeout;
         self
     }
 

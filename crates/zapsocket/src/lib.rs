@@ -102,12 +102,14 @@ mod upgrade;
 pub use budget::{DEFAULT_BUDGET_WAIT, DEFAULT_MEMORY_BUDGET, MemoryBudget};
 pub use client::{Client, ClientBuilder};
 pub use clients::{Clients, encode};
-pub use config::{ProtocolConfig, SlowConsumer, WebSocketConfig};
+pub use config::{DEFAULT_WRITE_TIMEOUT, ProtocolConfig, SlowConsumer, WebSocketConfig};
 pub use error::{Error, Result};
 pub use extensions::Extensions;
 pub use message::{Message, Utf8Bytes};
 pub use request::Request;
-pub use server::{Accept, HttpResponse, Server, ServerBuilder, ShutdownHandle};
+pub use server::{
+    Accept, HandshakeRate, HttpResponse, MAX_RATE_ADDRESSES, Server, ServerBuilder, ShutdownHandle,
+};
 pub use shared::ReadyState;
 pub use socket::{WebSocket, WebSocketReceiver, WebSocketSender};
 pub use tls::{Certificate, Identity};

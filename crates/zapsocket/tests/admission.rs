@@ -172,3 +172,34 @@ async fn the_total_cap_answers_503_with_a_clear_body() {
     let body = String::from_utf8(peer.read_to_end().await).unwrap();
     assert!(body.contains("connection limit"), "{body}");
 }
+
+/// A6, L2: past the per-address handshake rate, a handshake gets 429 with `Retry-After`
+/// before the `authorize` hook runs; another address is not affected (the server-wide
+/// rate is checked in the unit tests), and handshakes come back once tokens refill.
+#[tokio::test]
+async fn handshakes_past_the_rate_get_429_with_retry_after_and_come_back() {
+    let hook_calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let calls = hook_calls.clone();
+    let builder = Server::builder()
+        .max_handshake_rate_per_ip(zapsocket::HandshakeRate::new(2.0, 3))
+        .authorize(move |_request| {
+            calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            async { Ok(Accept::new()) }
+        });
+    let addr = whoami_server(builder).await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(Client::connect(&url(addr, "/")).await.unwrap());
+    }
+    let (mut peer, head) = RawPeer::request(addr, upgrade_request("/")).await;
+    assert!(head.starts_with("HTTP/1.1 429"), "{head}");
+    assert!(head.contains("\r\nRetry-After: 1\r\n"), "{head}");
+    let body = String::from_utf8(peer.read_to_end().await).unwrap();
+    assert!(body.contains("too many handshakes from your address"), "{body}");
+    assert_eq!(Client::connect(&url(addr, "/")).await.unwrap_err().status(), Some(429));
+    assert_eq!(hook_calls.load(std::sync::atomic::Ordering::Relaxed), 3, "refused before the hook");
+    // Open connections are not counted: only handshakes are. Tokens come back at 2 a second.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    open.push(Client::connect(&url(addr, "/")).await.unwrap());
+    assert_eq!(hook_calls.load(std::sync::atomic::Ordering::Relaxed), 4);
+}

@@ -221,3 +221,35 @@ async fn a_broadcast_reaches_compressed_and_plain_clients() {
     assert_eq!(frames.iter().filter(|f| f.rsv1).count(), 3, "{frames:?}");
     assert_eq!(frames.iter().filter(|f| !f.rsv1 && f.len == 20_000).count(), 1, "{frames:?}");
 }
+
+/// H8: the `authorize` hook declines compression for one request (here by its
+/// `User-Agent`); other clients of the same server still get it.
+#[tokio::test]
+async fn the_authorize_hook_can_decline_compression_for_one_request() {
+    let builder =
+        Server::builder().deflate(DeflateConfig::default()).authorize(|request| {
+            let old = request.header("user-agent").is_some_and(|ua| ua.contains("OldBrowser"));
+            async move {
+                Ok(if old { zapsocket::Accept::new().no_compression() } else { zapsocket::Accept::new() })
+            }
+        });
+    let addr = echo_server(builder).await;
+    let tap = WireTap::start(addr).await;
+    let mut old = Client::builder()
+        .header("User-Agent", "OldBrowser/1.0")
+        .connect(&url(tap.addr(), "/"))
+        .await
+        .unwrap();
+    assert_eq!(old.deflate(), None);
+    assert!(tap.client_heads()[0].contains("permessage-deflate"), "the client offered it");
+    assert!(!tap.server_heads()[0].contains("Sec-WebSocket-Extensions"), "{}", tap.server_heads()[0]);
+    old.send(json_of(10_000)).await.unwrap();
+    assert_eq!(recv(&mut old).await.len(), 10_000);
+    assert!(tap.frames().iter().all(|f| !f.rsv1));
+    let new = Client::builder()
+        .header("User-Agent", "NewBrowser/2.0")
+        .connect(&url(tap.addr(), "/"))
+        .await
+        .unwrap();
+    assert!(new.deflate().is_some());
+}

@@ -488,3 +488,81 @@ async fn the_client_does_not_follow_a_redirect() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(contacted.load(Ordering::SeqCst), 0, "the redirect target was contacted");
 }
+
+/// G4: a peer that keeps sending (pings, so it looks alive) but never reads is terminated
+/// once the socket has taken no byte for the write timeout: the waiting `send()` fails and
+/// the server records 1008 "write timeout". A peer that reads slowly, but reads, is not.
+/// (The slow reader's handshake response is read along with the data: it only counts
+/// bytes.)
+#[tokio::test]
+async fn a_peer_that_takes_no_bytes_is_terminated_after_the_write_timeout_and_a_slow_reader_is_not() {
+    const SLOW_READER_FOR: Duration = Duration::from_secs(4);
+    let server =
+        Server::builder().no_heartbeat().write_timeout(Some(Duration::from_secs(2))).bind().await.unwrap();
+    let addr = server.local_addr();
+    let (tx, mut ends) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(server.serve(move |ws: WebSocket| {
+        let tx = tx.clone();
+        async move {
+            let payload = Bytes::from(vec![b'x'; 64 * 1024]);
+            let started = Instant::now();
+            let failed = loop {
+                if ws.send(payload.clone()).await.is_err() {
+                    break true;
+                }
+                if started.elapsed() > SLOW_READER_FOR {
+                    break false;
+                }
+            };
+            let _ = tx.send((
+                ws.request().unwrap().path().to_owned(),
+                failed,
+                ws.close_frame(),
+                started.elapsed(),
+            ));
+        }
+    }));
+    // The one that never reads, but sends a ping every 100 ms.
+    let mut stuck = RawPeer::connect(addr, "/stuck").await;
+    let pinger = tokio::spawn(async move {
+        loop {
+            stuck.send_frame(0x89, b"alive").await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let (path, failed, frame, after) =
+        tokio::time::timeout(Duration::from_secs(30), ends.recv()).await.unwrap().unwrap();
+    assert_eq!(path, "/stuck");
+    assert!(failed, "send() did not fail");
+    let frame = frame.expect("a recorded close frame");
+    assert_eq!(
+        (frame.code, frame.reason.as_str()),
+        (zapsocket::CloseCode::POLICY_VIOLATION, "write timeout")
+    );
+    assert!(after >= Duration::from_secs(2), "terminated after {after:?}, before the timeout");
+    pinger.abort();
+
+    // The slow one: 64 KiB every 10 ms while the server sends 64 KiB messages as fast as it
+    // can. (The kernel reports the server's socket writable again only once a third or so
+    // of its send buffer, megabytes on loopback, is free: a reader much slower than that
+    // per write timeout would count as stalled.) Its receive buffer is small, as on a slow
+    // link, so that what it reads opens the TCP window at once.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    let mut slow = socket.connect(addr).await.unwrap();
+    slow.write_all(upgrade_request("/slow").as_bytes()).await.unwrap();
+    let reader = tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if let Ok(0) | Err(_) = slow.read(&mut buf).await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let (path, failed, frame, after) =
+        tokio::time::timeout(Duration::from_secs(30), ends.recv()).await.unwrap().unwrap();
+    assert_eq!(path, "/slow");
+    assert!(!failed, "the slow reader was cut off after {after:?}: {frame:?}");
+    reader.abort();
+}

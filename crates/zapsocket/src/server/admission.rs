@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use crate::extensions::Extensions;
 use crate::request::Request;
@@ -20,6 +21,7 @@ use crate::server::HttpResponse;
 pub struct Accept {
     pub(crate) extensions: Extensions,
     pub(crate) headers: Vec<(String, String)>,
+    pub(crate) no_compression: bool,
 }
 
 impl Accept {
@@ -32,6 +34,22 @@ impl Accept {
     /// [`WebSocket::data`](crate::WebSocket::data).
     pub fn data<T: Send + Sync + 'static>(mut self, value: T) -> Self {
         self.extensions.insert(value);
+        self
+    }
+
+    /// Declines permessage-deflate for this connection, whatever the client offers and
+    /// the server's [`deflate`](crate::ServerBuilder::deflate) setting: for clients known
+    /// to handle it badly (some `User-Agent`s), or to spare CPU for a class of clients.
+    ///
+    /// ```
+    /// # fn hook(request: &zapsocket::Request) -> zapsocket::Accept {
+    /// let old_safari = request.header("user-agent").is_some_and(|ua| ua.contains("Version/15"));
+    /// let accept = zapsocket::Accept::new();
+    /// if old_safari { accept.no_compression() } else { accept }
+    /// # }
+    /// ```
+    pub fn no_compression(mut self) -> Self {
+        self.no_compression = true;
         self
     }
 
@@ -100,5 +118,217 @@ impl Drop for Permit {
                 counts.1.remove(&self.ip);
             }
         }
+    }
+}
+
+/// A handshake rate: `per_second` on average, up to `burst` at once (a token bucket).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HandshakeRate {
+    /// Handshakes a second, on average.
+    pub per_second: f64,
+    /// Handshakes at once, after a quiet while.
+    pub burst: u32,
+}
+
+impl HandshakeRate {
+    /// `per_second` on average, up to `burst` at once (at least 1).
+    pub fn new(per_second: f64, burst: u32) -> Self {
+        HandshakeRate { per_second, burst: burst.max(1) }
+    }
+}
+
+/// The most addresses the per-IP handshake rate keeps a bucket for. Past it, buckets
+/// that are full again are forgotten; if all are in use, a new address is not counted
+/// (the server-wide rate still applies): a crowd of addresses cannot grow this table, nor
+/// lock out addresses it has not seen.
+pub const MAX_RATE_ADDRESSES: usize = 65_536;
+
+/// The handshake rates of a server: server-wide and per IP address (IPv6 by /64, the
+/// block one host usually has).
+#[derive(Debug, Default)]
+pub(crate) struct Rates {
+    state: Mutex<RateState>,
+}
+
+#[derive(Debug, Default)]
+struct RateState {
+    server: Option<Bucket>,
+    addresses: HashMap<IpAddr, Bucket>,
+    /// When full buckets were last forgotten: at most once a second, so that a crowd of
+    /// new addresses does not make every handshake walk the whole table.
+    pruned_at: Option<Instant>,
+}
+
+/// Tokens left and when they were counted.
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn full(rate: HandshakeRate, now: Instant) -> Self {
+        Bucket { tokens: f64::from(rate.burst), at: now }
+    }
+
+    fn refill(&mut self, rate: HandshakeRate, now: Instant) {
+        let earned = now.saturating_duration_since(self.at).as_secs_f64() * rate.per_second;
+        self.tokens = (self.tokens + earned).min(f64::from(rate.burst));
+        self.at = now;
+    }
+
+    /// Whole seconds until a token is back (at least 1).
+    fn retry_after(&self, rate: HandshakeRate) -> u64 {
+        let wait = (1.0 - self.tokens) / rate.per_second;
+        if wait.is_finite() { (wait.ceil() as u64).max(1) } else { 60 }
+    }
+}
+
+impl Rates {
+    /// Takes a handshake from the buckets of `ip`, or gives the 429 to answer.
+    pub(crate) fn take(
+        &self,
+        ip: IpAddr,
+        total: Option<HandshakeRate>,
+        per_ip: Option<HandshakeRate>,
+        now: Instant,
+    ) -> Result<(), HttpResponse> {
+        let refuse = |bucket: &Bucket, rate, who: &str| {
+            HttpResponse::text(429, format!("too many handshakes {who}, try again later"))
+                .with_header("Retry-After", bucket.retry_after(rate).to_string())
+        };
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let RateState { server, addresses, pruned_at } = &mut *guard;
+        let ip = rate_key(ip);
+        let mut own = None;
+        if let Some(rate) = per_ip {
+            if !addresses.contains_key(&ip)
+                && addresses.len() >= MAX_RATE_ADDRESSES
+                && pruned_at.is_none_or(|at| now.saturating_duration_since(at).as_secs() >= 1)
+            {
+                *pruned_at = Some(now);
+                addresses.retain(|_, b| {
+                    b.refill(rate, now);
+                    b.tokens < f64::from(rate.burst)
+                });
+            }
+            if addresses.len() < MAX_RATE_ADDRESSES || addresses.contains_key(&ip) {
+                let bucket = addresses.entry(ip).or_insert_with(|| Bucket::full(rate, now));
+                bucket.refill(rate, now);
+                if bucket.tokens < 1.0 {
+                    return Err(refuse(bucket, rate, "from your address"));
+                }
+                own = Some(bucket.tokens);
+            }
+        }
+        if let Some(rate) = total {
+            let bucket = server.get_or_insert_with(|| Bucket::full(rate, now));
+            bucket.refill(rate, now);
+            if bucket.tokens < 1.0 {
+                return Err(refuse(bucket, rate, "on this server"));
+            }
+            bucket.tokens -= 1.0;
+        }
+        if own.is_some()
+            && let Some(bucket) = addresses.get_mut(&ip)
+        {
+            bucket.tokens -= 1.0;
+        }
+        Ok(())
+    }
+}
+
+/// The address a per-IP bucket is kept for: IPv4 as is (IPv4-mapped IPv6 too), IPv6 by
+/// its /64 prefix.
+fn rate_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn a_burst_then_the_average_rate_per_address() {
+        let rates = Rates::default();
+        let rate = HandshakeRate::new(2.0, 3);
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            rates.take(a, None, Some(rate), t0).unwrap();
+        }
+        let refused = rates.take(a, None, Some(rate), t0).unwrap_err();
+        assert_eq!(refused.status, 429);
+        assert!(refused.headers.contains(&("Retry-After".into(), "1".into())), "{:?}", refused.headers);
+        // Another address has its own bucket.
+        rates.take(b, None, Some(rate), t0).unwrap();
+        // Half a second gives one handshake back (2 a second), not two.
+        let t1 = t0 + Duration::from_millis(500);
+        rates.take(a, None, Some(rate), t1).unwrap();
+        assert!(rates.take(a, None, Some(rate), t1).is_err());
+    }
+
+    #[test]
+    fn the_server_wide_rate_counts_every_address_and_a_refusal_costs_nothing() {
+        let rates = Rates::default();
+        let (total, per_ip) = (HandshakeRate::new(1.0, 2), HandshakeRate::new(1.0, 1));
+        let t0 = Instant::now();
+        let ip = |n: u8| IpAddr::from([10, 0, 0, n]);
+        rates.take(ip(1), Some(total), Some(per_ip), t0).unwrap();
+        // Refused by its own bucket: the server's is not charged.
+        assert!(rates.take(ip(1), Some(total), Some(per_ip), t0).is_err());
+        rates.take(ip(2), Some(total), Some(per_ip), t0).unwrap();
+        let refused = rates.take(ip(3), Some(total), Some(per_ip), t0).unwrap_err();
+        assert!(String::from_utf8_lossy(&refused.body).contains("on this server"));
+        // Refused by the server's bucket: its own is not charged either.
+        rates.take(ip(3), Some(total), Some(per_ip), t0 + Duration::from_secs(1)).unwrap();
+    }
+
+    #[test]
+    fn ipv6_addresses_share_a_bucket_per_64_block() {
+        let rates = Rates::default();
+        let rate = HandshakeRate::new(1.0, 1);
+        let t0 = Instant::now();
+        let (a, b, c): (IpAddr, IpAddr, IpAddr) = (
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8::ffff".parse().unwrap(),
+            "2001:db8:0:1::1".parse().unwrap(),
+        );
+        rates.take(a, None, Some(rate), t0).unwrap();
+        assert!(rates.take(b, None, Some(rate), t0).is_err(), "same /64");
+        rates.take(c, None, Some(rate), t0).unwrap();
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        rates.take(mapped, None, Some(rate), t0).unwrap();
+        assert!(rates.take("10.0.0.1".parse().unwrap(), None, Some(rate), t0).is_err(), "mapped is v4");
+    }
+
+    #[test]
+    fn the_address_table_stays_bounded_and_forgets_full_buckets() {
+        let rates = Rates::default();
+        let rate = HandshakeRate::new(1.0, 2);
+        let t0 = Instant::now();
+        let ip = |n: usize| IpAddr::from(u32::try_from(n).unwrap().to_be_bytes());
+        for n in 0..MAX_RATE_ADDRESSES {
+            rates.take(ip(n), None, Some(rate), t0).unwrap();
+        }
+        // Full of buckets in use: a new address is let in without a bucket.
+        for _ in 0..5 {
+            rates.take(ip(MAX_RATE_ADDRESSES), None, Some(rate), t0).unwrap();
+        }
+        assert_eq!(rates.state.lock().unwrap().addresses.len(), MAX_RATE_ADDRESSES);
+        // Once the old buckets are full again they are forgotten and the new one counted.
+        let later = t0 + Duration::from_secs(2);
+        rates.take(ip(MAX_RATE_ADDRESSES), None, Some(rate), later).unwrap();
+        assert_eq!(rates.state.lock().unwrap().addresses.len(), 1);
+        rates.take(ip(MAX_RATE_ADDRESSES), None, Some(rate), later).unwrap();
+        assert!(rates.take(ip(MAX_RATE_ADDRESSES), None, Some(rate), later).is_err());
     }
 }

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use zapsocket_proto::deflate::DeflateConfig;
 use zapsocket_proto::handshake::HandshakeLimits;
 
-use super::admission::{Accept, Slots};
+use super::admission::{Accept, HandshakeRate, Rates, Slots};
 use super::{HttpResponse, Server};
 use crate::clients::Clients;
 use crate::config::{WebSocketConfig, server_default};
@@ -36,6 +36,9 @@ pub(crate) struct Settings {
     pub(crate) max_connections: Option<usize>,
     pub(crate) max_connections_per_ip: Option<usize>,
     pub(crate) slots: Arc<Slots>,
+    pub(crate) handshake_rate: Option<HandshakeRate>,
+    pub(crate) handshake_rate_per_ip: Option<HandshakeRate>,
+    pub(crate) rates: Rates,
     pub(crate) config: WebSocketConfig,
     pub(crate) limits: HandshakeLimits,
     pub(crate) handshake_timeout: Duration,
@@ -50,7 +53,8 @@ pub(crate) struct Settings {
     /// Connections open with context takeover on the server's side (each keeps a
     /// compressor), bounded by `DeflateConfig::max_context_takeover_connections`.
     pub(crate) context_takeover: Arc<AtomicUsize>,
-    /// The keepalive ticker, started with the first connection that has a heartbeat.
+    /// The keepalive and write-timeout ticker, started with the first connection that
+    /// needs it.
     pub(crate) heartbeat: OnceLock<Arc<Heartbeat>>,
     /// Cancelled when graceful shutdown starts.
     pub(crate) shutdown: CancellationToken,
@@ -68,6 +72,9 @@ impl Settings {
             max_connections: None,
             max_connections_per_ip: None,
             slots: Arc::default(),
+            handshake_rate: None,
+            handshake_rate_per_ip: None,
+            rates: Rates::default(),
             config: server_default(),
             limits: HandshakeLimits::default(),
             handshake_timeout: Duration::from_secs(10),
@@ -210,6 +217,31 @@ impl ServerBuilder {
         self
     }
 
+    /// The most WebSocket handshakes the server takes, all addresses together: past it
+    /// they get **429** with `Retry-After`, before the `authorize` hook runs. Default: no
+    /// limit. Spreads out a reconnection storm (every client of a restarted node coming
+    /// back at once) and bounds what the `authorize` hook and TLS cost under a flood.
+    ///
+    /// ```
+    /// use zapsocket::HandshakeRate;
+    /// let builder = zapsocket::Server::builder()
+    ///     .max_handshake_rate(HandshakeRate::new(500.0, 1_000))
+    ///     .max_handshake_rate_per_ip(HandshakeRate::new(5.0, 20));
+    /// ```
+    pub fn max_handshake_rate(mut self, rate: HandshakeRate) -> Self {
+        self.settings.handshake_rate = Some(rate);
+        self
+    }
+
+    /// The most WebSocket handshakes from one IP address (IPv6: one /64): past it they
+    /// get **429** with `Retry-After`. Default: no limit. Buckets are kept for up to
+    /// [`MAX_RATE_ADDRESSES`](crate::MAX_RATE_ADDRESSES) addresses at once. Behind a
+    /// proxy every client has the proxy's address: set it on the proxy instead.
+    pub fn max_handshake_rate_per_ip(mut self, rate: HandshakeRate) -> Self {
+        self.settings.handshake_rate_per_ip = Some(rate);
+        self
+    }
+
     /// Serves `wss://` with this certificate and key. Default: plain `ws://`.
     pub fn tls(mut self, identity: Identity) -> Self {
         self.settings.tls = Some(identity.acceptor());
@@ -238,6 +270,14 @@ impl ServerBuilder {
     /// No heartbeat.
     pub fn no_heartbeat(mut self) -> Self {
         self.settings.config = self.settings.config.no_heartbeat();
+        self
+    }
+
+    /// How long queued bytes may wait for a peer that takes none before its connection
+    /// is terminated ([`WebSocketConfig::write_timeout`]). Default: 30 s; `None` for no
+    /// limit.
+    pub fn write_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.settings.config = self.settings.config.write_timeout(timeout);
         self
     }
 

@@ -124,7 +124,7 @@ where
 }
 
 /// Decides on an upgrade request, in order: HTTP routes, shutting down (503), path (404),
-/// validity (400...), origin (403), caps (503), the `authorize` hook; then the
+/// validity (400...), origin (403), handshake rates (429), caps (503), the `authorize` hook; then the
 /// subprotocol and compression.
 pub(crate) async fn admit(request: &Request, settings: &Settings) -> Result<Admitted, Refusal> {
     if !request.as_proto().is_upgrade()
@@ -146,6 +146,11 @@ pub(crate) async fn admit(request: &Request, settings: &Settings) -> Result<Admi
         tracing::debug!(peer = %request.peer_addr(), origin = request.origin(), "origin refused");
         return Err(Refusal::Response(HttpResponse::text(403, "origin not allowed")));
     }
+    if settings.handshake_rate.is_some() || settings.handshake_rate_per_ip.is_some() {
+        let (total, per_ip) = (settings.handshake_rate, settings.handshake_rate_per_ip);
+        let now = std::time::Instant::now();
+        settings.rates.take(request.ip(), total, per_ip, now).map_err(Refusal::Response)?;
+    }
     let permit = match (settings.max_connections, settings.max_connections_per_ip) {
         (None, None) => None,
         (total, per_ip) => Some(settings.slots.take(request.ip(), total, per_ip).map_err(Refusal::Response)?),
@@ -155,7 +160,7 @@ pub(crate) async fn admit(request: &Request, settings: &Settings) -> Result<Admi
         None => Accept::new(),
     };
     let protocol = choose_protocol(request, settings);
-    let deflate = negotiate_deflate(request, settings);
+    let deflate = if accepted.no_compression { None } else { negotiate_deflate(request, settings) };
     let context_slot = ContextSlot::take(settings, deflate.as_ref());
     let mut headers = settings.headers.clone();
     headers.append(&mut accepted.headers);
@@ -210,10 +215,11 @@ where
     }
     let id = shared.id;
     let mut driver = Driver::new(shared.clone());
-    if let Some(interval) = settings.config.protocol.ping_interval {
-        let timeout = settings.config.protocol.pong_timeout;
-        settings.heartbeat.get_or_init(|| Heartbeat::start(interval, timeout)).add(&shared);
-        driver = driver.external_keepalive();
+    if Heartbeat::needed(&settings.config) {
+        settings.heartbeat.get_or_init(|| Heartbeat::start(&settings.config)).add(&shared);
+        if settings.config.protocol.ping_interval.is_some() {
+            driver = driver.external_keepalive();
+        }
     }
     let (permit, context_slot) = (admitted.permit, admitted.context_slot);
     let driver = driver.on_done(move || {
