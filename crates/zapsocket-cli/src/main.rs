@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Serve WebSocket endpoints: echo on `/` and `/echo`, relay to all on `/broadcast`.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Connect to a WebSocket server, like wscat: send lines, print messages.
     Connect(connect::ConnectArgs),
 }
@@ -51,7 +51,7 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::Connect(args) => connect::run(args).await,
         }
     })

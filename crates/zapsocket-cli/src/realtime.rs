@@ -3,7 +3,7 @@
 //! the two modules it imports, under `/zapsocket/`) and the hub's metrics at `/metrics` (Prometheus text format).
 
 use zapsocket::{HttpResponse, MemoryBudget, Request};
-use zapsocket_realtime::{Adapter, Hub, HubConfig, demo};
+use zapsocket_realtime::{Adapter, Hub, HubConfig, RateLimit, demo};
 
 /// The demo chat page (written by the JS side, built on `js/`).
 const DEMO_HTML: &str = include_str!("../assets/demo.html");
@@ -20,11 +20,12 @@ const CLIENT_JS: [(&str, &str); 3] = [
 pub(crate) const PATH: &str = "/ws";
 
 /// The hub of `/ws`: the built-in chat and test helpers. Envelopes are limited to the
-/// smaller of the protocol's default (1 MiB) and `--max-message`. With an adapter (Redis),
-/// it is one node of many.
-pub(crate) fn hub(max_message: usize, adapter: Option<Adapter>) -> Hub {
+/// smaller of the protocol's default (1 MiB) and `--max-message`, each socket's messages
+/// to `--max-message-rate`. With an adapter (Redis), it is one node of many.
+pub(crate) fn hub(max_message: usize, max_message_rate: Option<RateLimit>, adapter: Option<Adapter>) -> Hub {
     let mut config = HubConfig::default();
     config.max_message = config.max_message.min(max_message);
+    config.max_message_rate = max_message_rate;
     let mut builder = Hub::builder().config(config);
     if let Some(adapter) = adapter {
         builder = builder.adapter(adapter);

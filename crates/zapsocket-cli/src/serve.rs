@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::Output;
 use zapsocket::{Clients, DeflateConfig, MemoryBudget, Server, WebSocket, WebSocketConfig};
-use zapsocket_realtime::Hub;
+use zapsocket_realtime::{Hub, RateLimit};
 
 use crate::realtime;
 
@@ -70,6 +70,11 @@ pub(crate) struct ServeArgs {
     /// `RATE` or `RATE:BURST`; more get 429 with Retry-After. Default: no limit.
     #[arg(long, value_name = "RATE[:BURST]", value_parser = parse_rate)]
     max_handshake_rate_per_ip: Option<zapsocket::HandshakeRate>,
+    /// The most messages a second each realtime socket (`/ws`) may send, as `RATE` or
+    /// `RATE:BURST` (default burst: twice the rate); past it the socket is not read until
+    /// its next message is due, so its sends wait. Default: no limit.
+    #[arg(long, value_name = "RATE[:BURST]", value_parser = parse_message_rate)]
+    max_message_rate: Option<RateLimit>,
     /// Seconds queued bytes may wait for a peer that takes none of them (it stopped
     /// reading) before its connection is dropped. 0: no limit.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
@@ -103,6 +108,12 @@ fn parse_rate(text: &str) -> Result<zapsocket::HandshakeRate, String> {
     Ok(zapsocket::HandshakeRate::new(rate, burst))
 }
 
+/// `RATE` or `RATE:BURST`, messages a second per realtime socket, as `parse_rate` reads
+/// them.
+fn parse_message_rate(text: &str) -> Result<RateLimit, String> {
+    parse_rate(text).map(|rate| RateLimit::new(rate.per_second, rate.burst))
+}
+
 impl ServeArgs {
     /// Whether the hub links to other nodes through Redis.
     pub(crate) fn uses_redis(&self) -> bool {
@@ -125,7 +136,7 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
         },
         None => None,
     };
-    let hub = realtime::hub(args.max_message, adapter);
+    let hub = realtime::hub(args.max_message, args.max_message_rate, adapter);
     tracing::info!(node = hub.node(), redis = args.redis.as_deref().unwrap_or("none"), "realtime node");
     let server = match bind(&args, &hub).await {
         Ok(server) => server,

@@ -78,3 +78,36 @@ async fn root_still_echoes_websocket_upgrades_without_a_subprotocol() {
         tokio::time::timeout(PATIENCE, ws.recv()).await.expect("in time").expect("open").expect("ok");
     assert_eq!(echoed.as_text(), Some("ping"));
 }
+
+/// `--max-message-rate 1:2`: two messages at once, then one a second; the third is
+/// answered no sooner than a second after the first was sent.
+#[tokio::test]
+async fn max_message_rate_paces_each_realtime_socket() {
+    let serve = Serve::start(&["--max-message-rate", "1:2"]);
+    let mut ws = zapsocket::Client::builder()
+        .protocol(zapsocket_realtime::SUBPROTOCOL)
+        .connect(&format!("ws://{}/ws", serve.addr))
+        .await
+        .expect("connect");
+    assert_eq!(next_json(&mut ws).await["event"], "$hello");
+    let sent = std::time::Instant::now();
+    for id in 1..=3 {
+        ws.send(format!(r#"{{"event":"$ping","ack":{id}}}"#)).await.expect("send");
+    }
+    for id in 1..=3 {
+        assert_eq!(next_json(&mut ws).await, json!({"reply": id, "data": null}));
+    }
+    assert!(sent.elapsed() >= std::time::Duration::from_millis(950), "{:?}", sent.elapsed());
+    let metrics = http_get(&serve.addr, "/metrics");
+    assert!(metrics.contains("\nzapsocket_rate_limited_total "), "{metrics}");
+}
+
+/// The next text message of `ws`, as JSON.
+async fn next_json(ws: &mut zapsocket::WebSocket) -> Value {
+    loop {
+        let message = tokio::time::timeout(PATIENCE, ws.recv()).await.expect("in time").expect("open");
+        if let Some(text) = message.expect("ok").as_text() {
+            return serde_json::from_str(text).expect("json");
+        }
+    }
+}

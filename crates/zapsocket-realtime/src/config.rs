@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::limit::RateLimit;
+
 /// Limits and timeouts of a [`Hub`](crate::Hub). Each field says its default and what it
 /// protects against; change them on a `HubConfig::default()`.
 ///
@@ -36,6 +38,53 @@ pub struct HubConfig {
     /// server request fails with `limit` and the server stops reading the socket until
     /// one finishes (TCP backpressure).
     pub max_pending_acks: usize,
+    /// How many protocol violations a socket may commit before it is closed with
+    /// **1008** ("too many malformed messages"), as a token bucket: each violation takes
+    /// a token, and the one that finds none left closes the socket (after its error
+    /// reply). Default: 100 at once, 10 a second back (`RateLimit::new(10.0, 100)`, about
+    /// 100 per 10 s): a buggy but honest client that sends a bad message now and then is
+    /// never cut off; a peer that sends nothing but garbage is closed after 100 of them
+    /// (plus 10 a second). Stops a peer from making the server parse and answer garbage
+    /// without end. Clients do not reconnect after 1008 (docs/PROTOCOL.md, *Close
+    /// codes*): they would send the same again.
+    ///
+    /// Counted, a message that is not protocol version 1: a binary frame
+    /// (`unsupported`), an envelope over [`max_message`](Self::max_message)
+    /// (`too_large`), text that is not an envelope (`bad_json`; `bad_envelope`, which
+    /// includes a request reusing an ack id still in use), an event name starting with
+    /// `$` that the protocol does not define (`reserved`). Not counted, what the
+    /// application or the data decides: `bad_payload`, `unknown_event`,
+    /// `unknown_procedure`, `forbidden`, `limit`, `handler_error`, and room names refused
+    /// by `$join`, `$leave` or `$members` (a user may type those); such errors are
+    /// answered, however many.
+    ///
+    /// `None`: no limit, every violation is answered and the socket stays open. A
+    /// `burst` of 0 closes at the first violation; a `per_second` of 0 makes `burst` the
+    /// allowance for the whole connection.
+    pub max_violations: Option<RateLimit>,
+    /// How many messages a socket may send, as a token bucket: every text or binary
+    /// message takes a token (events, calls, replies, malformed ones; not pings and
+    /// pongs). When none is left the server stops reading the socket until one is back
+    /// (TCP backpressure, as past [`max_pending_acks`](Self::max_pending_acks)): nothing
+    /// is refused, dropped or reordered, the client's sends wait. Limits the work one
+    /// socket can make its handlers do (e.g. writes to a database, broadcasts).
+    ///
+    /// Default: `None`, no limit. socket.io and `ws` have none, and the right rate
+    /// depends on the application (a chat sends a message a second, a game 60 updates a
+    /// second); what one message can cost is bounded already ([`max_message`](Self::max_message),
+    /// [`max_pending_acks`](Self::max_pending_acks) handlers at once, the WebSocket
+    /// layer's memory budget).
+    ///
+    /// Why waiting rather than refusing: nothing an honest client sends is lost (the Rust
+    /// and JS clients send what they kept while offline in one burst when they reconnect;
+    /// a refused event without an ack would vanish behind a `$error`, a refused reply
+    /// would fail the server's own `emit_with_ack` with `timeout`), clients need no new
+    /// error code, and a peer over its rate costs the server nothing while it waits (it
+    /// is not read; the WebSocket layer bounds what it has read ahead). The price: the
+    /// client is not told, its requests just take longer (its own ack timeouts may fire
+    /// if it keeps sending faster than the rate). A `burst` of 0, or a spent bucket with
+    /// a `per_second` of 0, is never read again (the socket ends with its connection).
+    pub max_message_rate: Option<RateLimit>,
     /// How long the server waits for a client's ack. Default: 10 s. Told to clients in
     /// `$hello` as their default too.
     pub ack_timeout: Duration,
@@ -91,6 +140,8 @@ impl Default for HubConfig {
             max_rooms: 100,
             max_presence: 1_000,
             max_pending_acks: 1_024,
+            max_violations: Some(RateLimit::new(10.0, 100)),
+            max_message_rate: None,
             ack_timeout: Duration::from_secs(10),
             history: HistoryLimits::default(),
             recovery_window: Duration::from_secs(120),

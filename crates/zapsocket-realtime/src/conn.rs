@@ -4,21 +4,27 @@
 //! Handlers of one socket run concurrently, started in arrival order. Room requests
 //! (`$join`, `$leave`, `$members`) and `$resume` are done before the next envelope is
 //! read, so that what a client sends after a join sees it joined.
+//!
+//! Two token buckets per socket (`limit.rs`): past `HubConfig::max_message_rate` a
+//! message waits for its token before it is handled, and the socket is not read
+//! meanwhile; past `HubConfig::max_violations` the socket is closed with 1008.
 
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use serde::Serialize;
-use zapsocket::{CloseCode, Message, WebSocket};
+use zapsocket::{CloseCode, Message, WebSocket, WebSocketReceiver, WebSocketSender};
 
 use crate::core::{Core, Ctx, Route};
 use crate::envelope::{self, Envelope, Refused};
 use crate::error::{ErrorCode, ReplyError};
 use crate::handler::{BoxFuture, Reply};
+use crate::limit::Bucket;
 use crate::protocol::RoomRequest;
 use crate::state::SocketState;
 
@@ -36,6 +42,22 @@ struct Limits {
     max_message: usize,
     max_rooms: usize,
     ack_timeout_ms: u128,
+}
+
+/// The events a client may send whose names start with `$`; other such names are
+/// `reserved`, a protocol violation.
+const CLIENT_EVENTS: [&str; 6] = ["$resume", "$join", "$leave", "$members", "$ping", "$error"];
+
+/// The close reason of a socket past `HubConfig::max_violations` (with 1008).
+const TOO_MANY_VIOLATIONS: &str = "too many malformed messages";
+
+/// What a received message was, for `HubConfig::max_violations`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Received {
+    /// Served, or answered with an error that the application or the data caused.
+    Handled,
+    /// Not protocol version 1: answered with its error, and counted.
+    Violation,
 }
 
 /// The handlers running for a socket, each answering its ack id (if any) when it ends,
@@ -93,20 +115,10 @@ pub(crate) async fn run(core: Arc<Core>, ws: WebSocket) {
     core.send_direct(&ctx.state, hello(&core, &ctx.state.sid));
 
     let mut running = Running::default();
-    let max_running = core.config.max_pending_acks.max(1);
-    loop {
-        tokio::select! {
-            biased;
-            Some(()) = running.next(), if !running.is_empty() => {}
-            message = rx.recv(), if running.len() < max_running => match message {
-                Some(Ok(message)) => receive(&mut ctx, message, &mut running).await,
-                Some(Err(e)) => {
-                    tracing::debug!(session = %ctx.state.sid, error = %e, "connection failed");
-                    break;
-                }
-                None => break,
-            },
-        }
+    let violated = read(&mut ctx, &mut rx, &mut running).await;
+    if violated {
+        tracing::debug!(session = %ctx.state.sid, "{TOO_MANY_VIOLATIONS}: closing with 1008");
+        core.counters.violation_closes.fetch_add(1, Relaxed);
     }
     let record = core.remove(&ctx.state).await;
     core.counters.connections.fetch_sub(1, Relaxed);
@@ -117,6 +129,81 @@ pub(crate) async fn run(core: Arc<Core>, ws: WebSocket) {
     if !running.is_empty() {
         // Handlers still running finish on their own; their replies go nowhere.
         tokio::spawn(async move { while running.next().await.is_some() {} });
+    }
+    if violated {
+        // After the error reply queued for the last violation.
+        let _ = ctx.state.sender.close(CloseCode::POLICY_VIOLATION, TOO_MANY_VIOLATIONS).await;
+    }
+}
+
+/// Reads and handles the socket's messages until its connection ends (`false`) or it
+/// has broken the protocol more than `HubConfig::max_violations` allows (`true`).
+async fn read(ctx: &mut Ctx, rx: &mut WebSocketReceiver, running: &mut Running) -> bool {
+    let config = &ctx.core.config;
+    let max_running = config.max_pending_acks.max(1);
+    let now = Instant::now();
+    let mut rate = config.max_message_rate.map(|limit| Bucket::full(limit, now));
+    let mut violations = config.max_violations.map(|limit| Bucket::full(limit, now));
+    loop {
+        tokio::select! {
+            biased;
+            Some(()) = running.next(), if !running.is_empty() => {}
+            message = rx.recv(), if running.len() < max_running => match message {
+                Some(Ok(message)) => {
+                    if matches!(message, Message::Text(_) | Message::Binary(_)) {
+                        pace(&mut rate, ctx, running).await;
+                    }
+                    let received = receive(ctx, message, running).await;
+                    let now = Instant::now();
+                    if received == Received::Violation && violations.as_mut().is_some_and(|b| !b.take(now)) {
+                        return true;
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(session = %ctx.state.sid, error = %e, "connection failed");
+                    return false;
+                }
+                None => return false,
+            },
+        }
+    }
+}
+
+/// Takes a token of the message rate for the message just read; when none is left,
+/// waits for one while the socket's handlers go on and the socket is not read (TCP
+/// backpressure). If the connection ends meanwhile, stops pacing: what it had sent is
+/// read at once (bounded by the WebSocket layer's read-ahead).
+async fn pace(rate: &mut Option<Bucket>, ctx: &Ctx, running: &mut Running) {
+    let Some(bucket) = rate else { return };
+    if bucket.take(Instant::now()) {
+        return;
+    }
+    ctx.core.counters.rate_limited.fetch_add(1, Relaxed);
+    loop {
+        let wait = bucket.wait(Instant::now());
+        if inline(token_or_end(wait, &ctx.state.sender), running).await {
+            *rate = None;
+            return;
+        }
+        if bucket.take(Instant::now()) {
+            return;
+        }
+    }
+}
+
+/// Waits `wait` (forever if `None`); `true` if the connection ended first. On
+/// zapsocket's timer: `zap serve` runs without tokio's.
+async fn token_or_end(wait: Option<Duration>, sender: &WebSocketSender) -> bool {
+    let deadline = wait.and_then(|wait| Instant::now().checked_add(wait));
+    let token = async {
+        match deadline {
+            Some(deadline) => zapsocket::time::sleep_until(deadline).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = token => false,
+        () = sender.closed() => true,
     }
 }
 
@@ -172,8 +259,8 @@ async fn inline<T>(fut: impl Future<Output = T>, running: &mut Running) -> T {
     }
 }
 
-/// Handles one received message.
-async fn receive(ctx: &mut Ctx, message: Message, running: &mut Running) {
+/// Handles one received message; tells whether it broke the protocol.
+async fn receive(ctx: &mut Ctx, message: Message, running: &mut Running) -> Received {
     let counters = &ctx.core.counters;
     let text = match message {
         Message::Text(text) => text,
@@ -181,23 +268,26 @@ async fn receive(ctx: &mut Ctx, message: Message, running: &mut Running) {
             counters.received(data.len());
             let error =
                 ReplyError::new(ErrorCode::UNSUPPORTED, "binary frames are not part of protocol version 1");
-            return respond(ctx, None, Err(error));
+            return violation(ctx, None, error);
         }
-        Message::Ping(_) | Message::Pong(_) => return,
+        Message::Ping(_) | Message::Pong(_) => return Received::Handled,
     };
     counters.received(text.len());
     let max = ctx.core.config.max_message;
     if text.len() > max {
         let error =
             ReplyError::new(ErrorCode::TOO_LARGE, format!("{} bytes, over the limit of {max}", text.len()));
-        return respond(ctx, None, Err(error));
+        return violation(ctx, None, error);
     }
     let envelope = match envelope::parse(text.as_str(), ctx.core.config.max_name) {
         Ok(envelope) => envelope,
-        Err(Refused { ack, error }) => return respond(ctx, ack, Err(error)),
+        Err(Refused { ack, error }) => return violation(ctx, ack, error),
     };
     match envelope {
         Envelope::Reply { id, result } => ctx.state.resolve(id, result.map(str::to_owned)),
+        Envelope::Event { name, ack, .. } if name.starts_with('$') && !CLIENT_EVENTS.contains(&&*name) => {
+            return violation(ctx, ack, reserved_name(&name));
+        }
         Envelope::Event { name, data, ack, .. } if name == "$resume" => {
             let result = match check_middlewares(ctx, &name, data) {
                 Ok(()) => inline(ctx.core.resume(&ctx.state, data), running).await,
@@ -225,10 +315,10 @@ async fn receive(ctx: &mut Ctx, message: Message, running: &mut Running) {
                 if ack.is_some() || ctx.state.warn_unknown(&name) {
                     respond(ctx, ack, Err(error));
                 }
-                return;
+                return Received::Handled;
             };
             if running.answers(ack) {
-                return respond(ctx, ack, Err(ack_in_use(ack)));
+                return violation(ctx, ack, ack_in_use(ack));
             }
             if let Some(task) = start(ctx, ack, &name, data, &route) {
                 running.push(ack, task);
@@ -237,16 +327,28 @@ async fn receive(ctx: &mut Ctx, message: Message, running: &mut Running) {
         Envelope::Call { name, data, ack } => {
             let Some(route) = Core::route(&ctx.core.routes.procedures, &name) else {
                 let error = ReplyError::new(ErrorCode::UNKNOWN_PROCEDURE, format!("no procedure {name:?}"));
-                return respond(ctx, Some(ack), Err(error));
+                respond(ctx, Some(ack), Err(error));
+                return Received::Handled;
             };
             if running.answers(Some(ack)) {
-                return respond(ctx, Some(ack), Err(ack_in_use(Some(ack))));
+                return violation(ctx, Some(ack), ack_in_use(Some(ack)));
             }
             if let Some(task) = start(ctx, Some(ack), &name, data, &route) {
                 running.push(Some(ack), task);
             }
         }
     }
+    Received::Handled
+}
+
+/// Answers a message that broke the protocol with its error.
+fn violation(ctx: &Ctx, ack: Option<u64>, error: ReplyError) -> Received {
+    respond(ctx, ack, Err(error));
+    Received::Violation
+}
+
+fn reserved_name(name: &str) -> ReplyError {
+    ReplyError::new(ErrorCode::RESERVED, format!("event {name:?} is reserved"))
 }
 
 fn ack_in_use(ack: Option<u64>) -> ReplyError {
@@ -286,7 +388,8 @@ fn check_middlewares(ctx: &Ctx, name: &str, data: &str) -> Result<(), ReplyError
     Ok(())
 }
 
-/// The protocol's own requests: `$join`, `$leave`, `$members`, `$ping`, `$error`.
+/// The protocol's own requests: `$join`, `$leave`, `$members`, `$ping`, `$error`
+/// (`$resume` is done apart).
 async fn reserved(ctx: &Ctx, name: &str, data: &str) -> Reply {
     let room = || -> Result<String, ReplyError> {
         let request: RoomRequest =
@@ -308,7 +411,7 @@ async fn reserved(ctx: &Ctx, name: &str, data: &str) -> Reply {
             tracing::debug!(session = %ctx.state.sid, error = data, "$error from a client");
             Ok("null".into())
         }
-        _ => Err(ReplyError::new(ErrorCode::RESERVED, format!("event {name:?} is reserved"))),
+        _ => Err(reserved_name(name)),
     }
 }
 

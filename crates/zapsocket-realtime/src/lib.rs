@@ -68,6 +68,10 @@
 //! Every limit of `docs/PROTOCOL.md` is a field of [`HubConfig`] with its default. Bad
 //! input (malformed JSON, unknown envelopes, oversized messages, wrong payloads, unknown
 //! events) gets the documented error reply or `$error`: never a panic, never silence.
+//! A socket that keeps breaking the protocol (malformed JSON or envelopes, binary frames,
+//! oversized messages) is closed with 1008 past [`HubConfig::max_violations`] (100, then
+//! 10 a second, by default); [`HubConfig::max_message_rate`] (off by default) paces what
+//! a socket sends by not reading it until its next message is due.
 //!
 //! ## Clients
 //!
@@ -87,6 +91,7 @@ mod envelope;
 mod error;
 mod handler;
 mod hub;
+mod limit;
 mod memory;
 mod metrics;
 mod presence;
@@ -108,6 +113,7 @@ pub use emit::{Operator, RoomName};
 pub use error::{ErrorCode, ReplyError};
 pub use handler::HandlerOutput;
 pub use hub::{Hub, HubBuilder};
+pub use limit::RateLimit;
 pub use memory::MemoryAdapter;
 pub use metrics::Metrics;
 pub use protocol::{Member, MembersReply, PresenceEvent, Resync, RoomRequest};

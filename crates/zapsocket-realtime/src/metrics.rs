@@ -19,6 +19,8 @@ pub(crate) struct Counters {
     pub(crate) broadcasts: AtomicU64,
     pub(crate) resumed: AtomicU64,
     pub(crate) resyncs: AtomicU64,
+    pub(crate) violation_closes: AtomicU64,
+    pub(crate) rate_limited: AtomicU64,
 }
 
 impl Counters {
@@ -50,6 +52,8 @@ impl Counters {
             broadcasts: self.broadcasts.load(Relaxed),
             resumed: self.resumed.load(Relaxed),
             resyncs: self.resyncs.load(Relaxed),
+            violation_closes: self.violation_closes.load(Relaxed),
+            rate_limited: self.rate_limited.load(Relaxed),
             broker,
         }
     }
@@ -86,6 +90,13 @@ pub struct Metrics {
     pub resumed: u64,
     /// Sockets told to resync (`$resync`) because messages of their rooms were lost.
     pub resyncs: u64,
+    /// Sockets closed with 1008 for too many protocol violations
+    /// ([`HubConfig::max_violations`](crate::HubConfig::max_violations)).
+    pub violation_closes: u64,
+    /// Messages that waited for their token of
+    /// [`HubConfig::max_message_rate`](crate::HubConfig::max_message_rate) (the socket
+    /// was not read meanwhile).
+    pub rate_limited: u64,
     /// The broker's counters (the link to other nodes).
     pub broker: BrokerMetrics,
 }
@@ -94,7 +105,7 @@ impl Metrics {
     /// The Prometheus text exposition format (version 0.0.4), for `/metrics`.
     pub fn to_prometheus(&self) -> String {
         let b = &self.broker;
-        let rows: [(&str, &str, &str, u64); 22] = [
+        let rows: [(&str, &str, &str, u64); 24] = [
             ("zapsocket_connections", "gauge", "Sockets connected now.", self.connections),
             (
                 "zapsocket_connections_total",
@@ -122,6 +133,18 @@ impl Metrics {
             ),
             ("zapsocket_resumed_total", "counter", "Sessions resumed on this node.", self.resumed),
             ("zapsocket_resyncs_total", "counter", "Sockets told to resync after a loss.", self.resyncs),
+            (
+                "zapsocket_violation_closes_total",
+                "counter",
+                "Sockets closed with 1008 for too many malformed messages.",
+                self.violation_closes,
+            ),
+            (
+                "zapsocket_rate_limited_total",
+                "counter",
+                "Messages that waited for the message rate.",
+                self.rate_limited,
+            ),
             ("zapsocket_broker_published_total", "counter", "Publications sent to the broker.", b.published),
             (
                 "zapsocket_broker_publish_failures_total",
@@ -179,6 +202,6 @@ mod tests {
         let text = m.to_prometheus();
         assert!(text.contains("# TYPE zapsocket_connections gauge\nzapsocket_connections 3\n"));
         assert!(text.contains("zapsocket_drops_total 1\n"));
-        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 22);
+        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 24);
     }
 }

@@ -5,11 +5,14 @@
 
 mod common;
 
-use common::{exchange, raw, recv_json, serve};
+use std::time::Duration;
+
+use common::{eventually, exchange, raw, recv_json, serve};
 use serde_json::{Value, json};
-use zapsocket::Message;
+use tokio::time::Instant;
+use zapsocket::{Message, WebSocket};
 use zapsocket_realtime::client::{Client, ConnectError};
-use zapsocket_realtime::{Hub, HubConfig, ReplyError, Socket};
+use zapsocket_realtime::{Hub, HubConfig, RateLimit, ReplyError, Socket};
 
 fn hub(config: HubConfig) -> Hub {
     let hub = Hub::builder().config(config).build();
@@ -282,4 +285,183 @@ async fn an_ack_id_still_in_use_is_refused_and_free_again_once_answered() {
     assert_eq!(recv_json(&mut ws).await, json!({"reply": 5, "data": 10}));
     let answer = exchange(&mut ws, r#"{"call":"slow","data":3,"ack":5}"#).await;
     assert_eq!(answer, json!({"reply": 5, "data": 30}));
+}
+
+/// Reads until the connection ends (within 5 s) and returns its close frame's code and
+/// reason, with the error codes that came before it.
+async fn close_of(ws: &mut WebSocket) -> (u16, String, Vec<String>) {
+    let mut codes = Vec::new();
+    let read = async {
+        while let Some(Ok(message)) = ws.recv().await {
+            if let Message::Text(text) = message {
+                let v: Value = serde_json::from_str(text.as_str()).unwrap();
+                let error = if v["event"] == "$error" { &v["data"] } else { &v["error"] };
+                codes.push(error["code"].as_str().unwrap_or("not an error").to_owned());
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read).await.expect("not closed within 5 s");
+    let frame = ws.close_frame().expect("a close frame");
+    (frame.code.0, frame.reason, codes)
+}
+
+/// docs/RELIABILITY.md J1: each protocol violation (binary frame, too large, not JSON, not
+/// an envelope, an ack id in use, an undefined `$` event) takes one of `max_violations`;
+/// errors of the application or the data do not. Under the limit the socket is served;
+/// the violation past it gets its error, then close 1008 with a reason.
+#[tokio::test]
+async fn past_max_violations_the_socket_is_closed_with_1008_and_not_before() {
+    let mut config = HubConfig::default();
+    config.max_message = 1024;
+    config.max_violations = Some(RateLimit::new(0.0, 6)); // never refilled: 6 in all
+    let hub = hub(config);
+    let url = serve(&hub).await;
+    let (mut ws, _) = raw(&url).await;
+    let big = format!(r#"{{"event":"ping","data":"{}"}}"#, "x".repeat(2000));
+    for (text, code) in [("not json", "bad_json"), ("{}", "bad_envelope"), (&*big, "too_large")] {
+        assert_eq!(error_event(&exchange(&mut ws, text).await), code, "for {text}");
+    }
+    ws.send(Message::binary(vec![1, 2, 3])).await.unwrap();
+    assert_eq!(error_event(&recv_json(&mut ws).await), "unsupported");
+    assert_eq!(error_event(&exchange(&mut ws, r#"{"event":"$nope"}"#).await), "reserved");
+    // Application and data errors, any number: not counted.
+    for id in 1..=20 {
+        let (text, code) = match id % 5 {
+            0 => (format!(r#"{{"event":"nope","ack":{id}}}"#), "unknown_event"),
+            1 => (format!(r#"{{"event":"ping","data":"x","ack":{id}}}"#), "bad_payload"),
+            2 => (format!(r#"{{"call":"nope","ack":{id}}}"#), "unknown_procedure"),
+            3 => (format!(r#"{{"event":"$join","data":{{"room":"$all"}},"ack":{id}}}"#), "reserved"),
+            _ => (format!(r#"{{"event":"$join","data":{{"room":""}},"ack":{id}}}"#), "bad_envelope"),
+        };
+        assert_eq!(error_reply(&exchange(&mut ws, &text).await, id), code, "for {text}");
+    }
+    // Five violations so far: the sixth is still under the limit, and the socket serves.
+    let answer = exchange(&mut ws, r#"{"event":"ping","ack":1.5}"#).await;
+    assert_eq!(error_event(&answer), "bad_envelope");
+    assert_eq!(
+        exchange(&mut ws, r#"{"event":"ping","data":1,"ack":99}"#).await,
+        json!({"reply": 99, "data": 2})
+    );
+    assert_eq!(hub.metrics().violation_closes, 0);
+    // Another socket has its own allowance.
+    let (mut other, _) = raw(&url).await;
+    // The seventh: its error, then the close.
+    ws.send("[]").await.unwrap();
+    let (code, reason, errors) = close_of(&mut ws).await;
+    assert_eq!((code, reason.as_str()), (1008, "too many malformed messages"));
+    assert_eq!(errors, ["bad_json"], "the violation is answered before the close");
+    assert_eq!(hub.metrics().violation_closes, 1);
+    eventually(|| hub.metrics().connections == 1).await;
+    for _ in 0..6 {
+        assert_eq!(error_event(&exchange(&mut other, "nope").await), "bad_json");
+    }
+    assert_eq!(
+        exchange(&mut other, r#"{"event":"ping","data":5,"ack":1}"#).await,
+        json!({"reply": 1, "data": 6})
+    );
+}
+
+/// The default limit (100 at once, 10 a second back) lets a client send a few bad
+/// messages and closes one that sends nothing but garbage.
+#[tokio::test]
+async fn by_default_a_peer_that_sends_only_garbage_is_closed_after_about_100() {
+    assert_eq!(HubConfig::default().max_violations, Some(RateLimit::new(10.0, 100)));
+    let hub = hub(HubConfig::default());
+    let url = serve(&hub).await;
+    let (mut ws, _) = raw(&url).await;
+    for _ in 0..20 {
+        assert_eq!(error_event(&exchange(&mut ws, "garbage").await), "bad_json");
+    }
+    assert_eq!(exchange(&mut ws, r#"{"event":"ping","data":1,"ack":1}"#).await["data"], 2);
+    // 180 more at once: 100 in all are allowed, plus 10 a second; surviving them all
+    // would take 10 s.
+    for _ in 0..180 {
+        ws.send("garbage").await.unwrap();
+    }
+    let (code, reason, errors) = close_of(&mut ws).await;
+    assert_eq!((code, reason.as_str()), (1008, "too many malformed messages"));
+    assert!((81..180).contains(&errors.len()), "closed after {} more", errors.len());
+}
+
+/// Violations come back at `per_second`: a client that pauses is forgiven.
+#[tokio::test]
+async fn violations_are_forgiven_at_the_configured_rate() {
+    let mut config = HubConfig::default();
+    config.max_violations = Some(RateLimit::new(1.0, 2));
+    let hub = hub(config);
+    let url = serve(&hub).await;
+    let (mut ws, _) = raw(&url).await;
+    for _ in 0..2 {
+        assert_eq!(error_event(&exchange(&mut ws, "x").await), "bad_json");
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await; // both back
+    for _ in 0..2 {
+        assert_eq!(error_event(&exchange(&mut ws, "x").await), "bad_json");
+    }
+    assert_eq!(exchange(&mut ws, r#"{"event":"ping","data":1,"ack":1}"#).await["data"], 2);
+    // Twenty at once would need about 18 s of forgiveness.
+    for _ in 0..20 {
+        ws.send("x").await.unwrap();
+    }
+    let (code, _, errors) = close_of(&mut ws).await;
+    assert_eq!(code, 1008);
+    assert!(errors.len() < 20, "{errors:?}");
+}
+
+/// docs/RELIABILITY.md J8: past `max_message_rate`'s burst a message waits for its token
+/// (the socket is not read meanwhile), then is served; after a quiet while the burst is
+/// there again. Only lower bounds on time are asserted: a slow machine only delays more.
+#[tokio::test]
+async fn past_the_message_rate_messages_wait_for_their_token_then_are_served() {
+    let mut config = HubConfig::default();
+    config.max_message_rate = Some(RateLimit::new(1.0, 3)); // 3 at once, then 1 a second
+    let hub = hub(config);
+    let url = serve(&hub).await;
+    let (mut ws, _) = raw(&url).await;
+    let ping = |id: u64| format!(r#"{{"event":"ping","data":{id},"ack":{id}}}"#);
+    let sent = Instant::now();
+    for id in 1..=5 {
+        ws.send(ping(id)).await.unwrap();
+    }
+    for id in 1..=5 {
+        assert_eq!(recv_json(&mut ws).await, json!({"reply": id, "data": id + 1}));
+        if id > 3 {
+            // The burst's 3 tokens, then one a second from the first message on.
+            let due = Duration::from_millis((id - 3) * 1000 - 50);
+            assert!(sent.elapsed() >= due, "reply {id} after {:?}", sent.elapsed());
+        }
+    }
+    assert!(hub.metrics().rate_limited >= 1, "{:?}", hub.metrics());
+    // A quiet while refills the bucket: a burst of 3 goes through without waiting.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let before = hub.metrics().rate_limited;
+    let sent = Instant::now();
+    for id in 6..=8 {
+        assert_eq!(exchange(&mut ws, &ping(id)).await["reply"], id);
+    }
+    assert_eq!(hub.metrics().rate_limited, before, "the burst did not wait");
+    assert_eq!(exchange(&mut ws, &ping(9)).await["reply"], 9);
+    assert!(sent.elapsed() >= Duration::from_millis(950), "the fourth waited: {:?}", sent.elapsed());
+}
+
+/// A socket waiting for a token that never comes (no refill) still sees its connection
+/// end: it leaves the hub, and what it had sent is read then.
+#[tokio::test]
+async fn a_socket_waiting_for_its_message_rate_still_leaves_when_its_connection_ends() {
+    let mut config = HubConfig::default();
+    config.max_message_rate = Some(RateLimit::new(0.0, 1));
+    let hub = hub(config);
+    let url = serve(&hub).await;
+    let (mut ws, _) = raw(&url).await;
+    assert_eq!(exchange(&mut ws, r#"{"event":"ping","data":1,"ack":1}"#).await["data"], 2);
+    let before = hub.metrics().messages_in;
+    for id in 2..=4 {
+        ws.send(format!(r#"{{"event":"ping","data":1,"ack":{id}}}"#)).await.unwrap();
+    }
+    let silent = tokio::time::timeout(Duration::from_millis(300), ws.recv()).await;
+    assert!(silent.is_err(), "no token, no reply: {silent:?}");
+    assert_eq!(hub.metrics().connections, 1);
+    ws.close(zapsocket::CloseCode::NORMAL, "").await.unwrap();
+    eventually(|| hub.metrics().connections == 0).await;
+    assert_eq!(hub.metrics().messages_in - before, 3, "read once the connection ended");
 }
