@@ -182,6 +182,11 @@ impl ClientBuilder {
                     if let Some(code) = e.close_code() {
                         fail_open_connection(&mut stream, code).await;
                     }
+                    if e.is_refusal() {
+                        let body =
+                            refusal_body(&mut stream, handshake.take_leftover(), e.content_length()).await;
+                        return Err(Error::refused(e, body));
+                    }
                     return Err(e.into());
                 }
             }
@@ -203,6 +208,28 @@ impl ClientBuilder {
         tokio::spawn(Driver::new(shared));
         Ok(ws)
     }
+}
+
+/// The start of a refusal's body: what came with the head, then what arrives within a
+/// second, up to `MAX_REFUSAL_BODY` bytes, its `Content-Length` or the end of the stream.
+async fn refusal_body<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    mut body: Vec<u8>,
+    content_length: Option<usize>,
+) -> bytes::Bytes {
+    let want = content_length.unwrap_or(usize::MAX).min(crate::error::MAX_REFUSAL_BODY);
+    let _ = crate::time::timeout(Duration::from_secs(1), async {
+        let mut buf = [0u8; 1024];
+        while body.len() < want {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => body.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    body.truncate(want);
+    body.into()
 }
 
 /// The server sent a 101 we cannot accept (an invalid extension answer): for the server

@@ -25,8 +25,8 @@ pub(crate) enum Kind {
     Io(io::ErrorKind, String),
     /// The peer broke the protocol or a limit (or a keepalive/close timer expired).
     Protocol(zapsocket_proto::Error),
-    /// The opening handshake failed.
-    Handshake(HandshakeError),
+    /// The opening handshake failed; a server's refusal keeps the start of its body.
+    Handshake(HandshakeError, Option<bytes::Bytes>),
     /// The connection is closing or closed: nothing more can be sent.
     Closed,
     /// The send queue is full (a non-waiting send) and the message was not queued.
@@ -64,7 +64,7 @@ impl Error {
 
     /// The opening handshake failed (see [`Error::status`]).
     pub fn is_handshake(&self) -> bool {
-        matches!(self.kind, Kind::Handshake(_))
+        matches!(self.kind, Kind::Handshake(..))
     }
 
     /// The connection is closing or closed, so the operation could not be done.
@@ -115,7 +115,29 @@ impl Error {
     /// The HTTP status of a failed handshake (the one we answered, or the server's).
     pub fn status(&self) -> Option<u16> {
         match &self.kind {
-            Kind::Handshake(e) => Some(e.status()),
+            Kind::Handshake(e, _) => Some(e.status()),
+            _ => None,
+        }
+    }
+
+    /// The start of the body of a server's refusal (a failed handshake with a status
+    /// other than 101): up to [`MAX_REFUSAL_BODY`] bytes, read for at most a second.
+    /// `authorize` hooks (ours, socket.io's, most frameworks') say why in it.
+    ///
+    /// ```no_run
+    /// # async fn run() {
+    /// match zapsocket::Client::connect("ws://127.0.0.1:8080/").await {
+    ///     Err(e) if e.status() == Some(401) => {
+    ///         let why = e.body().map(String::from_utf8_lossy).unwrap_or_default();
+    ///         eprintln!("refused: {why}");
+    ///     }
+    ///     _ => {}
+    /// }
+    /// # }
+    /// ```
+    pub fn body(&self) -> Option<&[u8]> {
+        match &self.kind {
+            Kind::Handshake(_, Some(body)) => Some(body),
             _ => None,
         }
     }
@@ -143,7 +165,16 @@ impl fmt::Display for Error {
                 Some(code) => write!(f, "protocol error ({code}): {e}"),
                 None => write!(f, "{e}"),
             },
-            Kind::Handshake(e) => write!(f, "{e}"),
+            Kind::Handshake(e, body) => {
+                write!(f, "{e}")?;
+                match body.as_deref().map(String::from_utf8_lossy) {
+                    Some(text) if !text.trim().is_empty() => {
+                        let text: String = text.trim().chars().take(200).collect();
+                        write!(f, ": {text}")
+                    }
+                    _ => Ok(()),
+                }
+            }
             Kind::Closed => f.write_str("the connection is closed"),
             Kind::QueueFull => f.write_str("the send queue is full"),
             Kind::Terminated => f.write_str("the connection was terminated"),
@@ -176,6 +207,15 @@ impl From<zapsocket_proto::Error> for Error {
 
 impl From<HandshakeError> for Error {
     fn from(e: HandshakeError) -> Self {
-        Error::new(Kind::Handshake(e))
+        Error::new(Kind::Handshake(e, None))
     }
 }
+
+impl Error {
+    pub(crate) fn refused(e: HandshakeError, body: bytes::Bytes) -> Self {
+        Error::new(Kind::Handshake(e, Some(body)))
+    }
+}
+
+/// The most bytes of a refused handshake's body kept in the error ([`Error::body`]).
+pub const MAX_REFUSAL_BODY: usize = 1024;

@@ -103,7 +103,7 @@ pub use budget::{DEFAULT_BUDGET_WAIT, DEFAULT_MEMORY_BUDGET, MemoryBudget};
 pub use client::{Client, ClientBuilder};
 pub use clients::{Clients, encode};
 pub use config::{DEFAULT_WRITE_TIMEOUT, ProtocolConfig, SlowConsumer, WebSocketConfig};
-pub use error::{Error, Result};
+pub use error::{Error, MAX_REFUSAL_BODY, Result};
 pub use extensions::Extensions;
 pub use message::{Message, Utf8Bytes};
 pub use request::Request;

@@ -58,6 +58,9 @@ async fn a_refused_token_gets_the_hooks_status_and_body_and_no_upgrade() {
     assert!(head.contains("\r\nWWW-Authenticate: Bearer realm=\"chat\"\r\n"), "{head}");
     let err = Client::connect(&url(addr, "/")).await.unwrap_err();
     assert_eq!(err.status(), Some(401), "{err}");
+    // The client keeps the refusal's body, and says it.
+    assert_eq!(err.body(), Some(&b"access_token required"[..]));
+    assert!(err.to_string().ends_with(": access_token required"), "{err}");
 }
 
 #[tokio::test]

@@ -143,3 +143,36 @@ async fn the_client_reports_a_refused_handshake_with_its_status() {
     assert!(err.is_handshake());
     assert_eq!(err.status(), Some(404));
 }
+
+/// M5: a refusal's body reaches the client's error, bounded: up to its `Content-Length`
+/// even when the server keeps the connection open (no wait for the end), at most
+/// `MAX_REFUSAL_BODY` bytes of a long one.
+#[tokio::test]
+async fn the_client_keeps_the_start_of_a_refusals_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let long = "x".repeat(5000);
+        let answers = [
+            "HTTP/1.1 403 Forbidden\r\nContent-Length: 5\r\n\r\nnope!".to_owned(),
+            format!("HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\r\n{long}"),
+        ];
+        let mut kept = Vec::new();
+        for answer in answers {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await.unwrap();
+            stream.write_all(answer.as_bytes()).await.unwrap();
+            kept.push(stream); // Kept open: the client must not wait for the end.
+        }
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    });
+    let started = std::time::Instant::now();
+    let err = Client::connect(&url(addr, "/")).await.unwrap_err();
+    assert_eq!((err.status(), err.body()), (Some(403), Some(&b"nope!"[..])));
+    assert!(started.elapsed() < Duration::from_millis(900), "waited {:?}", started.elapsed());
+    let err = Client::connect(&url(addr, "/")).await.unwrap_err();
+    assert_eq!(err.status(), Some(503));
+    assert_eq!(err.body().map(<[u8]>::len), Some(zapsocket::MAX_REFUSAL_BODY));
+}

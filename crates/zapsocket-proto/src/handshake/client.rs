@@ -120,14 +120,23 @@ impl ClientHandshake {
             return Ok(None);
         }
         let Some(len) = self.head.feed(data, self.limits.max_head_size)? else { return Ok(None) };
-        let response = self.validate(&self.head.buf[..len])?;
+        let response = match self.validate(&self.head.buf[..len]) {
+            Ok(response) => response,
+            Err(e) => {
+                // A refusal's body may follow (`take_leftover` has what came with the head).
+                self.leftover = self.head.buf.split_off(len);
+                self.done = true;
+                return Err(e);
+            }
+        };
         self.leftover = self.head.buf.split_off(len);
         self.head = HeadBuffer::default();
         self.done = true;
         Ok(Some(response))
     }
 
-    /// Bytes received after the head (the start of the WebSocket stream).
+    /// Bytes received after the head: the start of the WebSocket stream, or after a
+    /// refusal (a status other than 101) the start of its body.
     pub fn take_leftover(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.leftover)
     }
@@ -142,7 +151,15 @@ impl ClientHandshake {
         }
         let status = res.code.unwrap_or(0);
         if status != 101 {
-            return Err(HandshakeError::new(status, format!("server answered {status} instead of 101")));
+            let content_length = res
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok());
+            let mut error = HandshakeError::new(status, format!("server answered {status} instead of 101"));
+            error.content_length = content_length;
+            error.refusal = true;
+            return Err(error);
         }
         let headers: Vec<(String, Bytes)> =
             res.headers.iter().map(|h| (h.name.to_owned(), Bytes::copy_from_slice(h.value))).collect();

@@ -68,11 +68,19 @@ pub struct HandshakeError {
     status: u16,
     reason: String,
     close_code: Option<CloseCode>,
+    pub(crate) content_length: Option<usize>,
+    pub(crate) refusal: bool,
 }
 
 impl HandshakeError {
     pub(crate) fn new(status: u16, reason: impl Into<String>) -> Self {
-        HandshakeError { status, reason: reason.into(), close_code: None }
+        HandshakeError {
+            status,
+            reason: reason.into(),
+            close_code: None,
+            content_length: None,
+            refusal: false,
+        }
     }
 
     /// A client's failure over the server's extension answer (RFC 7692 §5): the
@@ -82,6 +90,8 @@ impl HandshakeError {
             status: 101,
             reason: reason.into(),
             close_code: Some(CloseCode::MANDATORY_EXTENSION),
+            content_length: None,
+            refusal: false,
         }
     }
 
@@ -96,6 +106,18 @@ impl HandshakeError {
     /// not an upgrade, 431 head too large; for a client, the server's status.
     pub fn status(&self) -> u16 {
         self.status
+    }
+
+    /// For a client: whether the server answered with a status other than 101 (its
+    /// [`status`](Self::status)), rather than with an invalid response.
+    pub fn is_refusal(&self) -> bool {
+        self.refusal
+    }
+
+    /// For a client refused by the server: the `Content-Length` of its answer, if it gave
+    /// one (the body itself follows the head: `ClientHandshake::take_leftover`).
+    pub fn content_length(&self) -> Option<usize> {
+        self.content_length
     }
 
     /// What was wrong, in words.
