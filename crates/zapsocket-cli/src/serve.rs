@@ -65,15 +65,15 @@ pub(crate) struct ServeArgs {
     /// `RATE:BURST` (default burst: twice the rate); more get 429 with Retry-After.
     /// Default: no limit.
     #[arg(long, value_name = "RATE[:BURST]", value_parser = parse_rate)]
-    max_handshake_rate: Option<zapsocket::HandshakeRate>,
+    max_handshake_rate: Option<RateLimit>,
     /// The most WebSocket handshakes a second from one IP address (IPv6: one /64), as
     /// `RATE` or `RATE:BURST`; more get 429 with Retry-After. Default: no limit.
     #[arg(long, value_name = "RATE[:BURST]", value_parser = parse_rate)]
-    max_handshake_rate_per_ip: Option<zapsocket::HandshakeRate>,
+    max_handshake_rate_per_ip: Option<RateLimit>,
     /// The most messages a second each realtime socket (`/ws`) may send, as `RATE` or
     /// `RATE:BURST` (default burst: twice the rate); past it the socket is not read until
     /// its next message is due, so its sends wait. Default: no limit.
-    #[arg(long, value_name = "RATE[:BURST]", value_parser = parse_message_rate)]
+    #[arg(long, value_name = "RATE[:BURST]", value_parser = parse_rate)]
     max_message_rate: Option<RateLimit>,
     /// Seconds queued bytes may wait for a peer that takes none of them (it stopped
     /// reading) before its connection is dropped. 0: no limit.
@@ -91,8 +91,8 @@ pub(crate) struct ServeArgs {
     node_id: Option<String>,
 }
 
-/// `RATE` or `RATE:BURST` (handshakes a second; the burst defaults to twice the rate).
-fn parse_rate(text: &str) -> Result<zapsocket::HandshakeRate, String> {
+/// `RATE` or `RATE:BURST` (a second; the burst defaults to twice the rate).
+fn parse_rate(text: &str) -> Result<RateLimit, String> {
     let (rate, burst) = match text.split_once(':') {
         Some((rate, burst)) => (rate, Some(burst)),
         None => (text, None),
@@ -105,13 +105,7 @@ fn parse_rate(text: &str) -> Result<zapsocket::HandshakeRate, String> {
         Some(b) => b.trim().parse::<u32>().map_err(|_| format!("not a burst: '{b}'"))?,
         None => (rate * 2.0).ceil().min(f64::from(u32::MAX)) as u32,
     };
-    Ok(zapsocket::HandshakeRate::new(rate, burst))
-}
-
-/// `RATE` or `RATE:BURST`, messages a second per realtime socket, as `parse_rate` reads
-/// them.
-fn parse_message_rate(text: &str) -> Result<RateLimit, String> {
-    parse_rate(text).map(|rate| RateLimit::new(rate.per_second, rate.burst))
+    Ok(RateLimit::new(rate, burst))
 }
 
 impl ServeArgs {

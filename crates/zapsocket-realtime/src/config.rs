@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::limit::RateLimit;
+use zapsocket::RateLimit;
 
 /// Limits and timeouts of a [`Hub`](crate::Hub). Each field says its default and what it
 /// protects against; change them on a `HubConfig::default()`.

@@ -5,7 +5,7 @@
 //! (`$join`, `$leave`, `$members`) and `$resume` are done before the next envelope is
 //! read, so that what a client sends after a join sees it joined.
 //!
-//! Two token buckets per socket (`limit.rs`): past `HubConfig::max_message_rate` a
+//! Two token buckets per socket (`zapsocket::TokenBucket`): past `HubConfig::max_message_rate` a
 //! message waits for its token before it is handled, and the socket is not read
 //! meanwhile; past `HubConfig::max_violations` the socket is closed with 1008.
 
@@ -24,9 +24,9 @@ use crate::core::{Core, Ctx, Route};
 use crate::envelope::{self, Envelope, Refused};
 use crate::error::{ErrorCode, ReplyError};
 use crate::handler::{BoxFuture, Reply};
-use crate::limit::Bucket;
 use crate::protocol::RoomRequest;
 use crate::state::SocketState;
+use zapsocket::TokenBucket;
 
 #[derive(Serialize)]
 struct Hello<'a> {
@@ -142,8 +142,8 @@ async fn read(ctx: &mut Ctx, rx: &mut WebSocketReceiver, running: &mut Running) 
     let config = &ctx.core.config;
     let max_running = config.max_pending_acks.max(1);
     let now = Instant::now();
-    let mut rate = config.max_message_rate.map(|limit| Bucket::full(limit, now));
-    let mut violations = config.max_violations.map(|limit| Bucket::full(limit, now));
+    let mut rate = config.max_message_rate.map(|limit| TokenBucket::full(limit, now));
+    let mut violations = config.max_violations.map(|limit| TokenBucket::full(limit, now));
     loop {
         tokio::select! {
             biased;
@@ -173,7 +173,7 @@ async fn read(ctx: &mut Ctx, rx: &mut WebSocketReceiver, running: &mut Running) 
 /// waits for one while the socket's handlers go on and the socket is not read (TCP
 /// backpressure). If the connection ends meanwhile, stops pacing: what it had sent is
 /// read at once (bounded by the WebSocket layer's read-ahead).
-async fn pace(rate: &mut Option<Bucket>, ctx: &Ctx, running: &mut Running) {
+async fn pace(rate: &mut Option<TokenBucket>, ctx: &Ctx, running: &mut Running) {
     let Some(bucket) = rate else { return };
     if bucket.take(Instant::now()) {
         return;

@@ -91,7 +91,6 @@ mod envelope;
 mod error;
 mod handler;
 mod hub;
-mod limit;
 mod memory;
 mod metrics;
 mod presence;
@@ -113,12 +112,12 @@ pub use emit::{Operator, RoomName};
 pub use error::{ErrorCode, ReplyError};
 pub use handler::HandlerOutput;
 pub use hub::{Hub, HubBuilder};
-pub use limit::RateLimit;
 pub use memory::MemoryAdapter;
 pub use metrics::Metrics;
 pub use protocol::{Member, MembersReply, PresenceEvent, Resync, RoomRequest};
 pub use socket::Socket;
 pub use ts_rs;
+pub use zapsocket::RateLimit;
 
 /// Not part of the API: the envelope parser for the fuzz targets (cargo feature
 /// `fuzzing`, docs/FUZZING.md). Outside semver; may change or vanish in any release.

@@ -90,6 +90,7 @@ mod extensions;
 mod heartbeat;
 mod joined;
 mod message;
+mod rate;
 mod request;
 mod server;
 mod shared;
@@ -106,10 +107,9 @@ pub use config::{DEFAULT_WRITE_TIMEOUT, ProtocolConfig, SlowConsumer, WebSocketC
 pub use error::{Error, MAX_REFUSAL_BODY, Result};
 pub use extensions::Extensions;
 pub use message::{Message, Utf8Bytes};
+pub use rate::{RateLimit, TokenBucket};
 pub use request::Request;
-pub use server::{
-    Accept, HandshakeRate, HttpResponse, MAX_RATE_ADDRESSES, Server, ServerBuilder, ShutdownHandle,
-};
+pub use server::{Accept, HttpResponse, MAX_RATE_ADDRESSES, Server, ServerBuilder, ShutdownHandle};
 pub use shared::ReadyState;
 pub use socket::{WebSocket, WebSocketReceiver, WebSocketSender};
 pub use tls::{Certificate, Identity};

@@ -183,12 +183,12 @@ async fn the_total_cap_answers_503_with_a_clear_body() {
 async fn handshakes_past_the_rate_get_429_with_retry_after_and_come_back() {
     let hook_calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let calls = hook_calls.clone();
-    let builder = Server::builder()
-        .max_handshake_rate_per_ip(zapsocket::HandshakeRate::new(2.0, 3))
-        .authorize(move |_request| {
+    let builder = Server::builder().max_handshake_rate_per_ip(zapsocket::RateLimit::new(2.0, 3)).authorize(
+        move |_request| {
             calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             async { Ok(Accept::new()) }
-        });
+        },
+    );
     let addr = whoami_server(builder).await;
     let mut open = Vec::new();
     for _ in 0..3 {

@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::extensions::Extensions;
+use crate::rate::{RateLimit, TokenBucket};
 use crate::request::Request;
 use crate::server::HttpResponse;
 
@@ -121,22 +122,6 @@ impl Drop for Permit {
     }
 }
 
-/// A handshake rate: `per_second` on average, up to `burst` at once (a token bucket).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct HandshakeRate {
-    /// Handshakes a second, on average.
-    pub per_second: f64,
-    /// Handshakes at once, after a quiet while.
-    pub burst: u32,
-}
-
-impl HandshakeRate {
-    /// `per_second` on average, up to `burst` at once (at least 1).
-    pub fn new(per_second: f64, burst: u32) -> Self {
-        HandshakeRate { per_second, burst: burst.max(1) }
-    }
-}
-
 /// The most addresses the per-IP handshake rate keeps a bucket for. Past it, buckets
 /// that are full again are forgotten; if all are in use, a new address is not counted
 /// (the server-wide rate still applies): a crowd of addresses cannot grow this table, nor
@@ -152,87 +137,58 @@ pub(crate) struct Rates {
 
 #[derive(Debug, Default)]
 struct RateState {
-    server: Option<Bucket>,
-    addresses: HashMap<IpAddr, Bucket>,
+    server: Option<TokenBucket>,
+    addresses: HashMap<IpAddr, TokenBucket>,
     /// When full buckets were last forgotten: at most once a second, so that a crowd of
     /// new addresses does not make every handshake walk the whole table.
     pruned_at: Option<Instant>,
 }
 
-/// Tokens left and when they were counted.
-#[derive(Clone, Copy, Debug)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-impl Bucket {
-    fn full(rate: HandshakeRate, now: Instant) -> Self {
-        Bucket { tokens: f64::from(rate.burst), at: now }
-    }
-
-    fn refill(&mut self, rate: HandshakeRate, now: Instant) {
-        let earned = now.saturating_duration_since(self.at).as_secs_f64() * rate.per_second;
-        self.tokens = (self.tokens + earned).min(f64::from(rate.burst));
-        self.at = now;
-    }
-
-    /// Whole seconds until a token is back (at least 1).
-    fn retry_after(&self, rate: HandshakeRate) -> u64 {
-        let wait = (1.0 - self.tokens) / rate.per_second;
-        if wait.is_finite() { (wait.ceil() as u64).max(1) } else { 60 }
-    }
-}
-
 impl Rates {
-    /// Takes a handshake from the buckets of `ip`, or gives the 429 to answer.
+    /// Takes a handshake from the buckets of `ip`, or gives the 429 to answer. A refusal
+    /// takes nothing: refused by its address's bucket, a handshake does not count against
+    /// the server's, and the other way round.
     pub(crate) fn take(
         &self,
         ip: IpAddr,
-        total: Option<HandshakeRate>,
-        per_ip: Option<HandshakeRate>,
+        total: Option<RateLimit>,
+        per_ip: Option<RateLimit>,
         now: Instant,
     ) -> Result<(), HttpResponse> {
-        let refuse = |bucket: &Bucket, rate, who: &str| {
+        let refuse = |bucket: &mut TokenBucket, who: &str| {
+            // Whole seconds until a token is back (at least 1; a minute if never).
+            let wait = bucket.wait(now).map_or(60, |d| d.as_secs_f64().ceil().max(1.0) as u64);
             HttpResponse::text(429, format!("too many handshakes {who}, try again later"))
-                .with_header("Retry-After", bucket.retry_after(rate).to_string())
+                .with_header("Retry-After", wait.to_string())
         };
         let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let RateState { server, addresses, pruned_at } = &mut *guard;
         let ip = rate_key(ip);
         let mut own = None;
-        if let Some(rate) = per_ip {
+        if let Some(limit) = per_ip {
             if !addresses.contains_key(&ip)
                 && addresses.len() >= MAX_RATE_ADDRESSES
                 && pruned_at.is_none_or(|at| now.saturating_duration_since(at).as_secs() >= 1)
             {
                 *pruned_at = Some(now);
-                addresses.retain(|_, b| {
-                    b.refill(rate, now);
-                    b.tokens < f64::from(rate.burst)
-                });
+                addresses.retain(|_, b| !b.is_full(now));
             }
             if addresses.len() < MAX_RATE_ADDRESSES || addresses.contains_key(&ip) {
-                let bucket = addresses.entry(ip).or_insert_with(|| Bucket::full(rate, now));
-                bucket.refill(rate, now);
-                if bucket.tokens < 1.0 {
-                    return Err(refuse(bucket, rate, "from your address"));
+                let bucket = addresses.entry(ip).or_insert_with(|| TokenBucket::full(limit, now));
+                if bucket.wait(now) != Some(Duration::ZERO) {
+                    return Err(refuse(bucket, "from your address"));
                 }
-                own = Some(bucket.tokens);
+                own = Some(bucket);
             }
         }
-        if let Some(rate) = total {
-            let bucket = server.get_or_insert_with(|| Bucket::full(rate, now));
-            bucket.refill(rate, now);
-            if bucket.tokens < 1.0 {
-                return Err(refuse(bucket, rate, "on this server"));
+        if let Some(limit) = total {
+            let bucket = server.get_or_insert_with(|| TokenBucket::full(limit, now));
+            if !bucket.take(now) {
+                return Err(refuse(bucket, "on this server"));
             }
-            bucket.tokens -= 1.0;
         }
-        if own.is_some()
-            && let Some(bucket) = addresses.get_mut(&ip)
-        {
-            bucket.tokens -= 1.0;
+        if let Some(bucket) = own {
+            bucket.take(now);
         }
         Ok(())
     }
@@ -259,7 +215,7 @@ mod tests {
     #[test]
     fn a_burst_then_the_average_rate_per_address() {
         let rates = Rates::default();
-        let rate = HandshakeRate::new(2.0, 3);
+        let rate = RateLimit::new(2.0, 3);
         let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         let t0 = Instant::now();
         for _ in 0..3 {
@@ -279,7 +235,7 @@ mod tests {
     #[test]
     fn the_server_wide_rate_counts_every_address_and_a_refusal_costs_nothing() {
         let rates = Rates::default();
-        let (total, per_ip) = (HandshakeRate::new(1.0, 2), HandshakeRate::new(1.0, 1));
+        let (total, per_ip) = (RateLimit::new(1.0, 2), RateLimit::new(1.0, 1));
         let t0 = Instant::now();
         let ip = |n: u8| IpAddr::from([10, 0, 0, n]);
         rates.take(ip(1), Some(total), Some(per_ip), t0).unwrap();
@@ -295,7 +251,7 @@ mod tests {
     #[test]
     fn ipv6_addresses_share_a_bucket_per_64_block() {
         let rates = Rates::default();
-        let rate = HandshakeRate::new(1.0, 1);
+        let rate = RateLimit::new(1.0, 1);
         let t0 = Instant::now();
         let (a, b, c): (IpAddr, IpAddr, IpAddr) = (
             "2001:db8::1".parse().unwrap(),
@@ -313,7 +269,7 @@ mod tests {
     #[test]
     fn the_address_table_stays_bounded_and_forgets_full_buckets() {
         let rates = Rates::default();
-        let rate = HandshakeRate::new(1.0, 2);
+        let rate = RateLimit::new(1.0, 2);
         let t0 = Instant::now();
         let ip = |n: usize| IpAddr::from(u32::try_from(n).unwrap().to_be_bytes());
         for n in 0..MAX_RATE_ADDRESSES {

@@ -11,12 +11,13 @@ use tokio_util::sync::CancellationToken;
 use zapsocket_proto::deflate::DeflateConfig;
 use zapsocket_proto::handshake::HandshakeLimits;
 
-use super::admission::{Accept, HandshakeRate, Rates, Slots};
+use super::admission::{Accept, Rates, Slots};
 use super::{HttpResponse, Server};
 use crate::clients::Clients;
 use crate::config::{WebSocketConfig, server_default};
 use crate::error::Result;
 use crate::heartbeat::Heartbeat;
+use crate::rate::RateLimit;
 use crate::request::Request;
 use crate::tls::Identity;
 
@@ -36,8 +37,8 @@ pub(crate) struct Settings {
     pub(crate) max_connections: Option<usize>,
     pub(crate) max_connections_per_ip: Option<usize>,
     pub(crate) slots: Arc<Slots>,
-    pub(crate) handshake_rate: Option<HandshakeRate>,
-    pub(crate) handshake_rate_per_ip: Option<HandshakeRate>,
+    pub(crate) handshake_rate: Option<RateLimit>,
+    pub(crate) handshake_rate_per_ip: Option<RateLimit>,
     pub(crate) rates: Rates,
     pub(crate) config: WebSocketConfig,
     pub(crate) limits: HandshakeLimits,
@@ -223,12 +224,12 @@ impl ServerBuilder {
     /// back at once) and bounds what the `authorize` hook and TLS cost under a flood.
     ///
     /// ```
-    /// use zapsocket::HandshakeRate;
+    /// use zapsocket::RateLimit;
     /// let builder = zapsocket::Server::builder()
-    ///     .max_handshake_rate(HandshakeRate::new(500.0, 1_000))
-    ///     .max_handshake_rate_per_ip(HandshakeRate::new(5.0, 20));
+    ///     .max_handshake_rate(RateLimit::new(500.0, 1_000))
+    ///     .max_handshake_rate_per_ip(RateLimit::new(5.0, 20));
     /// ```
-    pub fn max_handshake_rate(mut self, rate: HandshakeRate) -> Self {
+    pub fn max_handshake_rate(mut self, rate: RateLimit) -> Self {
         self.settings.handshake_rate = Some(rate);
         self
     }
@@ -237,7 +238,7 @@ impl ServerBuilder {
     /// get **429** with `Retry-After`. Default: no limit. Buckets are kept for up to
     /// [`MAX_RATE_ADDRESSES`](crate::MAX_RATE_ADDRESSES) addresses at once. Behind a
     /// proxy every client has the proxy's address: set it on the proxy instead.
-    pub fn max_handshake_rate_per_ip(mut self, rate: HandshakeRate) -> Self {
+    pub fn max_handshake_rate_per_ip(mut self, rate: RateLimit) -> Self {
         self.settings.handshake_rate_per_ip = Some(rate);
         self
     }

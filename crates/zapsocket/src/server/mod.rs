@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-pub use admission::{Accept, HandshakeRate, MAX_RATE_ADDRESSES};
+pub use admission::{Accept, MAX_RATE_ADDRESSES};
 pub use builder::ServerBuilder;
 pub(crate) use builder::Settings;
 pub(crate) use handshake::handshake;

@@ -1,6 +1,5 @@
-//! Per-socket token buckets: the message rate (`HubConfig::max_message_rate`) and the
-//! protocol violations a socket may commit (`HubConfig::max_violations`). Time is an
-//! argument, so the buckets are plain data.
+//! Token buckets: the rate limits of the server's handshakes and of the layers above
+//! (the realtime hub's message rate and violations).
 
 use std::time::{Duration, Instant};
 
@@ -9,15 +8,16 @@ use std::time::{Duration, Instant};
 /// The bucket starts full; each message (or violation) takes a token; tokens come back
 /// continuously at `per_second`, never more than `burst`.
 ///
-/// ```
-/// use zapsocket_realtime::{HubConfig, RateLimit};
+/// Used by [`ServerBuilder::max_handshake_rate`](crate::ServerBuilder::max_handshake_rate)
+/// and the realtime hub's `HubConfig::max_message_rate` and `max_violations`.
 ///
-/// let mut config = HubConfig::default();
-/// // 20 messages a second per socket on average, 50 at once.
-/// config.max_message_rate = Some(RateLimit::new(20.0, 50));
-/// // Close a socket after 10 malformed messages, one forgiven every 6 s.
-/// config.max_violations = Some(RateLimit::new(1.0 / 6.0, 10));
-/// # drop(config);
+/// ```
+/// use zapsocket::RateLimit;
+/// // 20 a second on average, 50 at once.
+/// let limit = RateLimit::new(20.0, 50);
+/// // 10 in all, one forgiven every 6 s.
+/// let strict = RateLimit::new(1.0 / 6.0, 10);
+/// # drop((limit, strict));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RateLimit {
@@ -41,22 +41,35 @@ impl RateLimit {
     }
 }
 
-/// The tokens a socket has left of a [`RateLimit`], and when they were counted.
+/// The tokens left of a [`RateLimit`], and when they were counted: one per limited thing
+/// (a socket, an address). Time is an argument, so it is plain data.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use zapsocket::{RateLimit, TokenBucket};
+///
+/// let start = Instant::now();
+/// let mut bucket = TokenBucket::full(RateLimit::new(2.0, 1), start);
+/// assert!(bucket.take(start));
+/// assert!(!bucket.take(start));
+/// assert_eq!(bucket.wait(start), Some(Duration::from_millis(500)));
+/// assert!(bucket.take(start + Duration::from_millis(500)));
+/// ```
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Bucket {
+pub struct TokenBucket {
     limit: RateLimit,
     tokens: f64,
     at: Instant,
 }
 
-impl Bucket {
+impl TokenBucket {
     /// A full bucket at `now`.
-    pub(crate) fn full(limit: RateLimit, now: Instant) -> Self {
-        Bucket { limit, tokens: f64::from(limit.burst), at: now }
+    pub fn full(limit: RateLimit, now: Instant) -> Self {
+        TokenBucket { limit, tokens: f64::from(limit.burst), at: now }
     }
 
     /// Takes a token if one is there; `false` when the bucket is empty.
-    pub(crate) fn take(&mut self, now: Instant) -> bool {
+    pub fn take(&mut self, now: Instant) -> bool {
         self.refill(now);
         if self.tokens < 1.0 {
             return false;
@@ -67,7 +80,7 @@ impl Bucket {
 
     /// How long until a token is there: zero if one is, `None` if none ever will (a
     /// burst of 0, no refill, or a wait too long to count).
-    pub(crate) fn wait(&mut self, now: Instant) -> Option<Duration> {
+    pub fn wait(&mut self, now: Instant) -> Option<Duration> {
         self.refill(now);
         if self.tokens >= 1.0 {
             return Some(Duration::ZERO);
@@ -76,6 +89,12 @@ impl Bucket {
             return None;
         }
         Duration::try_from_secs_f64((1.0 - self.tokens) / self.limit.refill()).ok()
+    }
+
+    /// Whether the bucket is full again (nothing taken lately): its state can be forgotten.
+    pub fn is_full(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens >= f64::from(self.limit.burst)
     }
 
     fn refill(&mut self, now: Instant) {
@@ -97,7 +116,7 @@ mod tests {
     #[test]
     fn a_burst_then_the_average_rate() {
         let start = Instant::now();
-        let mut bucket = Bucket::full(RateLimit::new(2.0, 3), start);
+        let mut bucket = TokenBucket::full(RateLimit::new(2.0, 3), start);
         assert!((0..3).all(|_| bucket.take(start)), "the burst is there at once");
         assert!(!bucket.take(start));
         assert_eq!(bucket.wait(start), Some(secs(0.5)));
@@ -115,12 +134,12 @@ mod tests {
     fn no_refill_makes_the_burst_an_allowance_for_the_connection() {
         let start = Instant::now();
         for per_second in [0.0, -1.0, f64::NAN] {
-            let mut bucket = Bucket::full(RateLimit::new(per_second, 2), start);
+            let mut bucket = TokenBucket::full(RateLimit::new(per_second, 2), start);
             assert!(bucket.take(start) && bucket.take(start));
             assert!(!bucket.take(start + secs(1e6)), "{per_second}");
             assert_eq!(bucket.wait(start + secs(1e6)), None, "{per_second}");
         }
-        let mut empty = Bucket::full(RateLimit::new(10.0, 0), start);
+        let mut empty = TokenBucket::full(RateLimit::new(10.0, 0), start);
         assert!(!empty.take(start + secs(10.0)), "a burst of 0 holds no token");
         assert_eq!(empty.wait(start + secs(10.0)), None);
     }
@@ -128,7 +147,7 @@ mod tests {
     #[test]
     fn an_infinite_rate_never_runs_out() {
         let start = Instant::now();
-        let mut bucket = Bucket::full(RateLimit::new(f64::INFINITY, 1), start);
+        let mut bucket = TokenBucket::full(RateLimit::new(f64::INFINITY, 1), start);
         assert!(bucket.take(start));
         assert!(bucket.take(start), "0 s at an infinite rate refills");
         assert!(bucket.take(start + secs(1.0)));
