@@ -3,13 +3,15 @@
 # gave back what it took: memory (RSS) within 10% of its baseline, the same open file
 # descriptors, the same tasks alive, no connection left. Not part of CI (it takes ~15 min).
 #
-# Usage: scripts/soak.sh [--connections N] [--seconds S] [--hold-ms MIN-MAX] [--settle S]
+# Usage: scripts/soak.sh [--connections N] [--seconds S] [--hold-ms MIN-MAX] [--settle S] [--zap PATH]
 #   --connections  slots kept busy at once, half on the echo path (/echo), half on the
 #                  realtime hub (/ws): default 10000
 #   --seconds      how long the churn lasts: default 600
 #   --hold-ms      how long each connection stays after its exchange: default 2000-8000
 #   --settle       seconds to wait after a churn before measuring, so that sessions kept
 #                  for resumption (2 minutes) expire: default 150
+#   --zap          a `zap` binary to soak (say, built with another allocator) instead of
+#                  this tree's release build
 # Each slot connects, exchanges a few messages (each answer checked), stays, then ends
 # the connection, half the time with a close handshake and half the time by dropping TCP
 # without a close frame, and starts again (`examples/churn.rs`).
@@ -19,6 +21,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 CONNECTIONS=10000
+ZAP=""
 SECONDS_=600
 HOLD=2000-8000
 SETTLE=150
@@ -28,6 +31,7 @@ while [ $# -gt 0 ]; do
     --seconds) SECONDS_="$2"; shift ;;
     --hold-ms) HOLD="$2"; shift ;;
     --settle) SETTLE="$2"; shift ;;
+    --zap) ZAP="$2"; shift ;;
     -h|--help) usage_of "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
@@ -36,7 +40,8 @@ done
 
 OUT="$ROOT/target/soak"
 mkdir -p "$OUT"
-ZAP="$(build_bin zapsocket-cli zap)" || die "could not build zap"
+if [ -z "${ZAP:-}" ]; then ZAP="$(build_bin zapsocket-cli zap)" || die "could not build zap"; fi
+[ -x "$ZAP" ] || die "no zap binary at $ZAP"
 CHURN="$(build_example churn)" || die "could not build the churn example"
 # Each side needs a descriptor per connection, and some to spare.
 ulimit -n "$(ulimit -Hn)"

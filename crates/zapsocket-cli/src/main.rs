@@ -30,15 +30,22 @@ enum Command {
     Connect(connect::ConnectArgs),
 }
 
-/// With the `mimalloc` feature, the process's allocator: it gives the memory of
-/// connections that ended back to the system (glibc's malloc kept a server's peak: after
-/// 780,000 connections churned it stayed 13% over its warmed-up baseline; see
-/// docs/BENCHMARKS.md, "Churn and soak").
-#[cfg(feature = "mimalloc")]
+/// With the `jemalloc` feature (the default), the process's allocator: it gives the memory
+/// of ended connections back to the system, where glibc's malloc kept a server's peak
+/// (docs/BENCHMARKS.md, "Churn and soak").
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
+    // jemalloc purges freed pages as it allocates; its background thread also does it
+    // while the server is idle (the buffers of connections gone quiet, after about 10 s).
+    #[cfg(feature = "jemalloc")]
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        eprintln!(
+            "zap: cannot start jemalloc's background thread ({e}); freed memory is returned more slowly"
+        );
+    }
     let cli = Cli::parse();
     // The Redis client (redis-rs) times its commands with tokio's timer.
     let timers = matches!(&cli.command, Command::Serve(args) if args.uses_redis());

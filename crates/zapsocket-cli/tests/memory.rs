@@ -115,3 +115,46 @@ async fn sixty_four_peers_each_sending_48_mib_of_a_60_mib_frame_stay_within_the_
     assert!(growth < 512 * MIB, "zap serve grew by {} MiB", growth / MIB);
     assert!(echoes >= 20, "{echoes} echoes");
 }
+
+/// Idle connections give their buffers back: 20 connections that each echoed a 1 MiB
+/// message hold their 1 MiB read buffers while busy, and once idle `zap serve` is back near
+/// where it started within half a minute (the buffers are released a second or two after
+/// the last message; jemalloc, `zap`'s allocator, returns freed pages after about 10 s).
+/// Before the heartbeat thread released the buffers of idle connections, each kept its
+/// 1 MiB for as long as it lived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_give_back_their_buffers() {
+    const CONNECTIONS: usize = 20;
+    let serve = Serve::start(&[]);
+    let pid = serve.pid();
+    let url = serve.url("/echo");
+    let mut warm = tokio::time::timeout(PATIENCE, Client::connect(&url)).await.unwrap().unwrap();
+    warm.send(Message::text("warm up")).await.unwrap();
+    warm.recv().await.unwrap().unwrap();
+    let baseline = rss(&pid);
+    let big = Message::binary(vec![0x5a; MIB as usize]);
+    let mut open = Vec::with_capacity(CONNECTIONS);
+    for _ in 0..CONNECTIONS {
+        let mut ws = tokio::time::timeout(PATIENCE, Client::connect(&url)).await.unwrap().unwrap();
+        ws.send(big.clone()).await.unwrap();
+        assert_eq!(ws.recv().await.unwrap().unwrap().len(), big.len());
+        open.push(ws);
+    }
+    let busy = rss(&pid).saturating_sub(baseline);
+    assert!(busy >= 10 * MIB, "the echoes grew zap serve by only {} MiB: nothing to give back", busy / MIB);
+    let mut idle = busy;
+    for _ in 0..150 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        idle = rss(&pid).saturating_sub(baseline);
+        if idle < 4 * MIB {
+            break;
+        }
+    }
+    eprintln!(
+        "{CONNECTIONS} connections after a 1 MiB echo each: +{} MiB busy, +{} MiB idle",
+        busy / MIB,
+        idle / MIB
+    );
+    assert!(idle < 4 * MIB, "still {} MiB over the baseline after 30 s idle", idle / MIB);
+    drop(open);
+}

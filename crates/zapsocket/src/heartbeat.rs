@@ -8,7 +8,8 @@
 //! themselves live in `zapsocket_proto::Connection`; this only tells them the time.
 //!
 //! The same thread enforces [`WebSocketConfig::write_timeout`]: at each tick it notes how
-//! far each connection's writes got, so the hot path pays nothing for it.
+//! far each connection's writes got, so the hot path pays nothing for it; and it gives
+//! back the buffers of connections that were idle for a tick.
 
 use std::sync::{Arc, Mutex, Weak};
 use std::thread;
@@ -90,6 +91,7 @@ impl Heartbeat {
                 continue;
             }
             keepalive(&mut inner, now);
+            release_if_idle(&mut inner);
             if self.write_timeout.is_some() {
                 let out = inner.conn.outbound();
                 let written = if out.is_empty() { u64::MAX } else { out.written_offset() };
@@ -123,6 +125,16 @@ impl Heartbeat {
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Watched>> {
         self.connections.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// A connection that received nothing since the last tick and has nothing buffered gives
+/// its buffers back, so that an idle connection costs no buffer memory. (The driver does
+/// the same at its own timers, but with the heartbeat here it has none while open.)
+fn release_if_idle(inner: &mut Inner) {
+    if !inner.socket.active && inner.conn.read_buffer().is_empty() && inner.conn.outbound().is_empty() {
+        inner.conn.release_buffers();
+    }
+    inner.socket.active = false;
 }
 
 /// Runs one connection's keepalive timer: queue a ping, or terminate a silent peer.
