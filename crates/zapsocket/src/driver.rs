@@ -237,11 +237,7 @@ impl Io {
         }
         let now = Instant::now();
         if deadline <= now {
-            if !inner.socket.active && inner.conn.read_buffer().is_empty() && inner.conn.outbound().is_empty()
-            {
-                inner.conn.release_buffers();
-            }
-            inner.socket.active = false;
+            inner.release_if_idle();
             let before = inner.conn.outbound().len();
             inner.conn.handle_timeout(now)?;
             if self.linger_until.is_some_and(|l| l <= now) {

@@ -91,7 +91,7 @@ impl Heartbeat {
                 continue;
             }
             keepalive(&mut inner, now);
-            release_if_idle(&mut inner);
+            inner.release_if_idle();
             if self.write_timeout.is_some() {
                 let out = inner.conn.outbound();
                 let written = if out.is_empty() { u64::MAX } else { out.written_offset() };
@@ -125,16 +125,6 @@ impl Heartbeat {
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Watched>> {
         self.connections.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
-
-/// A connection that received nothing since the last tick and has nothing buffered gives
-/// its buffers back, so that an idle connection costs no buffer memory. (The driver does
-/// the same at its own timers, but with the heartbeat here it has none while open.)
-fn release_if_idle(inner: &mut Inner) {
-    if !inner.socket.active && inner.conn.read_buffer().is_empty() && inner.conn.outbound().is_empty() {
-        inner.conn.release_buffers();
-    }
-    inner.socket.active = false;
 }
 
 /// Runs one connection's keepalive timer: queue a ping, or terminate a silent peer.

@@ -182,6 +182,16 @@ impl Socket {
 }
 
 impl Inner {
+    /// At a timer's tick (the driver's, or the heartbeat thread's while it runs the
+    /// keepalive): a connection that received nothing since the last tick and has nothing
+    /// buffered gives its buffers back, so that an idle connection costs no buffer memory.
+    pub(crate) fn release_if_idle(&mut self) {
+        if !self.socket.active && self.conn.read_buffer().is_empty() && self.conn.outbound().is_empty() {
+            self.conn.release_buffers();
+        }
+        self.socket.active = false;
+    }
+
     /// Reads what the socket has into the connection's buffer, unless the buffer is
     /// full (up to `max_read_buffer`, plus the frame in progress).
     pub(crate) fn read_socket(&mut self) -> Result<Read, Error> {
