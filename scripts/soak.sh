@@ -60,10 +60,12 @@ rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$SERVER_PID/status"; }
 fds() { find "/proc/$SERVER_PID/fd" -mindepth 1 -maxdepth 1 | wc -l; }
 metric() { curl -fsS "http://127.0.0.1:$PORT/metrics" | awk -v m="$1" '$1 == m { print $2 }'; }
 sample() { # sample PHASE
-  printf '%s,%s,%s,%s,%s,%s,%s\n' "$(date +%s)" "$1" "$(rss_kib)" "$(fds)" "$(metric zapsocket_runtime_alive_tasks)" \
-    "$(metric zapsocket_connections)" "$(metric zapsocket_incoming_budget_used_bytes)" >> "$OUT/samples.csv"
+  printf '%s,%s,%s,%s,%s,%s,%s,%s,%s\n' "$(date +%s)" "$1" "$(rss_kib)" "$(fds)" "$(metric zapsocket_runtime_alive_tasks)" \
+    "$(metric zapsocket_connections)" "$(metric zapsocket_incoming_budget_used_bytes)" \
+    "$(metric zapsocket_allocator_allocated_bytes)" "$(metric zapsocket_allocator_resident_bytes)" >> "$OUT/samples.csv"
 }
-echo "time,phase,rss_kib,fds,tasks,hub_connections,budget_used" > "$OUT/samples.csv"
+# heap and allocator_resident: jemalloc's allocated and resident bytes (empty with another allocator)
+echo "time,phase,rss_kib,fds,tasks,hub_connections,budget_used,heap,allocator_resident" > "$OUT/samples.csv"
 
 churn() { # churn PHASE SECONDS: both paths at once, half the slots each; fails on a wrong answer
   local half=$((CONNECTIONS / 2)) rc=0 p1 p2
@@ -94,17 +96,20 @@ sample start
 churn warmup 30
 settle warmup-settle
 read -r base_rss base_fds base_tasks <<< "$(rss_kib) $(fds) $(metric zapsocket_runtime_alive_tasks)"
+base_heap="$(metric zapsocket_allocator_allocated_bytes)"
 log "soak: baseline: RSS $((base_rss / 1024)) MiB, $base_fds fds, $base_tasks tasks"
 churn churn "$SECONDS_"
 peak_rss="$(awk -F, 'NR > 1 && $2 == "churn" && $3 > m { m = $3 } END { print m + 0 }' "$OUT/samples.csv")"
 settle final-settle
 read -r end_rss end_fds end_tasks end_conns <<< \
   "$(rss_kib) $(fds) $(metric zapsocket_runtime_alive_tasks) $(metric zapsocket_connections)"
+end_heap="$(metric zapsocket_allocator_allocated_bytes)"
 cycles="$(grep -h 'done in' "$OUT"/churn-churn-*.log | grep -o 'cycles [0-9]*' | awk '{ s += $2 } END { print s }')"
 
 {
   echo "soak: $CONNECTIONS slots for ${SECONDS_}s (hold $HOLD ms): $cycles connections churned"
   echo "  RSS: baseline $((base_rss / 1024)) MiB, peak during churn $((peak_rss / 1024)) MiB, after $((end_rss / 1024)) MiB"
+  [ -z "$base_heap" ] || echo "  heap (jemalloc's allocated bytes): baseline $((base_heap / 1024)) KiB, after $((end_heap / 1024)) KiB"
   echo "  fds: baseline $base_fds, after $end_fds; tasks: baseline $base_tasks, after $end_tasks; hub connections after: $end_conns"
 } | tee "$OUT/summary.txt"
 

@@ -64,10 +64,53 @@ pub(crate) fn http(hub: &Hub, budget: Option<&MemoryBudget>, request: &Request) 
                  # TYPE zapsocket_runtime_alive_tasks gauge\nzapsocket_runtime_alive_tasks {tasks}\n"
                 ));
             }
+            text.push_str(&allocator_metrics());
             Some(HttpResponse::bytes("text/plain; version=0.0.4; charset=utf-8", text))
         }
         _ => None,
     }
+}
+
+/// What the allocator holds, in Prometheus text format: with jemalloc (the `jemalloc`
+/// feature), the bytes the program has allocated and not freed, and the bytes of memory
+/// jemalloc keeps for them (resident: in RAM; retained: mapped but given back to the
+/// system). A heap that stays level while RSS grows is the allocator's, not a leak.
+#[cfg(feature = "jemalloc")]
+fn allocator_metrics() -> String {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    // The statistics are a snapshot taken when the epoch advances.
+    if epoch::advance().is_err() {
+        return String::new();
+    }
+    let rows = [
+        ("allocated", "Bytes the program has allocated and not yet freed.", stats::allocated::read()),
+        ("active", "Bytes in the allocator's pages that hold allocations.", stats::active::read()),
+        (
+            "resident",
+            "Bytes of the allocator's memory in RAM, its own metadata included.",
+            stats::resident::read(),
+        ),
+        (
+            "retained",
+            "Bytes the allocator keeps mapped but has given back to the system.",
+            stats::retained::read(),
+        ),
+    ];
+    let mut text = String::new();
+    for (name, help, value) in rows {
+        let Ok(value) = value else { continue };
+        text.push_str(&format!(
+            "# HELP zapsocket_allocator_{name}_bytes {help}\n# TYPE zapsocket_allocator_{name}_bytes gauge\n\
+             zapsocket_allocator_{name}_bytes {value}\n"
+        ));
+    }
+    text
+}
+
+/// Without jemalloc, the system's allocator has no statistics to show.
+#[cfg(not(feature = "jemalloc"))]
+fn allocator_metrics() -> String {
+    String::new()
 }
 
 /// The memory budget for incoming data, in Prometheus text format.

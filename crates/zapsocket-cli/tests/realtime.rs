@@ -46,6 +46,14 @@ async fn chat_on_ws_reaches_the_room_with_names_and_metrics_count_it() {
     assert!(metrics.contains("text/plain; version=0.0.4"), "{metrics}");
     assert!(metrics.contains("\nzapsocket_connections 2\n"), "{metrics}");
     assert!(metrics.contains("\nzapsocket_rooms 1\n"), "{metrics}");
+    // `zap` is built with jemalloc by default: its heap is shown, and is not empty.
+    if cfg!(feature = "jemalloc") {
+        let heap = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("zapsocket_allocator_allocated_bytes "))
+            .and_then(|value| value.trim().parse::<u64>().ok());
+        assert!(heap.is_some_and(|bytes| bytes > 0), "{metrics}");
+    }
 }
 
 #[tokio::test]

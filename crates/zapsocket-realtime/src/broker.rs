@@ -22,7 +22,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -356,6 +356,15 @@ pub trait History: Send + Sync + 'static {
 
     /// Forgets a session (it ended for good).
     fn drop_session<'a>(&'a self, id: &'a str) -> BoxFuture<'a, ()>;
+
+    /// Called about once a second by each hub that uses this history, on a thread of its
+    /// own (keep it short, never block on the network): forget what expired by `now`, so
+    /// that a server gone quiet gives back the memory of sessions and messages past
+    /// their window. The default does nothing (a store that expires its own keys, like
+    /// Redis, needs nothing here).
+    fn sweep(&self, now: Instant) {
+        let _ = now;
+    }
 }
 
 /// Counters of a broker and its link to the store.

@@ -10,6 +10,7 @@ use std::time::Instant;
 use crate::broker::{Broker, Deliver, History};
 use crate::config::HubConfig;
 use crate::error::ReplyError;
+use crate::expiring::{Expiring, Sweep};
 use crate::handler::{BoxFuture, Reply};
 use crate::metrics::Counters;
 use crate::registry::Registry;
@@ -26,9 +27,9 @@ pub(crate) struct Core {
     pub(crate) counters: Counters,
     pub(crate) types: Mutex<Types>,
     /// The private data of sessions that ended here, kept for the recovery window (it
-    /// cannot cross nodes): `(when, data)` by session id, bounded by
+    /// cannot cross nodes), by session id, bounded by
     /// [`HubConfig::max_detached_sessions`].
-    pub(crate) parked: Mutex<HashMap<Arc<str>, (Instant, Private)>>,
+    pub(crate) parked: Mutex<Expiring<Arc<str>, Private>>,
     /// What the broker calls back (it holds it weakly).
     pub(crate) link: Arc<dyn Deliver>,
 }
@@ -96,5 +97,14 @@ impl Core {
     /// The epoch of the history now.
     pub(crate) fn epoch(&self) -> Arc<str> {
         self.history.epoch()
+    }
+}
+
+impl Sweep for Core {
+    /// Forgets the private data of sessions past their window, and lets the history
+    /// forget what expired.
+    fn sweep(&self, now: Instant) {
+        self.parked.lock().unwrap_or_else(|p| p.into_inner()).expire(now);
+        self.history.sweep(now);
     }
 }

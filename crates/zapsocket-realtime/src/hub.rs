@@ -15,6 +15,7 @@ use crate::config::HubConfig;
 use crate::core::{ConnectHook, Core, Ctx, DisconnectHook, EventHook, Route, Routes, ServerRoute, update};
 use crate::emit::{Operator, RoomName};
 use crate::error::ReplyError;
+use crate::expiring::Sweep;
 use crate::handler::{BoxFuture, HandlerOutput, Reply};
 use crate::memory::MemoryAdapter;
 use crate::metrics::{Counters, Metrics};
@@ -46,6 +47,11 @@ use crate::typescript::Types;
 /// server.serve(move |ws| hub.clone().handle(ws)).await
 /// # }
 /// ```
+///
+/// What a hub keeps for a while (disconnected sessions for the recovery window, each
+/// room's history up to its age) is forgotten on time even when nothing else happens: a
+/// process-wide thread (`zapsocket-sweep`) sweeps every live hub once a second, so the
+/// memory of a server gone quiet goes back to what its open connections hold.
 #[derive(Clone)]
 pub struct Hub {
     core: Arc<Core>,
@@ -89,6 +95,8 @@ impl HubBuilder {
             link: Arc::new(Link(weak.clone())),
         });
         core.broker.attach(Arc::downgrade(&core.link), &core.config);
+        let weak: Weak<dyn Sweep> = Arc::downgrade(&core) as Weak<dyn Sweep>;
+        crate::expiring::register(weak);
         Hub { core }
     }
 }

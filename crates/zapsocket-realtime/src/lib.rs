@@ -89,6 +89,7 @@ pub mod demo;
 mod emit;
 mod envelope;
 mod error;
+mod expiring;
 mod handler;
 mod hub;
 mod memory;

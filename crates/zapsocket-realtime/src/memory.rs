@@ -19,6 +19,7 @@ use crate::broker::{
     Presence, Publication, SessionRecord,
 };
 use crate::config::{HistoryLimits, HubConfig};
+use crate::expiring::Expiring;
 use crate::protocol::Member;
 
 /// How often the logs of rooms nobody is in are swept: after this many publications or
@@ -37,7 +38,8 @@ pub struct MemoryAdapter {
     seq: AtomicU64,
     interest: Mutex<HashMap<String, usize>>,
     presence: Mutex<HashMap<String, HashMap<String, Member>>>,
-    sessions: Mutex<HashMap<String, Stored>>,
+    /// Sessions by id; the detached ones expire at the end of their window.
+    sessions: Mutex<Expiring<String, Stored>>,
     hub: OnceLock<Weak<dyn Deliver>>,
     sweep: Mutex<(u64, Instant)>,
 }
@@ -56,11 +58,10 @@ struct Recorded {
     size: usize,
 }
 
+/// A session; detached when its entry has a deadline.
 struct Stored {
     record: SessionRecord,
     node: String,
-    /// `Some(until)` once detached.
-    detached_until: Option<Instant>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -103,13 +104,26 @@ impl MemoryAdapter {
             }
             *last = (seq, Instant::now());
         }
-        let now = Instant::now();
+        self.sweep_logs(Instant::now());
+    }
+
+    /// Prunes every room's log to the limits and forgets the empty logs of rooms nobody
+    /// is in.
+    fn sweep_logs(&self, now: Instant) {
         let interest = lock(&self.interest).clone();
-        lock(&self.logs).retain(|room, log| {
+        let mut logs = lock(&self.logs);
+        logs.retain(|room, log| {
             let Ok(mut log) = log.try_lock() else { return true };
             log.prune(&self.limits, now);
+            if log.entries.is_empty() {
+                log.entries.shrink_to_fit();
+            }
             !log.entries.is_empty() || interest.contains_key(room)
         });
+        let len = logs.len();
+        if logs.capacity() > 64 && len < logs.capacity() / 4 {
+            logs.shrink_to(len * 2);
+        }
     }
 
     fn presence(&self, room: &str, max: usize, changed: bool) -> Presence {
@@ -297,8 +311,8 @@ impl History for MemoryAdapter {
         session: &'a SessionRecord,
         node: &'a str,
     ) -> BoxFuture<'a, Result<(), AdapterError>> {
-        let stored = Stored { record: session.clone(), node: node.to_owned(), detached_until: None };
-        lock(&self.sessions).insert(session.id.clone(), stored);
+        let stored = Stored { record: session.clone(), node: node.to_owned() };
+        lock(&self.sessions).insert(session.id.clone(), stored, None);
         ready(Ok(()))
     }
 
@@ -309,21 +323,15 @@ impl History for MemoryAdapter {
     ) -> BoxFuture<'a, Result<(), AdapterError>> {
         let now = Instant::now();
         let mut sessions = lock(&self.sessions);
-        sessions.retain(|_, s| s.detached_until.is_none_or(|until| until > now));
-        let detached = sessions.values().filter(|s| s.detached_until.is_some()).count();
-        if detached >= self.max_detached {
-            let oldest = sessions
-                .iter()
-                .filter_map(|(id, s)| s.detached_until.map(|until| (until, id.clone())))
-                .min()
-                .map(|(_, id)| id);
-            if let Some(id) = oldest {
-                sessions.remove(&id);
-            }
+        sessions.expire(now);
+        // This session is no longer attached: it takes a place among the detached.
+        sessions.remove(session.id.as_str());
+        while sessions.timed() >= self.max_detached.max(1) {
+            // The oldest is forgotten.
+            sessions.remove_soonest();
         }
-        let stored =
-            Stored { record: session.clone(), node: self.node.clone(), detached_until: Some(now + window) };
-        sessions.insert(session.id.clone(), stored);
+        let stored = Stored { record: session.clone(), node: self.node.clone() };
+        sessions.insert(session.id.clone(), stored, Some(now + window));
         ready(Ok(()))
     }
 
@@ -335,17 +343,16 @@ impl History for MemoryAdapter {
         let mut sessions = lock(&self.sessions);
         let result = match sessions.get_mut(id) {
             None => Err(AdapterError::Gone("unknown or expired session".into())),
-            Some(Stored { detached_until: None, node: holder, .. }) => {
-                Err(AdapterError::Attached { node: holder.clone() })
-            }
-            Some(s) if s.detached_until.is_some_and(|until| until <= Instant::now()) => {
+            Some((None, s)) => Err(AdapterError::Attached { node: s.node.clone() }),
+            Some((Some(until), _)) if until <= Instant::now() => {
                 sessions.remove(id);
                 Err(AdapterError::Gone("the recovery window has passed".into()))
             }
-            Some(s) => {
-                s.detached_until = None;
+            Some((Some(_), s)) => {
                 s.node = node.to_owned();
-                Ok(s.record.clone())
+                let record = s.record.clone();
+                sessions.set_deadline(&record.id, None);
+                Ok(record)
             }
         };
         ready(result)
@@ -355,6 +362,20 @@ impl History for MemoryAdapter {
         lock(&self.sessions).remove(id);
         ready(())
     }
+
+    /// Forgets the detached sessions past their window and, every [`SWEEP_EVERY`] without
+    /// publications to do it, the messages past the history's age.
+    fn sweep(&self, now: Instant) {
+        lock(&self.sessions).expire(now);
+        {
+            let mut last = lock(&self.sweep);
+            if now.saturating_duration_since(last.1) < SWEEP_EVERY.1 {
+                return;
+            }
+            last.1 = now;
+        }
+        self.sweep_logs(now);
+    }
 }
 
 fn gone(room: &str, after: u64) -> AdapterError {
@@ -363,6 +384,8 @@ fn gone(room: &str, after: u64) -> AdapterError {
 
 #[cfg(test)]
 mod tests {
+    use futures_util::FutureExt;
+
     use super::*;
 
     fn adapter(limits: HistoryLimits) -> MemoryAdapter {
@@ -426,5 +449,40 @@ mod tests {
             .unwrap();
         assert_eq!(take("s-1", "n-b"), Ok(record));
         assert_eq!(take("s-1", "n-c"), Err(AdapterError::Attached { node: "n-b".into() }));
+    }
+
+    #[test]
+    fn detached_sessions_are_bounded_and_forgotten_by_the_sweep() {
+        let config = HubConfig { max_detached_sessions: 3, ..HubConfig::default() };
+        let a = MemoryAdapter::new(&config);
+        let record = |i: usize| SessionRecord { id: format!("s-{i}"), ..SessionRecord::default() };
+        for i in 0..5 {
+            a.save_session(&record(i), "n").now_or_never().unwrap().unwrap();
+            a.detach_session(&record(i), Duration::from_secs(60 + i as u64)).now_or_never().unwrap().unwrap();
+        }
+        let take = |i: usize| a.take_session(&format!("s-{i}"), "n").now_or_never().unwrap();
+        // The two oldest made room for the last three.
+        assert!(matches!(take(0), Err(AdapterError::Gone(_))));
+        assert!(matches!(take(1), Err(AdapterError::Gone(_))));
+        assert_eq!(take(2), Ok(record(2)));
+        // Still there, until a sweep after their window: nothing else touches the store.
+        assert_eq!(lock(&a.sessions).len(), 3);
+        a.sweep(Instant::now() + Duration::from_secs(63));
+        assert_eq!(lock(&a.sessions).len(), 2, "s-2 is attached again, s-3 expired, s-4 not yet");
+        assert!(matches!(take(3), Err(AdapterError::Gone(_))));
+        a.sweep(Instant::now() + Duration::from_secs(65));
+        assert_eq!(lock(&a.sessions).len(), 1, "only the attached one is left");
+    }
+
+    #[test]
+    fn the_sweep_forgets_messages_past_their_age_without_a_publication() {
+        let limits = HistoryLimits { max_messages: 100, max_bytes: 1 << 20, max_age: Duration::from_secs(5) };
+        let a = adapter(limits);
+        publish(&a, &["r"], 10);
+        assert_eq!(lock(&a.logs).len(), 1);
+        a.sweep(Instant::now() + Duration::from_secs(1));
+        assert_eq!(lock(&a.logs).len(), 1, "within its age");
+        a.sweep(Instant::now() + Duration::from_secs(30));
+        assert_eq!(lock(&a.logs).len(), 0, "past its age, in a room nobody is in");
     }
 }

@@ -64,18 +64,17 @@ impl Core {
     fn park(&self, socket: &SocketState) {
         let private = socket.take_private();
         let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
-        let window = self.config.recovery_window;
-        parked.retain(|_, (at, _)| at.elapsed() <= window);
+        let now = Instant::now();
+        parked.expire(now);
         if private.is_empty() {
             return;
         }
-        if parked.len() >= self.config.max_detached_sessions {
-            let oldest = parked.iter().min_by_key(|(_, (at, _))| *at).map(|(sid, _)| sid.clone());
-            if let Some(sid) = oldest {
-                parked.remove(&sid);
-            }
+        parked.remove(&*socket.sid);
+        while parked.len() >= self.config.max_detached_sessions.max(1) {
+            // The oldest is forgotten.
+            parked.remove_soonest();
         }
-        parked.insert(socket.sid.clone(), (Instant::now(), private));
+        parked.insert(socket.sid.clone(), private, Some(now + self.config.recovery_window));
     }
 
     /// Resumes a session on the connection of `current`: replays what the session's
@@ -103,7 +102,7 @@ impl Core {
         let record = self.take_session(&request.session).await?;
         let socket = Arc::new(SocketState::with_sid(record.id.as_str().into(), current.sender.clone()));
         socket.restore(&record);
-        if let Some((_, private)) =
+        if let Some(private) =
             self.parked.lock().unwrap_or_else(|p| p.into_inner()).remove(record.id.as_str())
         {
             socket.put_private(private);
