@@ -58,11 +58,9 @@ pub(crate) fn http(hub: &Hub, budget: Option<&MemoryBudget>, request: &Request) 
                 text.push_str(&budget_metrics(budget));
             }
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                let tasks = runtime.metrics().num_alive_tasks();
-                text.push_str(&format!(
-                    "# HELP zapsocket_runtime_alive_tasks Tasks alive in the server's runtime now.\n\
-                 # TYPE zapsocket_runtime_alive_tasks gauge\nzapsocket_runtime_alive_tasks {tasks}\n"
-                ));
+                let tasks = runtime.metrics().num_alive_tasks() as u64;
+                let help = "Tasks alive in the server's runtime now.";
+                write_metric(&mut text, "runtime_alive_tasks", "gauge", help, tasks);
             }
             text.push_str(&allocator_metrics());
             Some(HttpResponse::bytes("text/plain; version=0.0.4; charset=utf-8", text))
@@ -99,10 +97,7 @@ fn allocator_metrics() -> String {
     let mut text = String::new();
     for (name, help, value) in rows {
         let Ok(value) = value else { continue };
-        text.push_str(&format!(
-            "# HELP zapsocket_allocator_{name}_bytes {help}\n# TYPE zapsocket_allocator_{name}_bytes gauge\n\
-             zapsocket_allocator_{name}_bytes {value}\n"
-        ));
+        write_metric(&mut text, &format!("allocator_{name}_bytes"), "gauge", help, value as u64);
     }
     text
 }
@@ -149,9 +144,16 @@ fn budget_metrics(budget: &MemoryBudget) -> String {
     ];
     let mut text = String::new();
     for (name, kind, help, value) in rows {
-        text.push_str(&format!(
-            "# HELP zapsocket_{name} {help}\n# TYPE zapsocket_{name} {kind}\nzapsocket_{name} {value}\n"
-        ));
+        write_metric(&mut text, name, kind, help, value);
     }
     text
+}
+
+/// Appends one metric, `zapsocket_NAME`, in Prometheus text format.
+fn write_metric(text: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    use std::fmt::Write;
+    let _ = write!(
+        text,
+        "# HELP zapsocket_{name} {help}\n# TYPE zapsocket_{name} {kind}\nzapsocket_{name} {value}\n"
+    );
 }

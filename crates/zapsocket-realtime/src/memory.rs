@@ -96,15 +96,18 @@ impl MemoryAdapter {
 
     /// Forgets the logs of rooms nobody is in whose messages all left the window (their
     /// offsets may then start over), now and then.
-    fn maybe_sweep(&self, seq: u64) {
+    fn maybe_sweep(&self, seq: u64, now: Instant) {
         {
             let mut last = lock(&self.sweep);
-            if seq - last.0 < SWEEP_EVERY.0 && last.1.elapsed() < SWEEP_EVERY.1 {
+            // (Another publication may have swept at a later `seq` than ours.)
+            if seq.saturating_sub(last.0) < SWEEP_EVERY.0
+                && now.saturating_duration_since(last.1) < SWEEP_EVERY.1
+            {
                 return;
             }
-            *last = (seq, Instant::now());
+            *last = (seq, now);
         }
-        self.sweep_logs(Instant::now());
+        self.sweep_logs(now);
     }
 
     /// Prunes every room's log to the limits and forgets the empty logs of rooms nobody
@@ -205,7 +208,7 @@ impl Broker for MemoryAdapter {
             hub.deliver(&delivery);
         }
         drop(guards);
-        self.maybe_sweep(seq);
+        self.maybe_sweep(seq, Instant::now());
         Ok(())
     }
 
@@ -363,18 +366,11 @@ impl History for MemoryAdapter {
         ready(())
     }
 
-    /// Forgets the detached sessions past their window and, every [`SWEEP_EVERY`] without
-    /// publications to do it, the messages past the history's age.
+    /// Forgets the detached sessions past their window and, at least every
+    /// [`SWEEP_EVERY`] even without publications, the messages past the history's age.
     fn sweep(&self, now: Instant) {
         lock(&self.sessions).expire(now);
-        {
-            let mut last = lock(&self.sweep);
-            if now.saturating_duration_since(last.1) < SWEEP_EVERY.1 {
-                return;
-            }
-            last.1 = now;
-        }
-        self.sweep_logs(now);
+        self.maybe_sweep(self.seq.load(Relaxed), now);
     }
 }
 
