@@ -5,6 +5,7 @@
 //! zap connect ws://127.0.0.1:8080  # like wscat: type lines, see replies
 //! ```
 
+mod bench;
 mod connect;
 mod realtime;
 mod serve;
@@ -28,6 +29,9 @@ enum Command {
     Serve(Box<serve::ServeArgs>),
     /// Connect to a WebSocket server, like wscat: send lines, print messages.
     Connect(connect::ConnectArgs),
+    /// Load-test any WebSocket server: echo, broadcast, connect or realtime room events;
+    /// every answer is checked.
+    Bench(bench::BenchArgs),
 }
 
 /// With the `jemalloc` feature (the default), the process's allocator: it gives the memory
@@ -60,6 +64,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(*args).await,
             Command::Connect(args) => connect::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     })
 }
