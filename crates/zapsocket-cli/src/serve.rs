@@ -219,7 +219,9 @@ async fn handle(ws: WebSocket, broadcast: Clients, hub: Hub) {
     let path = ws.request().map(|r| r.path().to_owned()).unwrap_or_default();
     tracing::debug!(id, ?peer, %path, "connected");
     if path == realtime::PATH {
-        hub.handle(ws).await;
+        // Boxed: a future is as large as its largest branch, and the realtime one would
+        // make every echo connection's as large as a realtime session's.
+        Box::pin(hub.handle(ws)).await;
         tracing::debug!(id, "realtime connection closed");
         return;
     }
@@ -298,5 +300,27 @@ impl Shutdown {
         }
         let _ = tokio::signal::ctrl_c().await;
         "Ctrl-C"
+    }
+}
+
+#[cfg(all(test, target_pointer_width = "64"))]
+mod tests {
+    use super::*;
+
+    /// The size of the future `f` returns, without running it.
+    fn size_of_output<A, F>(_: impl FnOnce(A) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Each connection keeps its handler's future for its whole life: the echo one must
+    /// not carry the realtime session's states (docs/BENCHMARKS.md, "Memory per idle
+    /// connection").
+    #[test]
+    fn handler_futures_stay_small() {
+        let hub = || zapsocket_realtime::Hub::builder().build();
+        let echo = size_of_output(|ws: WebSocket| handle(ws, Clients::default(), hub()));
+        assert!(echo <= 512, "the handler future of an echo connection is {echo} bytes");
+        let realtime = size_of_output(|ws: WebSocket| hub().handle(ws));
+        assert!(realtime <= 1024, "a realtime session's future is {realtime} bytes");
     }
 }

@@ -103,13 +103,15 @@ impl Running {
 pub(crate) async fn run(core: Arc<Core>, ws: WebSocket) {
     let (sender, mut rx) = ws.split();
     let mut ctx = Ctx { core: core.clone(), state: Arc::new(SocketState::new(sender)), ack: None };
-    if let Err(error) = connect(&ctx).await {
+    // The steps of a connection's start and end, and the rare requests, are boxed: a
+    // future is as large as its largest branch, and this one lives as long as the session.
+    if let Err(error) = Box::pin(connect(&ctx)).await {
         core.send_direct(&ctx.state, envelope::error_event(&error));
         core.counters.errors_out.fetch_add(1, Relaxed);
         let _ = ctx.state.sender.close(CloseCode::POLICY_VIOLATION, truncate(&error.message, 120)).await;
         return;
     }
-    register(&core, &ctx.state).await;
+    Box::pin(register(&core, &ctx.state)).await;
     core.counters.connections.fetch_add(1, Relaxed);
     core.counters.connections_total.fetch_add(1, Relaxed);
     core.send_direct(&ctx.state, hello(&core, &ctx.state.sid));
@@ -120,12 +122,12 @@ pub(crate) async fn run(core: Arc<Core>, ws: WebSocket) {
         tracing::debug!(session = %ctx.state.sid, "{TOO_MANY_VIOLATIONS}: closing with 1008");
         core.counters.violation_closes.fetch_add(1, Relaxed);
     }
-    let record = core.remove(&ctx.state).await;
+    let record = Box::pin(core.remove(&ctx.state)).await;
     core.counters.connections.fetch_sub(1, Relaxed);
     for hook in crate::core::read(&core.routes.on_disconnect) {
         hook(&ctx);
     }
-    core.detach(&ctx.state, record).await;
+    Box::pin(core.detach(&ctx.state, record)).await;
     if !running.is_empty() {
         // Handlers still running finish on their own; their replies go nowhere.
         tokio::spawn(async move { while running.next().await.is_some() {} });
@@ -181,7 +183,7 @@ async fn pace(rate: &mut Option<TokenBucket>, ctx: &Ctx, running: &mut Running) 
     ctx.core.counters.rate_limited.fetch_add(1, Relaxed);
     loop {
         let wait = bucket.wait(Instant::now());
-        if inline(token_or_end(wait, &ctx.state.sender), running).await {
+        if inline(Box::pin(token_or_end(wait, &ctx.state.sender)), running).await {
             *rate = None;
             return;
         }
@@ -290,7 +292,7 @@ async fn receive(ctx: &mut Ctx, message: Message, running: &mut Running) -> Rece
         }
         Envelope::Event { name, data, ack, .. } if name == "$resume" => {
             let result = match check_middlewares(ctx, &name, data) {
-                Ok(()) => inline(ctx.core.resume(&ctx.state, data), running).await,
+                Ok(()) => inline(Box::pin(ctx.core.resume(&ctx.state, data)), running).await,
                 Err(error) => Err(error),
             };
             match result {
@@ -303,7 +305,7 @@ async fn receive(ctx: &mut Ctx, message: Message, running: &mut Running) -> Rece
         }
         Envelope::Event { name, data, ack, .. } if name.starts_with('$') => {
             let result = match check_middlewares(ctx, &name, data) {
-                Ok(()) => inline(reserved(ctx, &name, data), running).await,
+                Ok(()) => inline(Box::pin(reserved(ctx, &name, data)), running).await,
                 Err(error) => Err(error),
             };
             respond(ctx, ack, result);

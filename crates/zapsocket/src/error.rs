@@ -16,7 +16,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// `recv()` returns `None` and [`crate::WebSocket::close_frame`] has the peer's code.
 #[derive(Clone)]
 pub struct Error {
-    kind: Kind,
+    kind: Box<Kind>,
 }
 
 #[derive(Clone, Debug)]
@@ -44,7 +44,7 @@ pub(crate) enum Kind {
 
 impl Error {
     pub(crate) fn new(kind: Kind) -> Self {
-        Error { kind }
+        Error { kind: Box::new(kind) }
     }
 
     pub(crate) fn invalid(msg: impl Into<String>) -> Self {
@@ -53,33 +53,33 @@ impl Error {
 
     /// The transport (TCP, TLS) failed.
     pub fn is_io(&self) -> bool {
-        matches!(self.kind, Kind::Io(..))
+        matches!(*self.kind, Kind::Io(..))
     }
 
     /// The peer violated RFC 6455 or a configured limit, or a keepalive or close timer
     /// expired.
     pub fn is_protocol(&self) -> bool {
-        matches!(self.kind, Kind::Protocol(_))
+        matches!(*self.kind, Kind::Protocol(_))
     }
 
     /// The opening handshake failed (see [`Error::status`]).
     pub fn is_handshake(&self) -> bool {
-        matches!(self.kind, Kind::Handshake(..))
+        matches!(*self.kind, Kind::Handshake(..))
     }
 
     /// The connection is closing or closed, so the operation could not be done.
     pub fn is_closed(&self) -> bool {
-        matches!(self.kind, Kind::Closed | Kind::Terminated)
+        matches!(*self.kind, Kind::Closed | Kind::Terminated)
     }
 
     /// A non-waiting send found the send queue full.
     pub fn is_queue_full(&self) -> bool {
-        matches!(self.kind, Kind::QueueFull)
+        matches!(*self.kind, Kind::QueueFull)
     }
 
     /// A deadline passed: handshake, connect, keepalive (pong) or close handshake.
     pub fn is_timeout(&self) -> bool {
-        match &self.kind {
+        match &*self.kind {
             Kind::Timeout(_) => true,
             Kind::Protocol(e) => {
                 matches!(e, zapsocket_proto::Error::KeepaliveTimeout | zapsocket_proto::Error::CloseTimeout)
@@ -92,7 +92,7 @@ impl Error {
     /// TLS failed: the peer's certificate was not trusted (unknown issuer, wrong name,
     /// expired), the TLS handshake failed, or a certificate or key could not be loaded.
     pub fn is_tls(&self) -> bool {
-        matches!(self.kind, Kind::Tls(_))
+        matches!(*self.kind, Kind::Tls(_))
     }
 
     pub(crate) fn tls(msg: impl Into<String>) -> Self {
@@ -101,12 +101,12 @@ impl Error {
 
     /// An argument (URL, header, close code) was invalid.
     pub fn is_invalid(&self) -> bool {
-        matches!(self.kind, Kind::Invalid(_))
+        matches!(*self.kind, Kind::Invalid(_))
     }
 
     /// The close code a protocol violation caused (1002, 1007, 1009, ...).
     pub fn close_code(&self) -> Option<CloseCode> {
-        match &self.kind {
+        match &*self.kind {
             Kind::Protocol(e) => e.close_code(),
             _ => None,
         }
@@ -114,7 +114,7 @@ impl Error {
 
     /// The HTTP status of a failed handshake (the one we answered, or the server's).
     pub fn status(&self) -> Option<u16> {
-        match &self.kind {
+        match &*self.kind {
             Kind::Handshake(e, _) => Some(e.status()),
             _ => None,
         }
@@ -136,7 +136,7 @@ impl Error {
     /// # }
     /// ```
     pub fn body(&self) -> Option<&[u8]> {
-        match &self.kind {
+        match &*self.kind {
             Kind::Handshake(_, Some(body)) => Some(body),
             _ => None,
         }
@@ -144,7 +144,7 @@ impl Error {
 
     /// The protocol error, if this is one.
     pub fn protocol_error(&self) -> Option<&zapsocket_proto::Error> {
-        match &self.kind {
+        match &*self.kind {
             Kind::Protocol(e) => Some(e),
             _ => None,
         }
@@ -159,7 +159,7 @@ impl fmt::Debug for Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
+        match &*self.kind {
             Kind::Io(_, msg) => write!(f, "I/O error: {msg}"),
             Kind::Protocol(e) => match e.close_code() {
                 Some(code) => write!(f, "protocol error ({code}): {e}"),

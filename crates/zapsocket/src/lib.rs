@@ -121,3 +121,21 @@ pub use upgrade::hyper;
 pub use zapsocket_proto as proto;
 pub use zapsocket_proto::deflate::{DeflateConfig, DeflateParams};
 pub use zapsocket_proto::{CloseCode, CloseFrame, EncodedFrame};
+
+/// What every idle connection keeps, checked so that it does not grow back unnoticed
+/// (docs/BENCHMARKS.md, "Memory per idle connection"): cold parts are boxed, errors are
+/// one pointer.
+#[cfg(all(test, target_pointer_width = "64"))]
+mod idle_state {
+    use std::mem::size_of;
+
+    #[test]
+    fn a_connection_state_stays_small() {
+        assert_eq!(size_of::<crate::Error>(), 8, "an error is one pointer");
+        assert_eq!(size_of::<Option<crate::Error>>(), 8);
+        let connection = size_of::<zapsocket_proto::Connection>();
+        assert!(connection <= 416, "zapsocket_proto::Connection is {connection} bytes");
+        let shared = size_of::<crate::shared::Shared>();
+        assert!(shared <= 768, "Shared is {shared} bytes");
+    }
+}

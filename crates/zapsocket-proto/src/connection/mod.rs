@@ -7,8 +7,7 @@ mod timers;
 mod write;
 
 use bytes::{Bytes, BytesMut};
-use rand::rngs::StdRng;
-use rand::{RngCore, SeedableRng};
+use rand::RngCore;
 
 use crate::deflate::{DeflateConfig, DeflateParams, Session};
 use crate::utf8::Utf8Validator;
@@ -101,7 +100,8 @@ pub struct Connection {
     /// `rbuf.len()` when `poll_event` last returned: more means new bytes arrived.
     rbuf_seen: usize,
     pending: Option<Pending>,
-    assembly: Option<Assembly>,
+    /// A fragmented message being received (boxed: most connections never have one).
+    assembly: Option<Box<Assembly>>,
     utf8: Utf8Validator,
     outbound: Outbound,
     /// A fragmented message we are sending.
@@ -111,10 +111,9 @@ pub struct Connection {
     /// The pong for the latest ping, held while the send queue is over
     /// [`Config::max_pong_backlog`].
     held_pong: Option<Bytes>,
-    rng: Option<StdRng>,
     timers: timers::Timers,
     /// permessage-deflate, once negotiated.
-    deflate: Option<Session>,
+    deflate: Option<Box<Session>>,
 }
 
 /// The fragmented message being sent.
@@ -141,7 +140,6 @@ impl Connection {
             close_frame: None,
             close_sent: false,
             held_pong: None,
-            rng: None,
             timers: timers::Timers::default(),
             deflate: None,
         }
@@ -248,12 +246,12 @@ impl Connection {
     /// incoming ones are inflated (capped at [`Config::max_message_size`], counted on the
     /// decompressed bytes) and then checked as usual.
     pub fn set_deflate(&mut self, params: DeflateParams, config: &DeflateConfig) {
-        self.deflate = Some(Session::new(self.role, params, config));
+        self.deflate = Some(Box::new(Session::new(self.role, params, config)));
     }
 
     /// The agreed permessage-deflate parameters, if it is on.
     pub fn deflate(&self) -> Option<&DeflateParams> {
-        self.deflate.as_ref().map(Session::params)
+        self.deflate.as_deref().map(Session::params)
     }
 
     // Internal helpers shared by the read, write and timer halves.
@@ -291,9 +289,10 @@ impl Connection {
         if self.role == Role::Server { None } else { Some(self.next_mask_key()) }
     }
 
+    /// From the thread's CSPRNG (ChaCha, seeded from the OS and reseeded), rather than a
+    /// generator per connection: that one was 336 bytes of every connection's state.
     fn next_mask_key(&mut self) -> [u8; 4] {
-        let rng = self.rng.get_or_insert_with(StdRng::from_os_rng);
-        rng.next_u32().to_ne_bytes()
+        rand::rng().next_u32().to_ne_bytes()
     }
 }
 

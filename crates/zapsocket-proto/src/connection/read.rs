@@ -173,7 +173,8 @@ impl Connection {
             }
             OpCode::Text | OpCode::Binary => {
                 let size = payload.len() as u64;
-                self.assembly = Some(Assembly { text, buf: payload, inflated: None, parts: 1, size });
+                self.assembly =
+                    Some(Box::new(Assembly { text, buf: payload, inflated: None, parts: 1, size }));
                 Ok(None)
             }
             OpCode::Continuation => Ok(self.on_continuation(header.fin, &payload)),
@@ -205,7 +206,7 @@ impl Connection {
     /// validate text as it comes out.
     #[inline(never)]
     fn on_compressed(&mut self, header: FrameHeader, payload: &[u8]) -> Result<Option<Event>, Error> {
-        let mut assembly = self.assembly.take().unwrap_or_else(|| Assembly {
+        let mut assembly = self.assembly.take().map(|a| *a).unwrap_or_else(|| Assembly {
             text: header.opcode == OpCode::Text,
             buf: BytesMut::new(),
             inflated: Some(Vec::new()),
@@ -227,7 +228,7 @@ impl Connection {
             self.validate_text(&out[start..], header.fin && assembly.parts == 1, header.fin)?;
         }
         if !header.fin {
-            self.assembly = Some(assembly);
+            self.assembly = Some(Box::new(assembly));
             return Ok(None);
         }
         let bytes = Bytes::from(assembly.inflated.take().unwrap_or_default());
@@ -243,7 +244,7 @@ impl Connection {
         if !fin {
             return None;
         }
-        let assembly = self.assembly.take()?;
+        let assembly = *self.assembly.take()?;
         Some(Event::Message(message(assembly.text, assembly.buf.freeze())))
     }
 
