@@ -65,29 +65,30 @@ enum Received {
 /// `bad_envelope` for the second request (docs/RELIABILITY.md J5).
 #[derive(Default)]
 struct Running {
-    tasks: FuturesUnordered<BoxFuture<Option<u64>>>,
+    /// Made at the first handler: an idle socket keeps no task set (it allocates).
+    tasks: Option<FuturesUnordered<BoxFuture<Option<u64>>>>,
     acks: HashSet<u64>,
 }
 
 impl Running {
     fn len(&self) -> usize {
-        self.tasks.len()
+        self.tasks.as_ref().map_or(0, FuturesUnordered::len)
     }
 
     fn is_empty(&self) -> bool {
-        self.tasks.is_empty()
+        self.len() == 0
     }
 
     fn push(&mut self, ack: Option<u64>, task: BoxFuture<Option<u64>>) {
         if let Some(ack) = ack {
             self.acks.insert(ack);
         }
-        self.tasks.push(task);
+        self.tasks.get_or_insert_with(FuturesUnordered::new).push(task);
     }
 
     /// Waits for a handler to end; `None` when none runs.
     async fn next(&mut self) -> Option<()> {
-        let ack = self.tasks.next().await?;
+        let ack = self.tasks.as_mut()?.next().await?;
         if let Some(ack) = ack {
             self.acks.remove(&ack);
         }

@@ -60,7 +60,8 @@ struct Recorded {
 
 /// A session; detached when its entry has a deadline.
 struct Stored {
-    record: SessionRecord,
+    /// The session as it detached; `None` while attached (its socket holds it).
+    record: Option<Box<SessionRecord>>,
     node: String,
 }
 
@@ -314,7 +315,8 @@ impl History for MemoryAdapter {
         session: &'a SessionRecord,
         node: &'a str,
     ) -> BoxFuture<'a, Result<(), AdapterError>> {
-        let stored = Stored { record: session.clone(), node: node.to_owned() };
+        // Attached: the live socket holds the session; only where it is attached is kept.
+        let stored = Stored { record: None, node: node.to_owned() };
         lock(&self.sessions).insert(session.id.clone(), stored, None);
         ready(Ok(()))
     }
@@ -333,7 +335,7 @@ impl History for MemoryAdapter {
             // The oldest is forgotten.
             sessions.remove_soonest();
         }
-        let stored = Stored { record: session.clone(), node: self.node.clone() };
+        let stored = Stored { record: Some(Box::new(session.clone())), node: self.node.clone() };
         sessions.insert(session.id.clone(), stored, Some(now + window));
         ready(Ok(()))
     }
@@ -351,12 +353,14 @@ impl History for MemoryAdapter {
                 sessions.remove(id);
                 Err(AdapterError::Gone("the recovery window has passed".into()))
             }
-            Some((Some(_), s)) => {
-                s.node = node.to_owned();
-                let record = s.record.clone();
-                sessions.set_deadline(&record.id, None);
-                Ok(record)
-            }
+            Some((Some(_), s)) => match s.record.take() {
+                Some(record) => {
+                    s.node = node.to_owned();
+                    sessions.set_deadline(&record.id, None);
+                    Ok(*record)
+                }
+                None => Err(AdapterError::Gone("unknown or expired session".into())),
+            },
         };
         ready(result)
     }

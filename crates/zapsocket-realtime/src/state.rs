@@ -30,7 +30,9 @@ pub(crate) struct SocketState {
     /// `$s:SID`.
     pub(crate) room: String,
     pub(crate) sender: WebSocketSender,
-    public: RwLock<serde_json::Value>,
+    /// Its public data as JSON text: mostly sent (presence, session records), and a
+    /// one-key object as a `Value` is a 600-byte map node kept by every socket.
+    public: RwLock<Box<str>>,
     /// Set while a replay runs: room messages then wait in `Inner::held`.
     holding: AtomicBool,
     inner: Mutex<Inner>,
@@ -82,7 +84,7 @@ impl SocketState {
             room: format!("$s:{sid}"),
             sid,
             sender,
-            public: RwLock::new(serde_json::Value::Null),
+            public: RwLock::new("null".into()),
             holding: AtomicBool::new(false),
             inner: Mutex::new(Inner::default()),
             next_ack: AtomicU64::new(1),
@@ -95,11 +97,14 @@ impl SocketState {
     }
 
     pub(crate) fn public(&self) -> serde_json::Value {
-        self.public.read().unwrap_or_else(|p| p.into_inner()).clone()
+        let text = self.public.read().unwrap_or_else(|p| p.into_inner());
+        // It was written from a `Value`: it parses back.
+        serde_json::from_str(&text).unwrap_or_default()
     }
 
     pub(crate) fn set_public(&self, data: serde_json::Value) {
-        *self.public.write().unwrap_or_else(|p| p.into_inner()) = data;
+        let text = data.to_string().into_boxed_str();
+        *self.public.write().unwrap_or_else(|p| p.into_inner()) = text;
     }
 
     pub(crate) fn member(&self) -> Member {

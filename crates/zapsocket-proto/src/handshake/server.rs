@@ -7,37 +7,82 @@ use bytes::Bytes;
 use super::{HandshakeError, HandshakeLimits, HeadBuffer, accept_key, has_token, split_list};
 
 /// A parsed HTTP request head.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Kept for the connection's life (a server hands it to the user's handler), so it is
+/// stored compactly: the head's bytes in one buffer, and where each part lies in it.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Request {
-    method: String,
-    target: String,
-    headers: Vec<(String, Bytes)>,
+    /// The head as received, without its final blank line.
+    head: Bytes,
+    method: Span,
+    target: Span,
+    /// (name, value) per header, in order.
+    headers: Box<[(Span, Span)]>,
+}
+
+/// Where a part of the head lies in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    /// The span of `part`, a slice of `head`.
+    fn of(head: &[u8], part: &[u8]) -> Span {
+        let start = (part.as_ptr() as usize).saturating_sub(head.as_ptr() as usize).min(head.len());
+        let end = (start + part.len()).min(head.len());
+        // The head is at most `HandshakeLimits::max_head_size`, far below 4 GiB.
+        Span { start: start as u32, end: end as u32 }
+    }
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<(&str, String)> =
+            self.headers().map(|(n, v)| (n, String::from_utf8_lossy(v).into_owned())).collect();
+        f.debug_struct("Request")
+            .field("method", &self.method())
+            .field("target", &self.target())
+            .field("headers", &headers)
+            .finish()
+    }
 }
 
 impl Request {
+    fn bytes(&self, span: Span) -> &[u8] {
+        self.head.get(span.start as usize..span.end as usize).unwrap_or_default()
+    }
+
+    /// Parts the parser found as text (method, target, header names) are ASCII.
+    fn text(&self, span: Span) -> &str {
+        std::str::from_utf8(self.bytes(span)).unwrap_or_default()
+    }
+
     /// The method (`GET`).
     pub fn method(&self) -> &str {
-        &self.method
+        self.text(self.method)
     }
 
     /// The request target, path and query (`/chat?room=1`).
     pub fn target(&self) -> &str {
-        &self.target
+        self.text(self.target)
     }
 
     /// The path, without the query.
     pub fn path(&self) -> &str {
-        self.target.split_once('?').map_or(&self.target, |(p, _)| p)
+        let target = self.target();
+        target.split_once('?').map_or(target, |(p, _)| p)
     }
 
     /// The raw query string, without `?`, if any.
     pub fn query(&self) -> Option<&str> {
-        self.target.split_once('?').map(|(_, q)| q)
+        self.target().split_once('?').map(|(_, q)| q)
     }
 
     /// Every header as (name, value), in order, names as sent.
     pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.headers.iter().map(|(n, v)| (n.as_str(), &v[..]))
+        self.headers.iter().map(|&(n, v)| (self.text(n), self.bytes(v)))
     }
 
     /// The first value of header `name` (case-insensitive), if it is valid UTF-8.
@@ -47,12 +92,12 @@ impl Request {
 
     /// The first value of header `name` (case-insensitive), as bytes.
     pub fn header_bytes(&self, name: &str) -> Option<&[u8]> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| &v[..])
+        self.headers().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
     }
 
     /// Every value of header `name`, in order.
     pub fn header_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.headers.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| &v[..])
+        self.headers().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
     }
 
     /// Whether the request asks for a WebSocket upgrade (`Upgrade: websocket`).
@@ -71,7 +116,7 @@ impl Request {
     /// Checks the request is a valid WebSocket opening handshake (RFC 6455 §4.2.1) and
     /// returns the `Sec-WebSocket-Accept` value.
     pub fn validate_upgrade(&self) -> Result<String, HandshakeError> {
-        if self.method != "GET" {
+        if self.method() != "GET" {
             return Err(HandshakeError::new(405, "WebSocket handshakes use GET"));
         }
         if self.header_bytes("host").is_none() {
@@ -174,11 +219,12 @@ fn parse_request(head: &[u8], max_headers: usize) -> Result<Request, HandshakeEr
     if req.version != Some(1) {
         return Err(HandshakeError::new(400, "HTTP/1.1 required"));
     }
-    Ok(Request {
-        method: req.method.unwrap_or_default().to_owned(),
-        target: req.path.unwrap_or_default().to_owned(),
-        headers: req.headers.iter().map(|h| (h.name.to_owned(), Bytes::copy_from_slice(h.value))).collect(),
-    })
+    let method = Span::of(head, req.method.unwrap_or_default().as_bytes());
+    let target = Span::of(head, req.path.unwrap_or_default().as_bytes());
+    let headers =
+        req.headers.iter().map(|h| (Span::of(head, h.name.as_bytes()), Span::of(head, h.value))).collect();
+    // One buffer of the head's own size (the parser's may be larger, and goes).
+    Ok(Request { head: Bytes::copy_from_slice(head), method, target, headers })
 }
 
 /// The server's `101 Switching Protocols` answer.
