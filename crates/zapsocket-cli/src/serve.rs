@@ -215,17 +215,23 @@ async fn bind(args: &ServeArgs, hub: &Hub) -> zapsocket::Result<Server> {
 /// One connection: the path chose its behavior at the handshake.
 async fn handle(ws: WebSocket, broadcast: Clients, hub: Hub) {
     let id = ws.id();
-    let peer = ws.peer_addr();
-    let path = ws.request().map(|r| r.path().to_owned()).unwrap_or_default();
-    tracing::debug!(id, ?peer, %path, "connected");
-    if path == realtime::PATH {
-        // Boxed: a future is as large as its largest branch, and the realtime one would
-        // make every echo connection's as large as a realtime session's.
-        Box::pin(hub.handle(ws)).await;
-        tracing::debug!(id, "realtime connection closed");
-        return;
-    }
-    let result = if path == "/broadcast" { relay(ws, &broadcast).await } else { echo(ws).await };
+    let route = match ws.request().map(|r| r.path()) {
+        Some(realtime::PATH) => Route::Realtime,
+        Some("/broadcast") => Route::Broadcast,
+        _ => Route::Echo,
+    };
+    tracing::debug!(id, peer = ?ws.peer_addr(), ?route, "connected");
+    let result = match route {
+        Route::Realtime => {
+            // Boxed: a future is as large as its largest branch, and the realtime one
+            // would make every echo connection's as large as a realtime session's.
+            Box::pin(hub.handle(ws)).await;
+            tracing::debug!(id, "realtime connection closed");
+            return;
+        }
+        Route::Broadcast => relay(ws, &broadcast).await,
+        Route::Echo => echo(ws).await,
+    };
     match result {
         Ok(Some(frame)) => {
             tracing::debug!(id, code = frame.code.0, reason = %frame.reason, "closed")
@@ -233,6 +239,14 @@ async fn handle(ws: WebSocket, broadcast: Clients, hub: Hub) {
         Ok(None) => tracing::debug!(id, "closed"),
         Err(e) => tracing::debug!(id, error = %e, "connection failed"),
     }
+}
+
+/// What a connection does, by its path.
+#[derive(Clone, Copy, Debug)]
+enum Route {
+    Echo,
+    Broadcast,
+    Realtime,
 }
 
 /// Echoes every data message with its type. Returns the close frame once the connection
@@ -319,7 +333,7 @@ mod tests {
     fn handler_futures_stay_small() {
         let hub = || zapsocket_realtime::Hub::builder().build();
         let echo = size_of_output(|ws: WebSocket| handle(ws, Clients::default(), hub()));
-        assert!(echo <= 512, "the handler future of an echo connection is {echo} bytes");
+        assert!(echo <= 448, "the handler future of an echo connection is {echo} bytes");
         let realtime = size_of_output(|ws: WebSocket| hub().handle(ws));
         assert!(realtime <= 1024, "a realtime session's future is {realtime} bytes");
     }

@@ -9,6 +9,13 @@ use bytes::{Buf, Bytes, BytesMut};
 /// their own chunk and written with a vectored write, without a copy.
 const COPY_THRESHOLD: usize = 1024;
 
+/// The smallest tail buffer made for a frame when none is at hand: a lone small frame
+/// (a realtime event to a mostly idle socket) keeps no more until the queue is released
+/// when idle; a burst grows it as it comes.
+const MIN_TAIL: usize = 512;
+/// The tail made for small shared frames queued behind others (a burst to a slow reader).
+const BURST_TAIL: usize = 4096;
+
 /// What each chunk queued by reference costs besides its bytes (its `Bytes` handle in
 /// the queue and the shared buffer's header), as [`Outbound::cost`] counts it.
 pub const CHUNK_OVERHEAD: usize = 64;
@@ -76,7 +83,7 @@ impl Outbound {
             // reference (no allocation for one write).
             if spare < bytes.len() {
                 self.seal_tail();
-                self.tail = BytesMut::with_capacity(4096);
+                self.tail = BytesMut::with_capacity(BURST_TAIL);
             }
             self.tail.extend_from_slice(&bytes);
         } else {
@@ -89,7 +96,7 @@ impl Outbound {
     #[inline]
     pub(crate) fn tail(&mut self, additional: usize) -> &mut BytesMut {
         if self.tail.is_empty() && self.tail.capacity() < additional {
-            self.tail = BytesMut::with_capacity(additional.max(4096));
+            self.tail = BytesMut::with_capacity(additional.max(MIN_TAIL));
         } else {
             self.tail.reserve(additional);
         }
