@@ -237,7 +237,7 @@ fn print_human(report: &Value) {
         let value = &report[*key];
         let shown = match value {
             Value::Null => continue,
-            Value::Object(_) => ["p50", "p99", "max"]
+            Value::Object(_) => ["p50", "p99", "max", "mean"]
                 .iter()
                 .map(|k| format!("{k} {}", human(&value[*k])))
                 .collect::<Vec<_>>()
@@ -294,6 +294,7 @@ fn latency(hist: &Histogram<u64>) -> Value {
         "p50": hist.value_at_quantile(0.5),
         "p99": hist.value_at_quantile(0.99),
         "max": hist.max(),
+        "mean": hist.mean().round() as u64,
     })
 }
 
@@ -367,9 +368,16 @@ async fn open_all(
         })
         .buffer_unordered(concurrency.max(1));
     while let Some((result, took)) = attempts.next().await {
-        let ws = result.map_err(|e| match e.is_handshake() {
-            true => format!("connection {} of {n}: {e}", sockets.len() + 1),
-            false => format!("connection {} of {n} to {url}: {e}", sockets.len() + 1),
+        let ws = result.map_err(|e| {
+            let which = sockets.len() + 1;
+            let text = e.to_string();
+            if text.contains("Too many open files") {
+                format!("connection {which} of {n}: {text} (raise the limit of open files: `ulimit -n`)")
+            } else if e.is_handshake() {
+                format!("connection {which} of {n}: {text}")
+            } else {
+                format!("connection {which} of {n} to {url}: {text}")
+            }
         })?;
         record(&mut hist, took);
         sockets.push(ws);

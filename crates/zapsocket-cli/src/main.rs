@@ -1,8 +1,10 @@
-//! `zap`: run a WebSocket server (`zap serve`) or talk to one (`zap connect`).
+//! `zap`: run a WebSocket server (`zap serve`), talk to one (`zap connect`) or load-test
+//! one (`zap bench`).
 //!
 //! ```text
-//! zap serve --port 8080            # echo on / and /echo, relay on /broadcast, realtime on /ws
-//! zap connect ws://127.0.0.1:8080  # like wscat: type lines, see replies
+//! zap serve --port 8080                        # echo on / and /echo, relay on /broadcast, realtime on /ws
+//! zap connect ws://127.0.0.1:8080              # like wscat: type lines, see replies
+//! zap bench echo ws://127.0.0.1:8080 -c 100    # load test: every echo checked, p50/p99 latency
 //! ```
 
 mod bench;

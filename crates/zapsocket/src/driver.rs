@@ -15,9 +15,8 @@ use zapsocket_proto::{CloseCode, Role};
 
 use crate::budget::RECHECK;
 use crate::error::Error;
-use crate::shared::{Inner, Shared};
+use crate::shared::{Inner, Read, Shared};
 use crate::time::Sleep;
-use crate::transport::Read;
 
 pub(crate) struct Driver {
     shared: Arc<Shared>,

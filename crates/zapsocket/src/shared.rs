@@ -6,6 +6,19 @@
 //! burst of answers still goes out in one write). The driver writes what is left,
 //! reads when no `recv()` is waiting, runs the timers and ends the transport. An echo
 //! is one poll of one task: no wake of the driver, no second round.
+//!
+//! Who touches the socket, and when (always under this lock; the stream itself, its
+//! buffers and readiness are `transport.rs`'s, which knows nothing of this state):
+//!
+//! | who | reads | writes |
+//! |---|---|---|
+//! | `recv()` (the reader's task) | when nothing decoded waits for it; parks its waker on the read flag | the close it answers or sends for a violation, at once; a pong it queues wakes the driver |
+//! | a send (any task) | never | when the queue was empty, nothing received waits to be handled, and the driver has polled once (`write_through`, with the driver's waker: a write that cannot finish is the driver's) |
+//! | the driver (the connection's task on a server, a spawned task on a client) | when no `recv()` waits (reading ahead, up to `max_read_buffer`), and while closing | whatever is left queued; it alone shuts the stream down |
+//! | the heartbeat thread | never | never: it queues a ping and wakes the driver, and frees the buffers of a connection idle since its last tick |
+//!
+//! Readiness: reads register the read flag's waker whoever reads, and the flag hands a
+//! wake to a parked `recv()` or else to the driver; writes register the driver's waker.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,7 +31,7 @@ use crate::budget::Account;
 use crate::config::{SlowConsumer, WebSocketConfig};
 use crate::error::{Error, Kind, Result};
 use crate::message::Message;
-use crate::transport::{Read, Socket, Transport};
+use crate::transport::{Socket, Transport};
 
 /// Where a connection stands, like the browser's and `ws`'s `readyState`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -31,6 +44,15 @@ pub enum ReadyState {
     Closing,
     /// The connection is closed and the transport released.
     Closed,
+}
+
+/// What a read attempt got.
+#[derive(PartialEq, Eq)]
+pub(crate) enum Read {
+    /// Nothing (the socket had nothing, or reading is paused or over).
+    Nothing,
+    /// Data, or the end of the stream.
+    Data,
 }
 
 /// One connection's shared state: the protocol state machine, wakers, and counters.
@@ -281,6 +303,59 @@ impl Shared {
 }
 
 impl Inner {
+    /// At a timer's tick (the driver's, or the heartbeat thread's while it runs the
+    /// keepalive): see [`Socket::release_if_idle`].
+    pub(crate) fn release_if_idle(&mut self) {
+        self.socket.release_if_idle(&mut self.conn);
+    }
+
+    /// Reads what the socket has into the connection's buffer, unless the buffer is
+    /// full (up to `max_read_buffer`, plus the frame in progress) or the memory budget
+    /// says wait.
+    pub(crate) fn read_socket(&mut self) -> Result<Read> {
+        if self.eof {
+            return Ok(Read::Nothing);
+        }
+        if !self.below_read_limit() {
+            self.read_paused = true;
+            return Ok(Read::Nothing);
+        }
+        self.read_paused = false;
+        if !self.budget_allows_read() {
+            // The driver looks again on a timer (see `driver.rs`).
+            return Ok(Read::Nothing);
+        }
+        match self.socket.read_into(&mut self.conn) {
+            Poll::Ready(Ok(0)) => {
+                self.eof = true;
+                self.wake_recv();
+                self.wake_driver();
+                Ok(Read::Data)
+            }
+            Poll::Ready(Ok(_)) => {
+                if self.conn.is_closed() {
+                    // Closed: what follows is discarded.
+                    self.conn.read_buffer().clear();
+                }
+                self.settle_budget();
+                self.wake_recv();
+                Ok(Read::Data)
+            }
+            Poll::Ready(Err(e)) => Err(e.into()),
+            Poll::Pending => Ok(Read::Nothing),
+        }
+    }
+
+    /// Writes everything queued, in as few syscalls as the socket allows; a write that
+    /// cannot finish registers `cx`. Returns whether anything was written.
+    pub(crate) fn write_socket(&mut self, cx: &mut Context<'_>) -> Result<bool> {
+        let wrote = self.socket.write_from(&mut self.conn, cx)?;
+        if wrote {
+            self.wake_written();
+        }
+        Ok(wrote)
+    }
+
     fn check_open(&self) -> Result<()> {
         if self.done || self.terminate { Err(Error::new(Kind::Closed)) } else { Ok(()) }
     }

@@ -1,6 +1,7 @@
-//! The byte stream of a connection, read and written under the connection's lock by
-//! whoever has work for it: `recv()` reads on the reader's task, a send writes on the
-//! sender's task, and the driver does the rest (see `shared.rs`).
+//! The byte stream of a connection and the state of its reads and writes: how much to
+//! read into the protocol's buffer, vectored writes of its queue, and the waker that
+//! passes read readiness on. It works on the protocol's [`Connection`] alone; who calls
+//! it, and when, is `shared.rs`'s business (its module documentation has the table).
 //!
 //! One waker, the [`ReadFlag`]'s, is registered for read readiness whoever reads, so
 //! the stream's registration never flips between tasks; the flag passes readiness on
@@ -16,8 +17,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::error::Error;
-use crate::shared::Inner;
+use zapsocket_proto::Connection;
 
 /// What a connection runs on: TCP, TLS, or an upgraded hyper connection.
 pub(crate) trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
@@ -109,15 +109,6 @@ impl std::fmt::Debug for Socket {
     }
 }
 
-/// What a read attempt got.
-#[derive(PartialEq, Eq)]
-pub(crate) enum Read {
-    /// Nothing (the socket had nothing, or reading is paused or over).
-    Nothing,
-    /// Data, or the end of the stream.
-    Data,
-}
-
 impl Socket {
     pub(crate) fn new(stream: impl Transport) -> Socket {
         let flag = Arc::new(ReadFlag::default());
@@ -181,52 +172,40 @@ impl Socket {
     }
 }
 
-impl Inner {
-    /// At a timer's tick (the driver's, or the heartbeat thread's while it runs the
-    /// keepalive): a connection that received nothing since the last tick and has nothing
-    /// buffered gives its buffers back, so that an idle connection costs no buffer memory.
-    pub(crate) fn release_if_idle(&mut self) {
-        if !self.socket.active && self.conn.read_buffer().is_empty() && self.conn.outbound().is_empty() {
-            self.conn.release_buffers();
+impl Socket {
+    /// At a timer's tick: a connection that received nothing since the last tick and
+    /// has nothing buffered gives its buffers back, so that an idle connection costs no
+    /// buffer memory.
+    pub(crate) fn release_if_idle(&mut self, conn: &mut Connection) {
+        if !self.active && conn.read_buffer().is_empty() && conn.outbound().is_empty() {
+            conn.release_buffers();
         }
-        self.socket.active = false;
+        self.active = false;
     }
 
-    /// Reads what the socket has into the connection's buffer, unless the buffer is
-    /// full (up to `max_read_buffer`, plus the frame in progress).
-    pub(crate) fn read_socket(&mut self) -> Result<Read, Error> {
-        if self.eof {
-            return Ok(Read::Nothing);
-        }
-        if !self.below_read_limit() {
-            self.read_paused = true;
-            return Ok(Read::Nothing);
-        }
-        self.read_paused = false;
-        if !self.budget_allows_read() {
-            // The driver looks again on a timer (see `driver.rs`).
-            return Ok(Read::Nothing);
-        }
-        let socket = &mut self.socket;
-        if socket.read_pending && !socket.flag.woken.swap(false, Ordering::AcqRel) {
+    /// Reads what the stream has into the connection's read buffer (sized for the frame
+    /// in progress, between a minimum and a maximum read). `Pending` when there was
+    /// nothing, including when readiness had not changed since the last empty read.
+    pub(crate) fn read_into(&mut self, conn: &mut Connection) -> Poll<std::io::Result<usize>> {
+        if self.read_pending && !self.flag.woken.swap(false, Ordering::AcqRel) {
             // Still registered and no readiness news: the socket has nothing for us.
-            return Ok(Read::Nothing);
+            return Poll::Pending;
         }
-        let hint = self.conn.read_hint();
+        let hint = conn.read_hint();
         if hint > MIN_READ {
-            socket.large_frames = true;
-            socket.huge_frame |= hint > MAX_READ;
+            self.large_frames = true;
+            self.huge_frame |= hint > MAX_READ;
         }
         let want = hint.clamp(MIN_READ, MAX_READ);
-        let buf = self.conn.read_buffer();
+        let buf = conn.read_buffer();
         let mut first_after_huge = false;
-        if socket.large_frames && buf.is_empty() {
+        if self.large_frames && buf.is_empty() {
             // Start again at the front of the allocation when no message still holds
             // part of it (free now; later, a frame that ran past its end would have to
             // be moved there: a copy of all of it, once per large message). Small
             // frames never get there: a reserve with nothing buffered does the same.
             let _ = buf.try_reclaim(buf.capacity() + 1);
-            first_after_huge = socket.huge_frame;
+            first_after_huge = self.huge_frame;
         }
         // Room for the frame in progress, or at least a quarter of a minimum read (a
         // reserve per read would cost more than a small message's decoding: after each
@@ -238,91 +217,77 @@ impl Inner {
         // (No reserve above when `spare` is over a maximum read.)
         let capped = spare > MAX_READ;
         let result = if first_after_huge {
-            socket.read_first_after_huge(buf)
+            self.read_first_after_huge(buf)
         } else if capped {
             // One read adds at most `MAX_READ` to what the connection holds, whatever
             // room its buffer has (the memory budget's documented overshoot).
             tokio_util::io::poll_read_buf(
-                Pin::new(&mut socket.stream),
-                &mut Context::from_waker(&socket.read_waker),
+                Pin::new(&mut self.stream),
+                &mut Context::from_waker(&self.read_waker),
                 &mut buf.limit(MAX_READ),
             )
         } else {
             tokio_util::io::poll_read_buf(
-                Pin::new(&mut socket.stream),
-                &mut Context::from_waker(&socket.read_waker),
+                Pin::new(&mut self.stream),
+                &mut Context::from_waker(&self.read_waker),
                 buf,
             )
         };
-        socket.read_pending = result.is_pending();
+        self.read_pending = result.is_pending();
         match result {
-            Poll::Ready(Ok(0)) => {
-                self.eof = true;
-                self.wake_recv();
-                self.wake_driver();
-                Ok(Read::Data)
+            Poll::Ready(Ok(n)) if n > 0 => {
+                self.active = true;
+                conn.note_received();
             }
-            Poll::Ready(Ok(_)) => {
-                socket.active = true;
-                self.conn.note_received();
-                if self.conn.is_closed() {
-                    // Closed: what follows is discarded.
-                    self.conn.read_buffer().clear();
-                }
-                self.settle_budget();
-                self.wake_recv();
-                Ok(Read::Data)
-            }
-            Poll::Ready(Err(e)) => Err(e.into()),
-            Poll::Pending => {
+            Poll::Pending if !self.active && conn.read_buffer().is_empty() => {
                 // A connection that has not been active since the last timer tick
                 // holds no buffers while it waits.
-                if !socket.active && self.conn.read_buffer().is_empty() {
-                    self.conn.release_buffers();
-                }
-                Ok(Read::Nothing)
+                conn.release_buffers();
             }
+            _ => {}
         }
+        result
     }
 
-    /// Writes everything queued, as few syscalls as the socket allows; a write that
-    /// cannot finish registers `cx`. Returns whether anything was written.
-    pub(crate) fn write_socket(&mut self, cx: &mut Context<'_>) -> Result<bool, Error> {
-        let socket = &mut self.socket;
+    /// Writes everything the connection has queued, in as few syscalls as the stream
+    /// allows; a write that cannot finish registers `cx`. Returns whether anything was
+    /// written.
+    pub(crate) fn write_from(
+        &mut self,
+        conn: &mut Connection,
+        cx: &mut Context<'_>,
+    ) -> std::io::Result<bool> {
         let mut wrote = false;
-        while !self.conn.outbound().is_empty() && !socket.shut_down {
-            let outbound = self.conn.outbound();
+        while !conn.outbound().is_empty() && !self.shut_down {
+            let outbound = conn.outbound();
             // One chunk goes out with a plain write (`send`), cheaper than `writev`.
-            let result = if outbound.chunk_count() > 1 && socket.stream.is_write_vectored() {
+            let result = if outbound.chunk_count() > 1 && self.stream.is_write_vectored() {
                 let mut slices = [IoSlice::new(&[]); MAX_IO_SLICES];
                 let n = outbound.io_slices(&mut slices);
-                Pin::new(&mut socket.stream).poll_write_vectored(cx, &slices[..n])
+                Pin::new(&mut self.stream).poll_write_vectored(cx, &slices[..n])
             } else {
-                Pin::new(&mut socket.stream).poll_write(cx, outbound.first_chunk())
+                Pin::new(&mut self.stream).poll_write(cx, outbound.first_chunk())
             };
             match result {
-                Poll::Ready(Ok(0)) => return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into()),
+                Poll::Ready(Ok(0)) => return Err(std::io::Error::from(std::io::ErrorKind::WriteZero)),
                 Poll::Ready(Ok(n)) => {
                     outbound.advance(n);
                     wrote = true;
                 }
-                Poll::Ready(Err(e)) => return Err(e.into()),
+                Poll::Ready(Err(e)) => return Err(e),
                 Poll::Pending => break,
             }
             // A pong held while the queue was over its limit goes out once below it.
-            self.conn.queue_held_pong();
+            conn.queue_held_pong();
         }
-        if wrote || socket.needs_flush {
+        if wrote || self.needs_flush {
             // A no-op on TCP; TLS may keep records when the socket is full, and they
             // must go out even if nothing else is ever queued.
-            match Pin::new(&mut socket.stream).poll_flush(cx) {
-                Poll::Ready(Ok(())) => socket.needs_flush = false,
-                Poll::Ready(Err(e)) => return Err(e.into()),
-                Poll::Pending => socket.needs_flush = true,
+            match Pin::new(&mut self.stream).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.needs_flush = false,
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => self.needs_flush = true,
             }
-        }
-        if wrote {
-            self.wake_written();
         }
         Ok(wrote)
     }
