@@ -92,12 +92,20 @@ impl Request {
 
     /// The first value of header `name` (case-insensitive), as bytes.
     pub fn header_bytes(&self, name: &str) -> Option<&[u8]> {
-        self.headers().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+        let name = name.as_bytes();
+        self.headers
+            .iter()
+            .find(|&&(n, _)| self.bytes(n).eq_ignore_ascii_case(name))
+            .map(|&(_, v)| self.bytes(v))
     }
 
     /// Every value of header `name`, in order.
     pub fn header_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.headers().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+        // Names compared as bytes: no UTF-8 check per header and lookup.
+        self.headers
+            .iter()
+            .filter(move |&&(n, _)| self.bytes(n).eq_ignore_ascii_case(name.as_bytes()))
+            .map(|&(_, v)| self.bytes(v))
     }
 
     /// Whether the request asks for a WebSocket upgrade (`Upgrade: websocket`).
