@@ -15,7 +15,7 @@ use zapsocket_proto::{CloseCode, Role};
 
 use crate::budget::RECHECK;
 use crate::error::Error;
-use crate::shared::{Inner, Read, Shared};
+use crate::shared::{Inner, Life, Read, Reading, Shared};
 use crate::time::Sleep;
 
 pub(crate) struct Driver {
@@ -127,7 +127,7 @@ impl Io {
         if let Some(e) = inner.io_error.take() {
             return fail(inner, e);
         }
-        if inner.terminate {
+        if inner.life == Life::Terminating {
             inner.set_local_close(CloseCode::ABNORMAL, "terminated");
             return Step::Done;
         }
@@ -240,9 +240,9 @@ impl Io {
             let before = inner.conn.outbound().len();
             inner.conn.handle_timeout(now)?;
             if self.linger_until.is_some_and(|l| l <= now) {
-                inner.eof = true;
+                inner.reading = Reading::Ended;
             }
-            return Ok(inner.conn.outbound().len() != before || inner.eof);
+            return Ok(inner.conn.outbound().len() != before || inner.eof());
         }
         if self.sleep_at == Some(deadline) {
             // Armed and registered with this task's waker, which does not change.
@@ -267,7 +267,7 @@ impl Io {
     /// server shuts its write side at once (RFC 6455 §7.1.1), a client waits for the
     /// server to end the connection, up to the close timeout.
     fn finish(&mut self, cx: &mut Context<'_>, inner: &mut Inner) -> Option<Step> {
-        if inner.eof && !inner.conn.is_closed() && inner.conn.read_buffer().is_empty() {
+        if inner.eof() && !inner.conn.is_closed() && inner.conn.read_buffer().is_empty() {
             // The stream ended with nothing left to decode: no close handshake.
             if let Err(e) = inner.conn.feed_eof() {
                 inner.set_error(e.into());
@@ -277,7 +277,7 @@ impl Io {
         if !inner.conn.is_closed() || !inner.conn.outbound().is_empty() {
             return None;
         }
-        if inner.conn.role() == Role::Client && !inner.eof {
+        if inner.conn.role() == Role::Client && !inner.eof() {
             if self.linger_until.is_none() {
                 self.linger_until = Some(Instant::now() + inner.conn.config().close_timeout);
                 return Some(Step::Progress);

@@ -87,7 +87,7 @@ impl Heartbeat {
         let mut stalls = Vec::new();
         for (i, shared) in alive {
             let mut inner = shared.lock();
-            if inner.done {
+            if inner.is_done() {
                 continue;
             }
             keepalive(&mut inner, now);
@@ -113,11 +113,10 @@ impl Heartbeat {
         }
         for shared in stalled {
             let mut inner = shared.lock();
-            if !inner.done {
+            if !inner.is_done() {
                 tracing::debug!(id = shared.id, "write timeout: the peer took no byte in time");
                 inner.set_local_close(CloseCode::POLICY_VIOLATION, "write timeout");
-                inner.terminate = true;
-                inner.wake_driver();
+                inner.terminate();
             }
         }
     }
@@ -144,8 +143,7 @@ fn keepalive(inner: &mut Inner, now: Instant) {
             let error = Error::from(e);
             inner.set_local_close(CloseCode::ABNORMAL, &error.to_string());
             inner.set_error(error);
-            inner.terminate = true;
-            inner.wake_driver();
+            inner.terminate();
         }
     }
 }

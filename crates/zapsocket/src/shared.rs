@@ -55,6 +55,30 @@ pub(crate) enum Read {
     Data,
 }
 
+/// Whether a connection's socket is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reading {
+    /// As data comes.
+    On,
+    /// Not now: the read buffer is full (`max_read_buffer`, plus the frame in progress).
+    Paused,
+    /// The transport reached its end (reported to the protocol when what is buffered
+    /// is decoded).
+    Ended,
+}
+
+/// How far a connection is from its end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Life {
+    /// The driver runs.
+    Running,
+    /// To end at once, without a close handshake: `terminate()`, the slow-consumer
+    /// policy, the write timeout or a keepalive that failed. The driver ends it.
+    Terminating,
+    /// The driver finished; the transport is gone.
+    Done,
+}
+
 /// One connection's shared state: the protocol state machine, wakers, and counters.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -85,16 +109,12 @@ pub(crate) struct Inner {
     write_waiters: Vec<(u64, Waker)>,
     space_waiters: Vec<Waker>,
     done_waiters: Vec<Waker>,
-    /// The driver stopped reading because the read buffer is full.
-    pub(crate) read_paused: bool,
-    /// The transport reached its end (not yet reported to the protocol).
-    pub(crate) eof: bool,
-    /// The driver finished; the transport is gone.
-    pub(crate) done: bool,
+    /// Whether the socket is read: on, paused for the read limit, or at its end.
+    pub(crate) reading: Reading,
+    /// Running, terminating, or done.
+    pub(crate) life: Life,
     /// Terminal error for `recv()` to report once.
     error: Option<Error>,
-    /// `terminate()` was called (or the slow-consumer policy fired).
-    pub(crate) terminate: bool,
     /// The receiving handle is alive; if not, the driver decodes and discards.
     pub(crate) receiver_alive: bool,
     /// Our own record of why the connection ended, when no close frame was exchanged.
@@ -128,11 +148,9 @@ impl Shared {
                 write_waiters: Vec::new(),
                 space_waiters: Vec::new(),
                 done_waiters: Vec::new(),
-                read_paused: false,
-                eof: false,
-                done: false,
+                reading: Reading::On,
+                life: Life::Running,
                 error: None,
-                terminate: false,
                 receiver_alive: true,
                 local_close: None,
                 inbound: VecDeque::new(),
@@ -205,8 +223,7 @@ impl Shared {
                 SlowConsumer::DropMessage => Ok(false),
                 _ => {
                     inner.local_close = Some(CloseFrame::new(CloseCode::POLICY_VIOLATION, "send queue full"));
-                    inner.terminate = true;
-                    inner.wake_driver();
+                    inner.terminate();
                     Err(Error::new(Kind::Terminated))
                 }
             };
@@ -221,7 +238,7 @@ impl Shared {
         if inner.conn.outbound().written_offset() >= offset {
             return Poll::Ready(Ok(()));
         }
-        if inner.done {
+        if inner.is_done() {
             return Poll::Ready(Err(inner.terminal_error()));
         }
         inner.write_waiters.push((offset, cx.waker().clone()));
@@ -233,7 +250,7 @@ impl Shared {
     /// even if nobody reads.
     pub(crate) fn poll_done(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut inner = self.lock();
-        if inner.done {
+        if inner.is_done() {
             return Poll::Ready(());
         }
         if !inner.done_waiters.iter().any(|w| w.will_wake(cx.waker())) {
@@ -256,7 +273,7 @@ impl Shared {
                 inner.socket.unpark_recv();
                 return Poll::Ready(Some(item));
             }
-            if inner.conn.is_closed() || inner.done {
+            if inner.conn.is_closed() || inner.is_done() {
                 inner.socket.unpark_recv();
                 return Poll::Ready(inner.error.take().map(Err));
             }
@@ -275,7 +292,7 @@ impl Shared {
             }
         }
         inner.park_recv(cx.waker());
-        if inner.read_paused && inner.below_read_limit() {
+        if inner.reading == Reading::Paused && inner.below_read_limit() {
             inner.wake_driver();
         }
         Poll::Pending
@@ -294,7 +311,7 @@ impl Shared {
 
     pub(crate) fn ready_state(&self) -> ReadyState {
         let inner = self.lock();
-        match (inner.done, inner.conn.state()) {
+        match (inner.is_done(), inner.conn.state()) {
             (true, _) => ReadyState::Closed,
             (false, State::Open) => ReadyState::Open,
             (false, _) => ReadyState::Closing,
@@ -303,6 +320,25 @@ impl Shared {
 }
 
 impl Inner {
+    /// The driver finished; the transport is gone.
+    pub(crate) fn is_done(&self) -> bool {
+        self.life == Life::Done
+    }
+
+    /// The transport reached its end.
+    pub(crate) fn eof(&self) -> bool {
+        self.reading == Reading::Ended
+    }
+
+    /// Ends the connection at once, without a close handshake (the driver does it);
+    /// nothing if it is over already.
+    pub(crate) fn terminate(&mut self) {
+        if self.life == Life::Running {
+            self.life = Life::Terminating;
+        }
+        self.wake_driver();
+    }
+
     /// At a timer's tick (the driver's, or the heartbeat thread's while it runs the
     /// keepalive): see [`Socket::release_if_idle`].
     pub(crate) fn release_if_idle(&mut self) {
@@ -313,21 +349,21 @@ impl Inner {
     /// full (up to `max_read_buffer`, plus the frame in progress) or the memory budget
     /// says wait.
     pub(crate) fn read_socket(&mut self) -> Result<Read> {
-        if self.eof {
+        if self.reading == Reading::Ended {
             return Ok(Read::Nothing);
         }
         if !self.below_read_limit() {
-            self.read_paused = true;
+            self.reading = Reading::Paused;
             return Ok(Read::Nothing);
         }
-        self.read_paused = false;
+        self.reading = Reading::On;
         if !self.budget_allows_read() {
             // The driver looks again on a timer (see `driver.rs`).
             return Ok(Read::Nothing);
         }
         match self.socket.read_into(&mut self.conn) {
             Poll::Ready(Ok(0)) => {
-                self.eof = true;
+                self.reading = Reading::Ended;
                 self.wake_recv();
                 self.wake_driver();
                 Ok(Read::Data)
@@ -357,7 +393,7 @@ impl Inner {
     }
 
     fn check_open(&self) -> Result<()> {
-        if self.done || self.terminate { Err(Error::new(Kind::Closed)) } else { Ok(()) }
+        if self.life == Life::Running { Ok(()) } else { Err(Error::new(Kind::Closed)) }
     }
 
     /// Queues with `f`. With `through`, when nothing else was queued and no received
@@ -452,7 +488,7 @@ impl Inner {
             self.settle_budget();
             return Some(item);
         }
-        if self.conn.undecoded_len() == 0 && !self.eof {
+        if self.conn.undecoded_len() == 0 && !self.eof() {
             // Nothing to decode (the common case when `recv()` comes back for more).
             return None;
         }
@@ -515,7 +551,9 @@ impl Inner {
         loop {
             let before = self.conn.outbound().len();
             let event = self.conn.poll_event();
-            if self.conn.outbound().len() != before || (self.read_paused && self.below_read_limit()) {
+            if self.conn.outbound().len() != before
+                || (self.reading == Reading::Paused && self.below_read_limit())
+            {
                 self.wake_driver();
             }
             return match event {
@@ -537,7 +575,7 @@ impl Inner {
                     self.wake_driver();
                     Some(Err(e.into()))
                 }
-                None if self.eof && !self.conn.is_closed() => self.decode_eof(),
+                None if self.eof() && !self.conn.is_closed() => self.decode_eof(),
                 None => None,
             };
         }
@@ -626,7 +664,7 @@ impl Inner {
 
     /// Marks the connection finished and wakes everyone waiting on it.
     pub(crate) fn set_done(&mut self) {
-        self.done = true;
+        self.life = Life::Done;
         self.conn.outbound().clear();
         self.account.close(false);
         self.wake_recv();

@@ -336,7 +336,7 @@ impl WebSocketSender {
     pub async fn close(&self, code: CloseCode, reason: &str) -> Result<()> {
         {
             let mut inner = self.shared.lock();
-            if !inner.done {
+            if !inner.is_done() {
                 inner.conn.close(Instant::now(), code, reason)?;
                 inner.wake_driver();
             }
@@ -348,9 +348,7 @@ impl WebSocketSender {
     /// Ends the connection at once, without a close handshake (like `ws`'s
     /// `terminate()`). What is queued is dropped.
     pub fn terminate(&self) {
-        let mut inner = self.shared.lock();
-        inner.terminate = true;
-        inner.wake_driver();
+        self.shared.lock().terminate();
     }
 
     /// Where the connection stands.
@@ -507,7 +505,7 @@ impl Sink<Message> for WebSocketSender {
     fn start_send(self: Pin<&mut Self>, item: Message) -> Result<()> {
         let this = self.get_mut();
         let mut inner = this.shared.lock();
-        if inner.done || inner.terminate {
+        if inner.life != crate::shared::Life::Running {
             return Err(crate::error::Error::new(crate::error::Kind::Closed));
         }
         let was_empty = inner.conn.outbound().is_empty();
@@ -526,7 +524,7 @@ impl Sink<Message> for WebSocketSender {
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         {
             let mut inner = self.shared.lock();
-            if !inner.done && inner.conn.state() == zapsocket_proto::State::Open {
+            if !inner.is_done() && inner.conn.state() == zapsocket_proto::State::Open {
                 inner.conn.close(Instant::now(), CloseCode::NORMAL, "")?;
                 inner.wake_driver();
             }

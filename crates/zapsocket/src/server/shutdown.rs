@@ -43,7 +43,7 @@ impl ShutdownHandle {
 /// as it is.
 pub(crate) fn start_close(sender: &WebSocketSender, code: CloseCode) {
     let mut inner = sender.shared().lock();
-    if !inner.done && inner.conn.close(std::time::Instant::now(), code, "server shutting down").is_ok() {
+    if !inner.is_done() && inner.conn.close(std::time::Instant::now(), code, "server shutting down").is_ok() {
         inner.wake_driver();
     }
 }
