@@ -35,12 +35,19 @@ measure() {
     taskset -c 1 "$ZAP" serve --port "$port" >"$log" 2>&1 &
     local server=$!
     for _ in $(seq 100); do grep -q "listening on" "$log" && break; sleep 0.1; done
-    local before after result
+    local before after fds
     before=$(metrics "$port")
+    fds=$(ls "/proc/$server/fd" | wc -l)
     taskset -c 0 "$ZAP" bench connect "ws://127.0.0.1:$port$path" -c "$N" --hold "$hold" \
         --server-pid "$server" --json -q "$@" >"$log.json" &
     local bench=$!
-    sleep "$((hold - 1))"
+    # The hold starts once every connection is open (the server holds a descriptor for
+    # each); the allocator's figures are read just before zap bench reads the RSS.
+    while [ "$(ls "/proc/$server/fd" | wc -l)" -lt "$((fds + N))" ]; do
+        kill -0 "$bench" 2>/dev/null || break
+        sleep 0.05
+    done
+    sleep "$(python3 -c "print(max(0.0, $hold - 0.3))")"
     after=$(metrics "$port")
     wait "$bench" || { cat "$log.json"; kill "$server"; exit 1; }
     kill "$server"

@@ -35,6 +35,7 @@ enum Mode {
     Echo(EchoArgs),
     /// C subscribers and one publisher on one URL: every message must reach every
     /// subscriber, in order (the server relays each message to all its clients).
+    /// Deliveries count the subscribers' copies, not the publisher's own.
     Broadcast(FanoutArgs),
     /// Opens C connections (K handshakes in flight), holds them idle, and reports
     /// handshakes per second and, with --server-pid, the server's memory per connection.
@@ -75,6 +76,10 @@ struct Common {
     /// Handshakes in flight while connecting.
     #[arg(short = 'k', long, default_value_t = 64)]
     concurrency: usize,
+    /// Seconds to wait, at most, for a handshake, a send, an echo, or a message to reach
+    /// every subscriber: past it the run fails.
+    #[arg(long, default_value_t = 30.0, value_parser = parse_seconds)]
+    timeout: f64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -91,10 +96,10 @@ struct EchoArgs {
     #[arg(short, long, default_value_t = 1)]
     pipeline: usize,
     /// Seconds measured.
-    #[arg(short, long, default_value_t = 5.0)]
+    #[arg(short, long, default_value_t = 5.0, value_parser = parse_seconds)]
     duration: f64,
     /// Seconds of warm-up before measuring.
-    #[arg(short, long, default_value_t = 1.0)]
+    #[arg(short, long, default_value_t = 1.0, value_parser = parse_seconds)]
     warmup: f64,
     /// Send text messages (the server validates UTF-8) instead of binary.
     #[arg(long)]
@@ -140,23 +145,38 @@ struct ConnectArgs {
     #[arg(short, long, default_value_t = 1000)]
     connections: usize,
     /// Seconds the connections stay open and idle before the server's memory is read.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 2.0, value_parser = parse_seconds)]
     hold: f64,
     /// Then send one message on every connection and check its echo (for echo servers).
     #[arg(long)]
     verify: bool,
 }
 
-/// How long, at most, for one handshake, one message's fan-out, or the last echoes.
-const PATIENCE: Duration = Duration::from_secs(30);
+/// How long, at most, for one handshake, one send, one echo or one message's fan-out, in
+/// milliseconds (`--timeout`, set once at the start of a run).
+static PATIENCE_MS: AtomicU64 = AtomicU64::new(30_000);
+
+fn patience() -> Duration {
+    Duration::from_millis(PATIENCE_MS.load(Relaxed))
+}
+
 /// After the measured time, how long the echoes still in flight may take.
 const GRACE: Duration = Duration::from_secs(3);
+/// How often a waiting connection looks at the run's phase.
+const SLICE: Duration = Duration::from_millis(100);
 /// The bytes of a message that carry its sequence number (hex).
 const SEQ_DIGITS: usize = 16;
 
 /// Runs the mode; prints the summary; the exit status tells whether the run was valid.
 pub(crate) async fn run(args: BenchArgs) -> ExitCode {
     crate::init_logging("error", crate::Output::Stderr);
+    let common = match &args.mode {
+        Mode::Echo(a) => &a.common,
+        Mode::Broadcast(a) => &a.common,
+        Mode::Realtime(a) => &a.fanout.common,
+        Mode::Connect(a) => &a.common,
+    };
+    PATIENCE_MS.store((common.timeout * 1000.0).max(1.0) as u64, Relaxed);
     let (common, result) = match args.mode {
         Mode::Echo(a) => (a.common.clone(), echo(a).await),
         Mode::Broadcast(a) => (a.common.clone(), fanout(a, None).await),
@@ -259,6 +279,14 @@ fn human(value: &Value) -> String {
     }
 }
 
+/// Seconds: a finite number from 0 to a day.
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && (0.0..=86_400.0).contains(&s) => Ok(s),
+        _ => Err(format!("{text:?} is not a number of seconds from 0 to 86400")),
+    }
+}
+
 /// `1KiB`, `64 KiB`, `1MiB`, `1000`, `2kB`.
 fn parse_size(text: &str) -> Result<usize, String> {
     let text = text.trim();
@@ -326,7 +354,7 @@ fn cpu_per(before: Option<u64>, after: Option<u64>, units: u64) -> Value {
 }
 
 fn builder(common: &Common) -> Result<ClientBuilder, String> {
-    let mut builder = Client::builder().connect_timeout(PATIENCE);
+    let mut builder = Client::builder().connect_timeout(patience());
     for header in &common.headers {
         let (name, value) =
             header.split_once(':').ok_or_else(|| format!("bad header {header:?}: expected 'Name: value'"))?;
@@ -616,16 +644,27 @@ async fn echo_loop(
     let who = format!("connection {}", index + 1);
     let mut in_flight: VecDeque<(u64, Instant)> = VecDeque::with_capacity(run.pipeline);
     let mut next = 0u64;
+    // The time is taken before queueing: a wait for room in the send queue is latency.
+    // A send that cannot get room within `--timeout` (a server that stopped reading) fails.
     let send = move |seq: u64| {
         let data = payload(&run.filler, seq, run.size);
-        tx.queue(message(data, run.text))
+        let sent = Instant::now();
+        async move {
+            match zapsocket::time::timeout(patience(), tx.queue(message(data, run.text))).await {
+                Ok(Ok(())) => Ok((seq, sent)),
+                Ok(Err(e)) => Err(format!("send failed: {e}")),
+                Err(_) => {
+                    Err(format!("the server took none of message {seq} in {} s", patience().as_secs_f64()))
+                }
+            }
+        }
     };
     for _ in 0..run.pipeline {
-        send(next).await.map_err(|e| format!("{who}: send failed: {e}"))?;
-        in_flight.push_back((next, Instant::now()));
+        in_flight.push_back(send(next).await.map_err(|e| format!("{who}: {e}"))?);
         next += 1;
     }
     let mut drain_deadline = None;
+    let mut waiting_since = Instant::now();
     loop {
         if run.failed.load(Relaxed) {
             return Ok(());
@@ -634,18 +673,23 @@ async fn echo_loop(
         if phase == DRAIN && drain_deadline.is_none() {
             drain_deadline = Some(Instant::now() + GRACE);
         }
-        let wait = drain_deadline.unwrap_or_else(|| Instant::now() + PATIENCE);
-        let received = match zapsocket::time::timeout_at(wait, rx.recv()).await {
+        let deadline = drain_deadline.unwrap_or(waiting_since + patience());
+        // In slices, so that the end of the run or another connection's failure is
+        // seen without waiting for this connection's next echo (`recv` is cancel safe).
+        let slice = deadline.min(Instant::now() + SLICE);
+        let received = match zapsocket::time::timeout_at(slice, rx.recv()).await {
             Ok(received) => received,
+            Err(_) if Instant::now() < deadline => continue,
             Err(_) => {
                 return Err(format!(
                     "{who}: {} echo(es) missing after waiting {} s (message {} was the oldest sent)",
                     in_flight.len(),
-                    if drain_deadline.is_some() { GRACE.as_secs() } else { PATIENCE.as_secs() },
+                    if drain_deadline.is_some() { GRACE.as_secs_f64() } else { patience().as_secs_f64() },
                     in_flight.front().map_or(0, |f| f.0),
                 ));
             }
         };
+        waiting_since = Instant::now();
         let message = match received {
             Some(Ok(message)) => message,
             Some(Err(e)) => return Err(format!("{who}: {e}")),
@@ -689,8 +733,7 @@ async fn echo_loop(
                 return Ok(());
             }
         } else {
-            send(next).await.map_err(|e| format!("{who}: send failed: {e}"))?;
-            in_flight.push_back((next, Instant::now()));
+            in_flight.push_back(send(next).await.map_err(|e| format!("{who}: {e}"))?);
             next += 1;
         }
     }
@@ -794,7 +837,12 @@ async fn fanout(args: FanoutArgs, realtime: Option<Realtime>) -> Outcome {
                 }
             };
             run.published[seq].store(run.origin.elapsed().as_nanos() as u64, Relaxed);
-            ptx.send(message).await.map_err(|e| format!("the publisher's send failed: {e}"))
+            match zapsocket::time::timeout(patience(), ptx.send(message)).await {
+                Ok(result) => result.map_err(|e| format!("the publisher's send failed: {e}")),
+                Err(_) => {
+                    Err(format!("the server took none of message {seq} in {} s", patience().as_secs_f64()))
+                }
+            }
         }
     };
     // Warm-up: message 0 reaches everyone.
@@ -804,13 +852,22 @@ async fn fanout(args: FanoutArgs, realtime: Option<Realtime>) -> Outcome {
     let start = Instant::now();
     run.window.add_permits(args.window);
     for seq in 1..=args.messages {
-        match run.window.acquire().await {
-            Ok(permit) => permit.forget(),
-            Err(_) => break,
+        // A message some subscriber never gets keeps its slot: bounded like the rest.
+        match zapsocket::time::timeout(patience(), run.window.acquire()).await {
+            Ok(Ok(permit)) => permit.forget(),
+            Ok(Err(_)) => break,
+            Err(_) => {
+                let oldest =
+                    (1..seq).find(|&s| run.received[s].load(Relaxed) < run.subscribers).unwrap_or(seq);
+                wait_delivered(&run, oldest).await.map_err(fail)?;
+                return Err(fail(format!("no window slot came back within {} s", patience().as_secs_f64())));
+            }
         }
         publish(seq).await.map_err(fail)?;
-        let delivered = run.received.iter().skip(1).map(|r| u64::from(r.load(Relaxed))).sum::<u64>();
-        progress.tick(|| format!("{seq} of {} published, {delivered} deliveries", args.messages));
+        progress.tick(|| {
+            let delivered = run.received.iter().skip(1).map(|r| u64::from(r.load(Relaxed))).sum::<u64>();
+            format!("{seq} of {} published, {delivered} deliveries", args.messages)
+        });
     }
     if let Some(error) = run.failure() {
         return Err(fail(error));
@@ -852,9 +909,9 @@ async fn fanout(args: FanoutArgs, realtime: Option<Realtime>) -> Outcome {
     }))
 }
 
-/// Waits until message `seq` reached every subscriber, at most [`PATIENCE`].
+/// Waits until message `seq` reached every subscriber, at most `--timeout`.
 async fn wait_delivered(run: &FanoutRun, seq: usize) -> Result<(), String> {
-    let deadline = Instant::now() + PATIENCE;
+    let deadline = Instant::now() + patience();
     loop {
         if let Some(error) = run.failure() {
             return Err(error);
@@ -867,7 +924,7 @@ async fn wait_delivered(run: &FanoutRun, seq: usize) -> Result<(), String> {
             return Err(format!(
                 "message {seq} reached {got} of {} subscribers within {} s",
                 run.subscribers,
-                PATIENCE.as_secs()
+                patience().as_secs_f64()
             ));
         }
         zapsocket::time::sleep(Duration::from_millis(1)).await;
@@ -882,7 +939,7 @@ async fn join_all(sockets: &mut [WebSocket], target: &Realtime, concurrency: usi
             let request = request.clone();
             async move {
                 ws.send(request).await.map_err(|e| format!("connection {}: $join: {e}", i + 1))?;
-                let deadline = Instant::now() + PATIENCE;
+                let deadline = Instant::now() + patience();
                 loop {
                     let message = match zapsocket::time::timeout_at(deadline, ws.recv()).await {
                         Ok(Some(Ok(message))) => message,
@@ -962,8 +1019,9 @@ async fn subscriber(
                     &mut run.fanout.lock().unwrap_or_else(|p| p.into_inner()),
                     now.saturating_duration_since(published),
                 );
+                // The warm-up message holds no slot of the window.
+                run.window.add_permits(1);
             }
-            run.window.add_permits(1);
         }
         next += 1;
     }
@@ -1048,7 +1106,7 @@ async fn verify(sockets: &mut [WebSocket]) -> Result<(), String> {
         async move {
             ws.send(Message::binary(data.clone())).await.map_err(|e| format!("connection {}: {e}", i + 1))?;
             loop {
-                match zapsocket::time::timeout(PATIENCE, ws.recv()).await {
+                match zapsocket::time::timeout(patience(), ws.recv()).await {
                     Ok(Some(Ok(m))) if m.is_data() && m.as_bytes() == data.as_ref() => return Ok(()),
                     Ok(Some(Ok(m))) if m.is_data() => {
                         return Err(format!("connection {}: wrong echo {}", i + 1, preview(m.as_bytes())));
@@ -1057,7 +1115,11 @@ async fn verify(sockets: &mut [WebSocket]) -> Result<(), String> {
                     Ok(Some(Err(e))) => return Err(format!("connection {}: {e}", i + 1)),
                     Ok(None) => return Err(format!("connection {}: closed before its echo", i + 1)),
                     Err(_) => {
-                        return Err(format!("connection {}: no echo within {} s", i + 1, PATIENCE.as_secs()));
+                        return Err(format!(
+                            "connection {}: no echo within {} s",
+                            i + 1,
+                            patience().as_secs_f64()
+                        ));
                     }
                 }
             }
@@ -1082,6 +1144,10 @@ mod tests {
         assert_eq!(parse_size("2kB"), Ok(2000));
         assert!(parse_size("1GiB").is_err());
         assert!(parse_size("x").is_err());
+        assert_eq!(parse_seconds("0.5"), Ok(0.5));
+        assert!(
+            parse_seconds("inf").is_err() && parse_seconds("NaN").is_err() && parse_seconds("-1").is_err()
+        );
     }
 
     #[test]

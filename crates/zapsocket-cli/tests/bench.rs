@@ -189,3 +189,40 @@ fn the_human_summary_names_the_figures() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("messages/s") && stdout.contains("p99"), "{stdout}");
 }
+
+/// A broadcast server that relays the first two messages to everyone, then stops
+/// relaying (connections stay open): a lost message must fail the run, not hang it.
+async fn stalling_relay() -> String {
+    let server = zapsocket::Server::bind("127.0.0.1:0").await.unwrap();
+    let addr = server.local_addr();
+    let clients = zapsocket::Clients::default();
+    let relayed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tokio::spawn(server.serve(move |mut ws: WebSocket| {
+        let clients = clients.clone();
+        let relayed = relayed.clone();
+        async move {
+            clients.insert(&ws.sender());
+            while let Some(Ok(message)) = ws.recv().await {
+                if message.is_data() && relayed.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
+                    clients.broadcast(message);
+                }
+            }
+        }
+    }));
+    format!("ws://{addr}/")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_never_arrives_fails_the_run_within_the_timeout() {
+    let url = stalling_relay().await;
+    let started = std::time::Instant::now();
+    let (output, report) = tokio::task::spawn_blocking(move || {
+        bench(&["broadcast", &url, "-c", "5", "-m", "10", "--window", "1", "--timeout", "1"])
+    })
+    .await
+    .unwrap();
+    assert!(!output.status.success());
+    let error = report["error"].as_str().unwrap();
+    assert!(error.contains("message 2 reached 0 of 5 subscribers"), "{error}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "took {:?}", started.elapsed());
+}

@@ -30,9 +30,9 @@ pub(crate) struct SocketState {
     /// `$s:SID`.
     pub(crate) room: String,
     pub(crate) sender: WebSocketSender,
-    /// Its public data as JSON text: mostly sent (presence, session records), and a
-    /// one-key object as a `Value` is a 600-byte map node kept by every socket.
-    public: RwLock<Box<str>>,
+    /// Its public data: mostly sent (presence, session records), and a one-key object
+    /// as a `Value` is a 600-byte map node kept by every socket.
+    public: RwLock<Public>,
     /// Set while a replay runs: room messages then wait in `Inner::held`.
     holding: AtomicBool,
     inner: Mutex<Inner>,
@@ -40,6 +40,33 @@ pub(crate) struct SocketState {
     /// Held by room operations (join, leave, the final leave at disconnect), so that one
     /// socket's rooms change one operation at a time; `true` once it disconnected.
     pub(crate) ops: tokio::sync::Mutex<bool>,
+}
+
+/// A socket's public data: as JSON text when it reads back the same, else as it was given.
+#[derive(Debug)]
+enum Public {
+    Text(Box<str>),
+    Value(serde_json::Value),
+}
+
+impl Public {
+    fn new(data: serde_json::Value) -> Public {
+        let text = data.to_string();
+        // As text only when it reads back the same (not data nested past serde_json's
+        // recursion limit, nor a float that does not round-trip).
+        match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(back) if back == data => Public::Text(text.into_boxed_str()),
+            _ => Public::Value(data),
+        }
+    }
+
+    fn get(&self) -> serde_json::Value {
+        match self {
+            // Checked to parse back to the same value when it was set.
+            Public::Text(text) => serde_json::from_str(text).unwrap_or_default(),
+            Public::Value(value) => value.clone(),
+        }
+    }
 }
 
 /// Private per-socket data, one value per type.
@@ -84,7 +111,7 @@ impl SocketState {
             room: format!("$s:{sid}"),
             sid,
             sender,
-            public: RwLock::new("null".into()),
+            public: RwLock::new(Public::Text("null".into())),
             holding: AtomicBool::new(false),
             inner: Mutex::new(Inner::default()),
             next_ack: AtomicU64::new(1),
@@ -97,14 +124,11 @@ impl SocketState {
     }
 
     pub(crate) fn public(&self) -> serde_json::Value {
-        let text = self.public.read().unwrap_or_else(|p| p.into_inner());
-        // It was written from a `Value`: it parses back.
-        serde_json::from_str(&text).unwrap_or_default()
+        self.public.read().unwrap_or_else(|p| p.into_inner()).get()
     }
 
     pub(crate) fn set_public(&self, data: serde_json::Value) {
-        let text = data.to_string().into_boxed_str();
-        *self.public.write().unwrap_or_else(|p| p.into_inner()) = text;
+        *self.public.write().unwrap_or_else(|p| p.into_inner()) = Public::new(data);
     }
 
     pub(crate) fn member(&self) -> Member {
@@ -287,5 +311,28 @@ impl Held {
         }
         self.bytes += cost;
         self.messages.push(message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::Public;
+
+    #[test]
+    fn public_data_reads_back_as_it_was_set() {
+        let name = json!({ "name": "ada", "score": 0.1, "tags": ["a", "b"] });
+        let stored = Public::new(name.clone());
+        assert!(matches!(stored, Public::Text(_)), "{stored:?}");
+        assert_eq!(stored.get(), name);
+        // Deeper than serde_json parses back: kept as given, not turned into null.
+        let mut deep = json!(1);
+        for _ in 0..200 {
+            deep = Value::Array(vec![deep]);
+        }
+        let stored = Public::new(deep.clone());
+        assert!(matches!(stored, Public::Value(_)));
+        assert_eq!(stored.get(), deep);
     }
 }

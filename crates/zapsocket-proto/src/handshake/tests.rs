@@ -436,3 +436,17 @@ fn a_256_kib_head_fed_byte_by_byte_is_parsed_in_linear_time() {
     assert!(request.validate_upgrade().is_ok());
     assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
 }
+
+#[test]
+fn requests_are_equal_by_method_target_and_headers_not_by_their_bytes() {
+    let crlf = parse(b"GET /a?x=1 HTTP/1.1\r\nHost: h\r\nX-Y:  v\r\n\r\n").unwrap().unwrap();
+    let lf = parse(b"GET /a?x=1 HTTP/1.1\nHost: h\nX-Y: v\n\n").unwrap().unwrap();
+    assert_eq!(crlf, lf);
+    assert_eq!(crlf.header("x-y"), Some("v"));
+    assert_eq!(crlf.headers().collect::<Vec<_>>(), [("Host", &b"h"[..]), ("X-Y", &b"v"[..])]);
+    let other = parse(b"GET /a?x=2 HTTP/1.1\r\nHost: h\r\nX-Y: v\r\n\r\n").unwrap().unwrap();
+    assert_ne!(crlf, other);
+    // An empty value is a value.
+    let empty = parse(b"GET / HTTP/1.1\r\nHost: h\r\nX-Empty:\r\n\r\n").unwrap().unwrap();
+    assert_eq!(empty.header_bytes("x-empty"), Some(&b""[..]));
+}
