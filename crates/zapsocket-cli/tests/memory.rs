@@ -174,7 +174,7 @@ fn bytes_per_idle_connection(serve: &Serve, path: &str, extra: &[&str]) -> f64 {
 }
 
 /// docs/BENCHMARKS.md, "Memory per idle connection" (release build, 10,000 connections:
-/// 2.8 KB per echo connection, 9.2 KB per realtime session 4 s after they opened). This
+/// 2.8 KB per echo connection, 9.3 KB per realtime session 4 s after they opened). This
 /// test's build is unoptimized (3.7 and 10.3 KB here); the bounds catch what this
 /// session took out (6.9 and 14.2 KB in a release build before).
 #[test]
