@@ -13,7 +13,8 @@ const COPY_THRESHOLD: usize = 1024;
 /// (a realtime event to a mostly idle socket) keeps no more until the queue is released
 /// when idle; a burst grows it as it comes.
 const MIN_TAIL: usize = 512;
-/// The tail made for small shared frames queued behind others (a burst to a slow reader).
+/// The largest tail made for small shared frames queued behind others (a burst to a slow
+/// reader).
 const BURST_TAIL: usize = 4096;
 
 /// What each chunk queued by reference costs besides its bytes (its `Bytes` handle in
@@ -83,7 +84,10 @@ impl Outbound {
             // reference (no allocation for one write).
             if spare < bytes.len() {
                 self.seal_tail();
-                self.tail = BytesMut::with_capacity(BURST_TAIL);
+                // Sized to the backlog: a frame behind a lone one (a socket's first
+                // message behind the 101 response) takes 1 KiB, a burst up to 4 KiB.
+                let size = self.len.next_power_of_two().clamp(BURST_TAIL / 4, BURST_TAIL);
+                self.tail = BytesMut::with_capacity(size);
             }
             self.tail.extend_from_slice(&bytes);
         } else {
