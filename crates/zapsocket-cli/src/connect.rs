@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
-use zapsocket::{Client, CloseCode, CloseFrame, Message, WebSocket, WebSocketReceiver, WebSocketSender};
+use zapsocket::{
+    Client, ClientBuilder, CloseCode, CloseFrame, Message, WebSocket, WebSocketReceiver, WebSocketSender,
+};
 
 use crate::Output;
 
@@ -52,26 +54,38 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
 
 /// Connects with the headers and subprotocols asked for; `Err` is the message to show.
 async fn open(args: &ConnectArgs) -> Result<WebSocket, String> {
-    let mut builder = Client::builder();
-    for header in &args.headers {
-        let (name, value) =
-            header.split_once(':').ok_or_else(|| format!("bad header {header:?}: expected 'Name: value'"))?;
-        builder = builder.header(name.trim(), value.trim());
-    }
-    for protocol in &args.protocols {
-        builder = builder.protocol(protocol.as_str());
-    }
-    if args.no_deflate {
-        builder = builder.deflate(None);
-    }
-    if let Some(path) = &args.ca {
-        let ca = zapsocket::Certificate::from_pem_file(path).map_err(|e| format!("--ca: {e}"))?;
-        builder = builder.add_root_certificate(ca);
-    }
+    let builder = client_builder(&args.headers, &args.protocols, !args.no_deflate, args.ca.as_deref())?;
     builder.connect(&args.url).await.map_err(|e| match e.is_handshake() {
         true => e.to_string(),
         false => format!("cannot connect to {}: {e}", args.url),
     })
+}
+
+/// A client with `'Name: value'` headers, subprotocols, permessage-deflate offered or not,
+/// and an extra CA file (for `zap connect` and `zap bench`); `Err` is the message to show.
+pub(crate) fn client_builder(
+    headers: &[String],
+    protocols: &[String],
+    deflate: bool,
+    ca: Option<&std::path::Path>,
+) -> Result<ClientBuilder, String> {
+    let mut builder = Client::builder();
+    for header in headers {
+        let (name, value) =
+            header.split_once(':').ok_or_else(|| format!("bad header {header:?}: expected 'Name: value'"))?;
+        builder = builder.header(name.trim(), value.trim());
+    }
+    for protocol in protocols {
+        builder = builder.protocol(protocol.as_str());
+    }
+    if !deflate {
+        builder = builder.deflate(None);
+    }
+    if let Some(path) = ca {
+        let ca = zapsocket::Certificate::from_pem_file(path).map_err(|e| format!("--ca: {e}"))?;
+        builder = builder.add_root_certificate(ca);
+    }
+    Ok(builder)
 }
 
 /// Reads stdin lines on a thread of their own (a blocking read cannot be cancelled, and

@@ -1,7 +1,7 @@
 //! The driver task of one connection: writes what the handles left queued, reads when
 //! no `recv()` is waiting, runs the timers, and ends the transport.
 //!
-//! The hot path's I/O is the handles' own (see `shared.rs`); the driver is woken for what
+//! The hot path's I/O is the handles' own (see `shared/mod.rs`); the driver is woken for what
 //! remains: a write that did not finish, a burst of answers to coalesce, the heartbeat,
 //! the close handshake, reading ahead while the handler is busy elsewhere.
 

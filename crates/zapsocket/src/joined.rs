@@ -1,6 +1,6 @@
 //! Runs a connection's driver and its handler in one task.
 //!
-//! The handler does the hot path's I/O itself (see `shared.rs`), so the task is polled
+//! The handler does the hot path's I/O itself (see `shared/mod.rs`), so the task is polled
 //! for it: the handler gets the task's waker and runs on every poll. The driver has a
 //! waker of its own that sets a flag: it runs only when woken (a write to finish, a burst
 //! of answers to coalesce, the heartbeat, the close), and a wake from the handler while

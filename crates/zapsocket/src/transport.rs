@@ -1,7 +1,7 @@
 //! The byte stream of a connection and the state of its reads and writes: how much to
 //! read into the protocol's buffer, vectored writes of its queue, and the waker that
 //! passes read readiness on. It works on the protocol's [`Connection`] alone; who calls
-//! it, and when, is `shared.rs`'s business (its module documentation has the table).
+//! it, and when, is `shared/mod.rs`'s business (its module documentation has the table).
 //!
 //! One waker, the [`ReadFlag`]'s, is registered for read readiness whoever reads, so
 //! the stream's registration never flips between tasks; the flag passes readiness on

@@ -1,0 +1,182 @@
+//! The receiving side of a connection's shared state: decoding what was read (on the
+//! reader's task, or ahead of it by the driver), the queue of messages decoded ahead of
+//! `recv()`, and the memory budget for incoming data.
+
+use zapsocket_proto::{CloseCode, Event, State};
+
+use super::{Inner, Reading};
+use crate::error::Result;
+use crate::message::Message;
+
+impl Inner {
+    /// Whether the driver decodes what arrives (see `drain`), so it must see readiness
+    /// even while a `recv()` waits.
+    pub(crate) fn drain_wanted(&self) -> bool {
+        !self.receiver_alive || self.conn.state() == State::CloseSent || !self.done_waiters.is_empty()
+    }
+
+    /// Decodes the next message (or reports the end of the stream). Pings, pongs and
+    /// close frames are handled on the way: their replies are queued for the driver.
+    pub(crate) fn next_message(&mut self) -> Option<Result<Message>> {
+        if let Some(item) = self.inbound.pop_front() {
+            if let Ok(m) = &item {
+                self.inbound_bytes -= inbound_cost(m);
+            }
+            self.settle_budget();
+            return Some(item);
+        }
+        if self.conn.undecoded_len() == 0 && !self.eof() {
+            // Nothing to decode (the common case when `recv()` comes back for more).
+            return None;
+        }
+        let item = self.decode_next();
+        self.settle_budget();
+        item
+    }
+
+    /// The incoming data this connection holds: undecoded bytes, fragments assembled,
+    /// messages decoded ahead of `recv()`.
+    fn held_incoming(&self) -> usize {
+        self.conn.buffered_incoming() + self.inbound_bytes
+    }
+
+    /// Charges (or releases) the change in what this connection holds to its budget.
+    #[inline]
+    pub(crate) fn settle_budget(&mut self) {
+        let held = self.held_incoming();
+        self.account.settle(held);
+    }
+
+    /// Whether the memory budget lets this connection read (see `budget.rs`).
+    #[inline]
+    pub(crate) fn budget_allows_read(&mut self) -> bool {
+        if self.account.may_read() {
+            return true;
+        }
+        self.budget_paused();
+        false
+    }
+
+    #[cold]
+    fn budget_paused(&mut self) {
+        // The driver's timer looks at the budget again, whoever read here (woken once
+        // per pause).
+        if self.account.take_pause_started() {
+            self.wake_driver();
+        }
+    }
+
+    /// Fails the connection with 1013 when it has waited for the budget past its
+    /// deadline. Returns whether it did.
+    #[cold]
+    pub(crate) fn give_up_on_budget(&mut self, now: std::time::Instant) -> bool {
+        if self.account.give_up_at().is_none_or(|at| at > now) {
+            return false;
+        }
+        self.account.close(true);
+        let reason = "server busy: incoming memory budget spent";
+        let _ = self.conn.fail_connection(CloseCode::TRY_AGAIN_LATER, reason);
+        self.set_local_close(CloseCode::TRY_AGAIN_LATER, reason);
+        self.inbound.clear();
+        self.inbound_bytes = 0;
+        self.wake_recv();
+        true
+    }
+
+    /// Decodes the next message from the read buffer.
+    fn decode_next(&mut self) -> Option<Result<Message>> {
+        loop {
+            let before = self.conn.outbound().len();
+            let event = self.conn.poll_event();
+            if self.conn.outbound().len() != before
+                || (self.reading == Reading::Paused && self.below_read_limit())
+            {
+                self.wake_driver();
+            }
+            return match event {
+                Some(Ok(Event::Message(m))) => Some(Ok(m.into())),
+                Some(Ok(Event::Ping(p))) => Some(Ok(Message::Ping(p))),
+                Some(Ok(Event::Pong(p))) => Some(Ok(Message::Pong(p))),
+                Some(Ok(Event::Close(_))) => {
+                    // The answer goes out now (as the close for a violation, below); the
+                    // driver finishes the close (shutdown) once written.
+                    self.write_now();
+                    self.wake_driver();
+                    continue;
+                }
+                Some(Err(e)) => {
+                    // The close for the violation goes out now rather than when the
+                    // driver next runs: a caller that gives up on this error, even by
+                    // exiting, has still told the peer why.
+                    self.write_now();
+                    self.wake_driver();
+                    Some(Err(e.into()))
+                }
+                None if self.eof() && !self.conn.is_closed() => self.decode_eof(),
+                None => None,
+            };
+        }
+    }
+
+    /// The stream ended with nothing left to decode.
+    #[cold]
+    fn decode_eof(&mut self) -> Option<Result<Message>> {
+        let result = self.conn.feed_eof();
+        self.wake_driver();
+        result.err().map(|e| Err(e.into()))
+    }
+
+    /// Decodes in the driver when no `recv()` may: once our close frame is sent (so the
+    /// peer's answer is seen even if nobody reads), when the receiver is gone, while a
+    /// task waits in `closed()`, and with `ahead` (the driver found the handler busy
+    /// elsewhere: no `recv()` for `BUSY_GRACE` while data waited, so its peer's pings are
+    /// still answered). Messages are kept for `recv()` up to `max_read_buffer` bytes: past that,
+    /// while closing they are dropped; otherwise decoding stops until `recv()` takes them
+    /// (nothing is lost). Otherwise decoding is left to `recv()`, on the reader's task, so
+    /// that a message is handed over (and answered) before a protocol error in a later
+    /// frame fails the connection. Returns whether anything was decoded.
+    pub(crate) fn drain(&mut self, ahead: bool) -> bool {
+        let closing = !self.receiver_alive || self.conn.state() == State::CloseSent;
+        if !closing && (self.conn.read_buffer().is_empty() || (self.done_waiters.is_empty() && !ahead)) {
+            return false;
+        }
+        let mut any = false;
+        while !self.conn.is_closed() {
+            if !closing && self.inbound_bytes >= self.max_read_buffer {
+                break;
+            }
+            let Some(item) = self.decode_next() else { break };
+            any = true;
+            let keep = match &item {
+                Ok(m) => {
+                    self.receiver_alive
+                        && (!closing || self.inbound_bytes + inbound_cost(m) <= self.max_read_buffer)
+                }
+                Err(_) => self.receiver_alive,
+            };
+            if keep {
+                self.inbound_bytes += item.as_ref().map_or(0, inbound_cost);
+                self.inbound.push_back(item);
+            }
+        }
+        if any {
+            self.settle_budget();
+            self.wake_recv();
+        }
+        any
+    }
+
+    pub(crate) fn below_read_limit(&self) -> bool {
+        // Fragments already assembled are bounded by max_message_size; this bounds what
+        // is read ahead of `recv()`.
+        self.conn.undecoded_len() < self.max_read_buffer || self.conn.read_hint() > 0
+    }
+}
+
+/// What a message decoded ahead of `recv()` counts against
+/// [`WebSocketConfig::max_read_buffer`](crate::WebSocketConfig::max_read_buffer): its
+/// payload plus its place in the queue, so that empty messages (6 bytes on the wire each)
+/// are not free.
+fn inbound_cost(message: &Message) -> usize {
+    message.len() + std::mem::size_of::<Result<Message>>()
+}
