@@ -28,7 +28,9 @@ pub struct RedisConfig {
     pub timeout: Duration,
     /// The most bytes of publications waiting to go to Redis (each counted with 64 bytes
     /// of overhead). Default: 8 MiB. Past it, emits fail with `unavailable` at once: a
-    /// slow Redis never grows a node's memory without bound.
+    /// slow Redis never grows a node's memory without bound. What waits when the link
+    /// drops is sent by the next link if it is made within `timeout`, else dropped
+    /// (counted in `publish_failures`).
     pub max_publish_queue: usize,
     /// The most bytes of room messages held while a gap is repaired from the history
     /// (each counted with its overhead). Default: 8 MiB. Past it the held messages are

@@ -21,6 +21,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 pub(crate) async fn supervise(weak: Weak<Inner>) {
     let mut attempt = 0u32;
+    // Since when the link is down, while publications wait for it.
+    let mut down_since: Option<Instant> = None;
     loop {
         let Some(inner) = weak.upgrade() else { return };
         let generation = inner.generation.fetch_add(1, Relaxed) + 1;
@@ -35,10 +37,14 @@ pub(crate) async fn supervise(weak: Weak<Inner>) {
                 let Some(inner) = weak.upgrade() else { return };
                 tracing::warn!(node = %inner.node, %reason, "redis link lost");
                 down(&inner, &reason);
+                down_since = Some(Instant::now());
             }
             Err(error) => {
                 tracing::debug!(node = %inner.node, %error, attempt, "redis link not made");
                 down(&inner, &error.to_string());
+                if down_since.get_or_insert_with(Instant::now).elapsed() >= inner.config.timeout {
+                    drop_queued(&inner);
+                }
             }
         }
         attempt = attempt.saturating_add(1);
@@ -47,13 +53,18 @@ pub(crate) async fn supervise(weak: Weak<Inner>) {
     }
 }
 
-/// Marks the link down: what waits to be published is dropped (counted).
+/// Marks the link down. What waits to be published stays queued (new emits fail at
+/// once): a link made again within `timeout` sends it, in order.
 fn down(inner: &Inner, reason: &str) {
     inner.up.store(false, Relaxed);
     *inner.cmd.write().unwrap_or_else(|p| p.into_inner()) = None;
     *inner.sub.write().unwrap_or_else(|p| p.into_inner()) = None;
     *inner.up_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
     *inner.last_error.lock().unwrap_or_else(|p| p.into_inner()) = reason.to_owned();
+}
+
+/// The link stayed down past `timeout`: what waits to be published is dropped (counted).
+fn drop_queued(inner: &Inner) {
     let dropped = inner.outbound.clear() as u64;
     if dropped > 0 {
         inner.counters.publish_failures.fetch_add(dropped, Relaxed);

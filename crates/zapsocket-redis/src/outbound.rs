@@ -43,11 +43,20 @@ impl Queue {
         self.lock().bytes
     }
 
-    /// Drops what waits (the link went down); returns how many.
+    /// Drops what waits (the link stayed down past `timeout`); returns how many.
     pub(crate) fn clear(&self) -> usize {
         let mut state = self.lock();
         state.bytes = 0;
         std::mem::take(&mut state.items).len()
+    }
+
+    /// Puts a batch that was never sent back in front of what waits, in its order.
+    fn put_back(&self, batch: Vec<Publication>) {
+        let mut state = self.lock();
+        for publication in batch.into_iter().rev() {
+            state.bytes += publication.len() + OVERHEAD;
+            state.items.push_front(publication);
+        }
     }
 
     fn take_batch(&self) -> Vec<Publication> {
@@ -91,11 +100,12 @@ pub(crate) fn publish(inner: &Inner, publication: Publication) -> Result<(), Ada
     Ok(())
 }
 
-/// The task that sends what is queued, while the link it was started for lasts.
+/// The task that sends what is queued, while the link it was started for lasts. What
+/// it has not sent when the link goes down stays queued for the next link's task.
 pub(crate) async fn run(weak: Weak<Inner>, generation: u64) {
     loop {
         let Some(inner) = weak.upgrade() else { return };
-        if inner.generation.load(Relaxed) != generation {
+        if inner.generation.load(Relaxed) != generation || !inner.up.load(Relaxed) {
             // A newer link has its own task: pass on a wake-up this one may have taken.
             inner.outbound.ready.notify_one();
             return;
@@ -117,7 +127,8 @@ pub(crate) async fn run(weak: Weak<Inner>, generation: u64) {
 async fn send(inner: &Arc<Inner>, batch: Vec<Publication>, generation: u64) {
     let count = batch.len() as u64;
     let Ok(mut conn) = inner.cmd() else {
-        inner.counters.publish_failures.fetch_add(count, Relaxed);
+        // The link went down before anything was sent: the next link sends it.
+        inner.outbound.put_back(batch);
         return;
     };
     let mut pipe = redis::pipe();

@@ -160,6 +160,32 @@ async fn a_subscription_that_redis_drops_is_repaired_from_the_streams_never_sile
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publications_waiting_when_the_link_drops_go_out_on_the_next_link() {
+    let redis = Redis::start().await;
+    let a = Node::start(&redis.url()).await;
+    let b = Node::start(&redis.url()).await;
+    let mut bob = Recorder::named(&b.url, "bob").await;
+    bob.client.join("room").await.unwrap();
+    // Writes wait (shorter than the adapter's 500 ms timeout): the first batch is held
+    // in Redis, the rest queue on node a. Then a's link drops under that queue.
+    redis.cli(&["CLIENT", "PAUSE", "300", "WRITE"]);
+    for i in 0..100 {
+        a.hub.to("room").emit("n", &i).unwrap();
+        if i == 0 {
+            // The sending task takes the first one alone and waits for Redis with it.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert!(a.hub.metrics().broker.queued_bytes > 0, "the rest wait on node a");
+    redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    let got: Vec<u64> = bob.take(100).await.iter().map(|(_, d)| d.as_u64().unwrap()).collect();
+    assert_eq!(got, (0..100).collect::<Vec<_>>(), "every accepted emit, once, in order");
+    bob.assert_silent(300).await;
+    let m = a.hub.metrics().broker;
+    assert!(m.disconnects >= 1 && m.publish_failures == 0, "{m:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_socket_that_ended_while_its_node_was_cut_off_leaves_when_the_node_is_back() {
     let redis = Redis::start().await;
     let proxy = Proxy::start(redis.port).await;
