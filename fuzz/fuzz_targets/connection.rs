@@ -16,7 +16,10 @@
 //! - until arbitrary bytes are fed, `conn` receives exactly what the peer sent (or fails
 //!   with a limit error);
 //! - text is valid UTF-8, messages and control payloads are within their limits, and after
-//!   decoding what it can, `conn` buffers at most one partial frame plus one message.
+//!   decoding what it can, `conn` buffers at most one partial frame plus one message;
+//! - all of the above holds when `conn` lends its data frames out
+//!   (`poll_event_lending`, chosen by the first byte), and nothing is decoded while one
+//!   is out.
 #![no_main]
 
 use std::collections::VecDeque;
@@ -26,8 +29,8 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use zapsocket_proto::deflate::{DeflateConfig, DeflateParams};
 use zapsocket_proto::{
-    CloseCode, CloseFrame, Config, Connection, EncodedFrame, Error, Event, FrameHeader, MAX_HEADER_LEN,
-    Message, OpCode, Outbound, Role, State,
+    CloseCode, CloseFrame, Config, Connection, Decoded, EncodedFrame, Error, Event, FrameHeader,
+    MAX_HEADER_LEN, Message, OpCode, Outbound, Role, State,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -296,6 +299,9 @@ struct Run {
     pristine: bool,
     /// `conn`'s queued offset when it became closed: nothing may be queued after.
     closed_at: Option<u64>,
+    /// `conn` decodes with `poll_event_lending(min)`: data frames lent out, checked to
+    /// block decoding while out, then run and taken back. `None`: `poll_event`.
+    lend: Option<usize>,
 }
 
 impl Run {
@@ -332,6 +338,12 @@ impl Run {
             now: Instant::now(),
             pristine: true,
             closed_at: None,
+            lend: match setup >> 6 {
+                0 => None,
+                1 => Some(0),
+                2 => Some(64),
+                _ => Some(1024),
+            },
         }
     }
 
@@ -400,8 +412,28 @@ impl Run {
     }
 
     /// Decodes what `conn` has, checking every event and the buffers after.
+    /// The next event `conn` decodes, lending data frames when the run says so.
+    fn next_event(&mut self) -> Option<Result<Event, Error>> {
+        let Some(min) = self.lend else { return self.conn.conn.poll_event() };
+        loop {
+            return match self.conn.conn.poll_event_lending(min)? {
+                Ok(Decoded::Event(event)) => Some(Ok(event)),
+                Err(e) => Some(Err(e)),
+                Ok(Decoded::Lent(mut lent)) => {
+                    assert!(self.conn.conn.lending());
+                    assert_eq!(self.conn.conn.poll_event(), None, "decoded while a frame was lent");
+                    lent.run();
+                    match self.conn.conn.take_back(lent) {
+                        Some(event) => Some(event),
+                        None => continue, // a fragment
+                    }
+                }
+            };
+        }
+    }
+
     fn poll_conn(&mut self) {
-        while let Some(event) = self.conn.conn.poll_event() {
+        while let Some(event) = self.next_event() {
             match event {
                 Ok(Event::Message(m)) => {
                     assert!(m.len() <= self.limits.max_message_size, "message of {}", m.len());

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use zapsocket_proto::{CloseCode, Role};
+use zapsocket_proto::{CloseCode, Lent, Role};
 
 use crate::budget::RECHECK;
 use crate::error::Error;
@@ -90,6 +90,8 @@ enum Step {
     Idle,
     /// The connection is over.
     Done,
+    /// A large frame to decode outside the lock, then hand back.
+    Lent(Lent),
 }
 
 impl Future for Driver {
@@ -106,6 +108,14 @@ impl Future for Driver {
         for _ in 0..32 {
             match this.io.step(cx, &this.shared, &mut inner) {
                 Step::Progress => continue,
+                Step::Lent(mut lent) => {
+                    // Unmasked, inflated and validated without the lock, which sends and
+                    // the heartbeat need (nothing else is decoded meanwhile).
+                    drop(inner);
+                    lent.run();
+                    inner = this.shared.lock();
+                    inner.take_back_ahead(lent);
+                }
                 Step::Idle => return Poll::Pending,
                 Step::Done => {
                     inner.set_done();
@@ -147,7 +157,11 @@ impl Io {
             Err(e) => return fail(inner, e),
         }
         let mut wake_at = self.busy(inner);
-        progress |= inner.drain(matches!(self.busy, Busy::Ahead { .. }));
+        let (decoded, lent) = inner.drain(matches!(self.busy, Busy::Ahead { .. }));
+        progress |= decoded;
+        if let Some(lent) = lent {
+            return Step::Lent(lent);
+        }
         if let Some(give_up_at) = inner.account.give_up_at() {
             // Paused for the memory budget: look again soon, fail it at its deadline.
             let now = Instant::now();
@@ -267,8 +281,14 @@ impl Io {
     /// server shuts its write side at once (RFC 6455 §7.1.1), a client waits for the
     /// server to end the connection, up to the close timeout.
     fn finish(&mut self, cx: &mut Context<'_>, inner: &mut Inner) -> Option<Step> {
-        if inner.eof() && !inner.conn.is_closed() && inner.conn.read_buffer().is_empty() {
-            // The stream ended with nothing left to decode: no close handshake.
+        if inner.eof()
+            && !inner.conn.is_closed()
+            && inner.conn.read_buffer().is_empty()
+            && !inner.conn.lending()
+        {
+            // The stream ended with nothing left to decode: no close handshake. (A
+            // frame the reader decodes outside the lock comes first: then the reader
+            // reports the end.)
             if let Err(e) = inner.conn.feed_eof() {
                 inner.set_error(e.into());
                 inner.wake_recv();

@@ -138,6 +138,83 @@ async fn a_compression_bomb_gets_1009() {
     assert_eq!(peer.read_close_code().await, Some(1009));
 }
 
+/// A large compressed message is inflated outside the connection's lock, by the reader
+/// (a `recv()` that waited for it) and by the driver (decoding while the handler waits
+/// in `closed()`): meanwhile, calls on the same connection from other threads (here
+/// `ready_state()`, which takes that lock, as every send does) are not held up by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inflating_a_large_message_holds_up_no_other_task_on_the_connection() {
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    let server = Server::builder().deflate(DeflateConfig::default()).bind().await.unwrap();
+    let addr = server.local_addr();
+    let (done, result) = tokio::sync::oneshot::channel();
+    let done = Arc::new(Mutex::new(Some(done)));
+    let first_in = Arc::new(tokio::sync::Notify::new());
+    let first_seen = first_in.clone();
+    tokio::spawn(server.serve(move |mut ws: WebSocket| {
+        let (done, first_in) = (done.clone(), first_in.clone());
+        async move {
+            let sender = ws.sender();
+            let stop = Arc::new(AtomicBool::new(false));
+            let watcher = {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let (mut worst, mut calls) = (Duration::ZERO, 0u32);
+                    while !stop.load(Relaxed) {
+                        let start = Instant::now();
+                        assert_eq!(sender.ready_state(), zapsocket::ReadyState::Open);
+                        worst = worst.max(start.elapsed());
+                        calls += 1;
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                    (worst, calls)
+                })
+            };
+            // The first message: inflated by this task's `recv()`.
+            let start = Instant::now();
+            let first = ws.recv().await.unwrap().unwrap();
+            let took = start.elapsed();
+            first_in.notify_one();
+            // The second arrives while this handler waits in `closed()`, without
+            // reading: the driver decodes it, then `recv()` finds it ready.
+            let _ = tokio::time::timeout(took * 3 + Duration::from_millis(300), ws.closed()).await;
+            let start = Instant::now();
+            let second = ws.recv().await.unwrap().expect("the second message");
+            let ready_in = start.elapsed();
+            stop.store(true, Relaxed);
+            let (worst, calls) = watcher.join().unwrap();
+            let sizes = (first.len(), second.len());
+            let _ = done.lock().unwrap().take().unwrap().send((sizes, took, ready_in, worst, calls));
+        }
+    }));
+    // Each message on its own (`compress` gives a whole message's stream, with its end).
+    let request = common::upgrade_request("/").replace(
+        "\r\n\r\n",
+        "\r\nSec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover\r\n\r\n",
+    );
+    let (mut peer, head) = RawPeer::request(addr, request).await;
+    assert!(head.contains("client_no_context_takeover"), "{head}");
+    // 60 MiB of zeros (under the default 64 MiB limit), in a frame of a few KiB.
+    let payload = compress(&vec![0u8; 1 << 20]).repeat(60);
+    let frame = masked_frame(0xc2, &payload);
+    peer.send_raw(&frame).await;
+    first_seen.notified().await;
+    peer.send_raw(&frame).await;
+    let (sizes, took, ready_in, worst, calls) =
+        tokio::time::timeout(Duration::from_secs(60), result).await.unwrap().unwrap();
+    assert_eq!(sizes, (60 << 20, 60 << 20));
+    eprintln!(
+        "inflating took {took:?}; the second was ready in {ready_in:?}; \
+         the longest wait for the lock meanwhile: {worst:?} ({calls} calls)"
+    );
+    assert!(ready_in * 4 < took, "the driver had inflated the second ahead");
+    assert!(calls >= 5, "the watcher ran during the inflates ({calls} calls; one took {took:?})");
+    assert!(worst * 4 < took, "a call waited {worst:?} while a message took {took:?} to inflate");
+}
+
 /// Raw deflate of `data` with a sync flush at the end (what a peer puts in a frame,
 /// before it strips the flush), via our own client's compression: a client sending
 /// through a tap would do, but the proto crate's transformer is the shortest way.

@@ -6,10 +6,12 @@ mod read;
 mod timers;
 mod write;
 
+pub use read::{Decoded, Lent};
+
 use bytes::{Bytes, BytesMut};
 use rand::RngCore;
 
-use crate::deflate::{DeflateConfig, DeflateParams, Session};
+use crate::deflate::{DeflateConfig, DeflateParams, Inflater, Session};
 use crate::utf8::Utf8Validator;
 use crate::{CloseFrame, Config, Error, FrameHeader, Outbound};
 
@@ -45,6 +47,17 @@ struct Assembly {
     inflated: Option<Vec<u8>>,
     parts: usize,
     size: u64,
+}
+
+/// The state a data frame's work needs: with the connection, or lent out with the frame
+/// (see [`Connection::poll_event_lending`]).
+#[derive(Debug, Default)]
+struct Receiving {
+    /// A fragmented message being received (boxed: most connections never have one).
+    assembly: Option<Box<Assembly>>,
+    utf8: Utf8Validator,
+    /// permessage-deflate's receiving side, once negotiated.
+    inflater: Option<Box<Inflater>>,
 }
 
 /// A frame whose header was decoded and whose payload is still arriving.
@@ -100,9 +113,9 @@ pub struct Connection {
     /// `rbuf.len()` when `poll_event` last returned: more means new bytes arrived.
     rbuf_seen: usize,
     pending: Option<Pending>,
-    /// A fragmented message being received (boxed: most connections never have one).
-    assembly: Option<Box<Assembly>>,
-    utf8: Utf8Validator,
+    rx: Receiving,
+    /// A data frame is lent out: nothing is decoded until it is taken back.
+    lent: bool,
     outbound: Outbound,
     /// A fragmented message we are sending.
     sending_fragmented: Option<Sending>,
@@ -112,7 +125,7 @@ pub struct Connection {
     /// [`Config::max_pong_backlog`].
     held_pong: Option<Bytes>,
     timers: timers::Timers,
-    /// permessage-deflate, once negotiated.
+    /// permessage-deflate's sending side, once negotiated.
     deflate: Option<Box<Session>>,
 }
 
@@ -133,8 +146,8 @@ impl Connection {
             rbuf: BytesMut::new(),
             rbuf_seen: 0,
             pending: None,
-            assembly: None,
-            utf8: Utf8Validator::new(),
+            rx: Receiving::default(),
+            lent: false,
             outbound: Outbound::default(),
             sending_fragmented: None,
             close_frame: None,
@@ -201,7 +214,7 @@ impl Connection {
     /// far (inflated, for a compressed message).
     pub fn buffered_incoming(&self) -> usize {
         self.rbuf.len()
-            + self.assembly.as_ref().map_or(0, |a| a.buf.len() + a.inflated.as_ref().map_or(0, Vec::len))
+            + self.rx.assembly.as_ref().map_or(0, |a| a.buf.len() + a.inflated.as_ref().map_or(0, Vec::len))
     }
 
     /// Received bytes not yet decoded (the read buffer's length).
@@ -246,7 +259,9 @@ impl Connection {
     /// incoming ones are inflated (capped at [`Config::max_message_size`], counted on the
     /// decompressed bytes) and then checked as usual.
     pub fn set_deflate(&mut self, params: DeflateParams, config: &DeflateConfig) {
-        self.deflate = Some(Box::new(Session::new(self.role, params, config)));
+        let (session, inflater) = Session::new(self.role, params, config);
+        self.deflate = Some(Box::new(session));
+        self.rx.inflater = Some(Box::new(inflater));
     }
 
     /// The agreed permessage-deflate parameters, if it is on.
@@ -262,7 +277,7 @@ impl Connection {
         self.rbuf = BytesMut::new();
         self.rbuf_seen = 0;
         self.pending = None;
-        self.assembly = None;
+        self.rx.assembly = None;
         // A pong held back for a full send queue never goes out on a closed connection
         // (found by the `connection` fuzz target: a keepalive timeout or the end of the
         // stream closed it, and the pong was still queued after).

@@ -8,6 +8,7 @@
 mod close;
 mod deflate;
 mod keepalive;
+mod lending;
 mod limits;
 mod pair;
 mod rfc_examples;

@@ -35,7 +35,7 @@ mod negotiate;
 mod session;
 
 pub(crate) use codec::Inflated;
-pub(crate) use session::{Session, compress_alone};
+pub(crate) use session::{Inflater, Session, compress_alone};
 
 /// The registered extension name (RFC 7692 §6).
 pub const EXTENSION_NAME: &str = "permessage-deflate";

@@ -16,34 +16,44 @@ pub(crate) struct Session {
     /// The window we compress with; `None` when it would be 8 bits (zlib cannot): then we
     /// send everything uncompressed, which RFC 7692 always allows.
     send_bits: Option<u8>,
-    /// The window the peer compresses with.
-    receive_bits: u8,
     /// We compress each message on its own: no compressor kept between messages.
     send_alone: bool,
+    compressor: Option<Compressor>,
+}
+
+/// The receiving side of permessage-deflate: apart from [`Session`], so that a frame's
+/// inflating can be done without the connection (see `Connection::poll_event_lending`).
+#[derive(Debug)]
+pub(crate) struct Inflater {
+    /// The window the peer compresses with.
+    receive_bits: u8,
     /// The peer compresses each message on its own: no window kept between messages.
     receive_alone: bool,
-    compressor: Option<Compressor>,
     decompressor: Option<Decompressor>,
 }
 
 impl Session {
-    pub(crate) fn new(role: Role, params: DeflateParams, config: &DeflateConfig) -> Self {
+    /// The sending side for `role`, and the receiving side ([`Inflater`]).
+    pub(crate) fn new(role: Role, params: DeflateParams, config: &DeflateConfig) -> (Self, Inflater) {
         let peer = match role {
             Role::Server => Role::Client,
             Role::Client => Role::Server,
         };
         let bits = params.max_window_bits(role);
-        Session {
+        let inflater = Inflater {
+            receive_bits: params.max_window_bits(peer),
+            receive_alone: params.no_context_takeover(peer),
+            decompressor: None,
+        };
+        let session = Session {
             params,
             level: config.level.min(9),
             threshold: config.threshold,
             send_bits: (9..=15).contains(&bits).then_some(bits),
-            receive_bits: params.max_window_bits(peer),
             send_alone: params.no_context_takeover(role),
-            receive_alone: params.no_context_takeover(peer),
             compressor: None,
-            decompressor: None,
-        }
+        };
+        (session, inflater)
     }
 
     pub(crate) fn params(&self) -> &DeflateParams {
@@ -80,7 +90,9 @@ impl Session {
         }
         Bytes::from(out)
     }
+}
 
+impl Inflater {
     /// Inflates one frame of a compressed message into `out`, at most `limit` bytes in all.
     pub(crate) fn inflate(
         &mut self,

@@ -19,6 +19,14 @@
 //!
 //! Readiness: reads register the read flag's waker whoever reads, and the flag hands a
 //! wake to a parked `recv()` or else to the driver; writes register the driver's waker.
+//!
+//! Decoding is done under the lock, except the costly work of a large data frame
+//! (unmasking, UTF-8 validation, inflating: from 16 KiB of payload, or 256 bytes
+//! compressed; `inbound::LEND_MIN`): the protocol lends that frame out
+//! (`Connection::poll_event_lending`), whoever decodes (`recv()`, or the driver) does
+//! the work after releasing the lock and hands it back. Nothing else is decoded while a
+//! frame is out, so messages keep their order, and sends, the heartbeat and the driver's
+//! writes never wait for an inflate.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -271,9 +279,24 @@ impl Shared {
         inner.recv_waiting = false;
         inner.recv_calls = inner.recv_calls.wrapping_add(1);
         loop {
-            if let Some(item) = inner.next_message() {
-                inner.socket.unpark_recv();
-                return Poll::Ready(Some(item));
+            match inner.next_message() {
+                Some(inbound::Next::Ready(item)) => {
+                    inner.socket.unpark_recv();
+                    return Poll::Ready(Some(item));
+                }
+                Some(inbound::Next::Lent(mut lent)) => {
+                    // A large frame: unmasked, inflated and validated without the lock
+                    // (nothing else is decoded meanwhile), then handed back.
+                    drop(inner);
+                    lent.run();
+                    inner = self.lock();
+                    if let Some(item) = inner.take_back(lent) {
+                        inner.socket.unpark_recv();
+                        return Poll::Ready(Some(item));
+                    }
+                    continue;
+                }
+                None => {}
             }
             if inner.conn.is_closed() || inner.is_done() {
                 inner.socket.unpark_recv();
