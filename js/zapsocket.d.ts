@@ -232,6 +232,17 @@ export class Socket<A extends ApiShape = AnyApi> {
   off(event?: string, listener?: (...args: any[]) => any): this;
   listeners(event: string): Array<(...args: any[]) => any>;
 
+  /**
+   * A catch-all listener (socket.io's `onAny`): every application event the server sends,
+   * before the event's own listeners. It only listens: replies come from the event's own listener.
+   */
+  onAny(listener: (event: string, data: unknown, meta: EventMeta) => unknown): this;
+  /** Like `onAny`, first among the catch-all listeners. */
+  prependAny(listener: (event: string, data: unknown, meta: EventMeta) => unknown): this;
+  /** Removes one catch-all listener, or all of them. */
+  offAny(listener?: (...args: any[]) => any): this;
+  listenersAny(): Array<(...args: any[]) => any>;
+
   /** Fire and forget. true: sent or buffered; false: closed, or the buffer is full. Throws for a bad name. */
   emit<K extends AppEventName<ClientEventsOf<A>>>(event: K, ...data: DataArgs<DataOf<ClientEventsOf<A>[K]>>): boolean;
   /** Resolves with the server's ack data; rejects with a ZapError. */

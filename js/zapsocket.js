@@ -40,6 +40,7 @@ const DEFAULTS = {
 /** A realtime connection: events, acks, procedure calls, rooms and presence. See README.md. */
 export class Socket {
   #listeners = new Map();
+  #any = []; // catch-all listeners (onAny)
   #requests;
   #offsets = new Offsets();
   #rooms = new Set(); // joined with $join (rejoined after a reconnection)
@@ -153,6 +154,36 @@ export class Socket {
 
   listeners(event) {
     return [...(this.#listeners.get(event) || [])];
+  }
+
+  /**
+   * Adds a catch-all listener, as socket.io's `onAny`: `fn(event, data, meta)` for every
+   * application event the server sends (not `$` events nor local ones such as `error`),
+   * before that event's own listeners. It only listens: a request's reply comes from the
+   * event's own listener (without one the server gets `unknown_event`).
+   */
+  onAny(fn) {
+    if (typeof fn !== 'function') throw new TypeError('a listener must be a function');
+    this.#any.push(fn);
+    return this;
+  }
+
+  /** Like `onAny`, but `fn` runs before the catch-all listeners added so far. */
+  prependAny(fn) {
+    if (typeof fn !== 'function') throw new TypeError('a listener must be a function');
+    this.#any.unshift(fn);
+    return this;
+  }
+
+  /** Removes the catch-all listener `fn`; all of them without an argument. */
+  offAny(fn) {
+    this.#any = fn === undefined ? [] : this.#any.filter((f) => f !== fn);
+    return this;
+  }
+
+  /** The catch-all listeners. */
+  listenersAny() {
+    return [...this.#any];
   }
 
   /**
@@ -322,6 +353,7 @@ export class Socket {
       if (env.ack) this.#reply(env.ack, this.#gen, null, e);
       return this.#emitLocal('error', e);
     }
+    for (const fn of [...this.#any]) this.#invoke((data, m) => fn.call(this, env.event, data, m), env.data, meta);
     const listeners = this.listeners(env.event);
     if (env.ack) return this.#answer(env, listeners, meta);
     for (const fn of listeners) this.#invoke(fn, env.data, meta);

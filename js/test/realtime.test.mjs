@@ -139,6 +139,44 @@ test('server-initiated acks: a listener result (or promise) is the reply; a thro
   await assert.rejects(socket.emitWithAck('ask', { event: 'never', timeout_ms: 200 }), { code: 'timeout' });
 });
 
+test('onAny sees every application event first, never $ or local ones; offAny removes it', async () => {
+  const socket = await client();
+  const seen = [];
+  const order = [];
+  const any = (event, data, meta) => {
+    seen.push([event, data, meta.event]);
+    order.push('any');
+  };
+  socket.onAny(any);
+  socket.prependAny((event) => order.push(`first ${event}`));
+  socket.on('echo', () => order.push('echo'));
+  assert.equal(socket.listenersAny().length, 2);
+  const echoed = next(socket, 'echo');
+  socket.emit('echo', { n: 1 });
+  await echoed;
+  assert.deepEqual(seen, [['echo', { n: 1 }, 'echo']]);
+  assert.deepEqual(order, ['first echo', 'any', 'echo'], 'catch-all listeners first, in order');
+  // A server request: seen by onAny, answered by the event's own listener only.
+  socket.on('question', (data) => data * 2);
+  assert.equal(await socket.emitWithAck('ask', { event: 'question', data: 21 }), 42);
+  await assert.rejects(socket.emitWithAck('ask', { event: 'no_listener', data: 1, timeout_ms: 2000 }), { code: 'unknown_event' });
+  assert.deepEqual(seen.slice(1).map(([e, d]) => [e, d]), [['question', 21], ['no_listener', 1]]);
+  // Presence ($joined) and errors are not application events.
+  await socket.join('any-room');
+  const error = next(socket, 'error');
+  socket.emit('nope', 1);
+  await error;
+  assert.equal(seen.length, 3, JSON.stringify(seen));
+  socket.offAny(any);
+  assert.equal(socket.listenersAny().length, 1);
+  socket.offAny();
+  assert.equal(socket.listenersAny().length, 0);
+  const again = next(socket, 'echo');
+  socket.emit('echo', 2);
+  await again;
+  assert.equal(seen.length, 3, 'removed listeners hear nothing');
+});
+
 test('rooms: join returns members; presence; chat reaches exactly the room; leave and close', async () => {
   const ada = await client({ name: 'ada' });
   const bob = await client({ name: 'bob' });

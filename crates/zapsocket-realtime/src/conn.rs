@@ -20,7 +20,7 @@ use futures_util::stream::FuturesUnordered;
 use serde::Serialize;
 use zapsocket::{CloseCode, Message, WebSocket, WebSocketReceiver, WebSocketSender};
 
-use crate::core::{Core, Ctx, Route};
+use crate::core::{AnyHook, Core, Ctx, EventHook, Route};
 use crate::envelope::{self, Envelope, Refused};
 use crate::error::{ErrorCode, ReplyError};
 use crate::handler::{BoxFuture, Reply};
@@ -122,6 +122,9 @@ pub(crate) async fn run(core: Arc<Core>, ws: WebSocket) {
     if violated {
         tracing::debug!(session = %ctx.state.sid, "{TOO_MANY_VIOLATIONS}: closing with 1008");
         core.counters.violation_closes.fetch_add(1, Relaxed);
+    }
+    for hook in crate::core::read(&core.routes.on_disconnecting) {
+        hook(&ctx);
     }
     let record = Box::pin(core.remove(&ctx.state)).await;
     core.counters.connections.fetch_sub(1, Relaxed);
@@ -292,7 +295,7 @@ async fn receive(ctx: &mut Ctx, message: Message, running: &mut Running) -> Rece
             return violation(ctx, ack, reserved_name(&name));
         }
         Envelope::Event { name, data, ack, .. } if name == "$resume" => {
-            let result = match check_middlewares(ctx, &name, data) {
+            let result = match inline(Box::pin(check_middlewares(ctx, &name, data)), running).await {
                 Ok(()) => inline(Box::pin(ctx.core.resume(&ctx.state, data)), running).await,
                 Err(error) => Err(error),
             };
@@ -305,25 +308,31 @@ async fn receive(ctx: &mut Ctx, message: Message, running: &mut Running) -> Rece
             }
         }
         Envelope::Event { name, data, ack, .. } if name.starts_with('$') => {
-            let result = match check_middlewares(ctx, &name, data) {
-                Ok(()) => inline(Box::pin(reserved(ctx, &name, data)), running).await,
-                Err(error) => Err(error),
-            };
+            let result = inline(
+                Box::pin(async {
+                    check_middlewares(ctx, &name, data).await?;
+                    reserved(ctx, &name, data).await
+                }),
+                running,
+            )
+            .await;
             respond(ctx, ack, result);
         }
         Envelope::Event { name, data, ack, .. } => {
-            let Some(route) = Core::route(&ctx.core.routes.handlers, &name) else {
+            let route = Core::route(&ctx.core.routes.handlers, &name);
+            let any = crate::core::read(&ctx.core.routes.on_any);
+            if route.is_none() && (ack.is_some() || any.is_empty()) {
                 let error =
                     ReplyError::new(ErrorCode::UNKNOWN_EVENT, format!("no handler for event {name:?}"));
                 if ack.is_some() || ctx.state.warn_unknown(&name) {
                     respond(ctx, ack, Err(error));
                 }
                 return Received::Handled;
-            };
+            }
             if running.answers(ack) {
                 return violation(ctx, ack, ack_in_use(ack));
             }
-            if let Some(task) = start(ctx, ack, &name, data, &route) {
+            if let Some(task) = start(ctx, ack, &name, data, route, any) {
                 running.push(ack, task);
             }
         }
@@ -336,7 +345,7 @@ async fn receive(ctx: &mut Ctx, message: Message, running: &mut Running) -> Rece
             if running.answers(Some(ack)) {
                 return violation(ctx, Some(ack), ack_in_use(Some(ack)));
             }
-            if let Some(task) = start(ctx, Some(ack), &name, data, &route) {
+            if let Some(task) = start(ctx, Some(ack), &name, data, Some(route), Vec::new()) {
                 running.push(Some(ack), task);
             }
         }
@@ -359,36 +368,91 @@ fn ack_in_use(ack: Option<u64>) -> ReplyError {
     ReplyError::new(ErrorCode::BAD_ENVELOPE, format!("ack {id} is already in use by a request still running"))
 }
 
-/// Runs the middlewares, decodes the data and starts the handler; the task ends with the
-/// ack it answered.
+/// Runs the middlewares and the catch-all listeners (`any`), decodes the data and starts
+/// the handler (an event without one was seen by a catch-all listener and needs no
+/// answer); the task ends with the ack it answered. With async middlewares, all of that
+/// runs in the task.
 fn start(
     ctx: &Ctx,
     ack: Option<u64>,
     name: &str,
     data: &str,
-    route: &Route,
+    route: Option<Route>,
+    any: Vec<AnyHook>,
 ) -> Option<BoxFuture<Option<u64>>> {
+    let hooks = crate::core::read(&ctx.core.routes.on_event);
     let request = Ctx { ack, ..ctx.clone() };
-    match check_middlewares(ctx, name, data).and_then(|()| route(request, data)) {
-        Ok(future) => {
-            let ctx = ctx.clone();
-            Some(Box::pin(async move {
-                respond(&ctx, ack, future.await);
-                ack
-            }))
-        }
-        Err(error) => {
-            respond(ctx, ack, Err(error));
-            None
-        }
+    if hooks.iter().all(|hook| matches!(hook, EventHook::Now(_))) {
+        let started = check_now(ctx, &hooks, name, data).and_then(|()| {
+            any.iter().for_each(|hook| hook(ctx, name, data));
+            route.map(|route| route(request, data)).transpose()
+        });
+        return match started {
+            Ok(Some(future)) => {
+                let ctx = ctx.clone();
+                Some(Box::pin(async move {
+                    respond(&ctx, ack, future.await);
+                    ack
+                }))
+            }
+            Ok(None) => None,
+            Err(error) => {
+                respond(ctx, ack, Err(error));
+                None
+            }
+        };
     }
+    let (ctx, name, data) = (ctx.clone(), name.to_owned(), data.to_owned());
+    Some(Box::pin(async move {
+        let result = async {
+            run_hooks(&ctx, &hooks, &name, &data).await?;
+            any.iter().for_each(|hook| hook(&ctx, &name, &data));
+            match route {
+                Some(route) => route(request, &data)?.await.map(Some),
+                None => Ok(None),
+            }
+        };
+        match result.await {
+            Ok(Some(reply)) => respond(&ctx, ack, Ok(reply)),
+            Ok(None) => {}
+            Err(error) => respond(&ctx, ack, Err(error)),
+        }
+        ack
+    }))
 }
 
-fn check_middlewares(ctx: &Ctx, name: &str, data: &str) -> Result<(), ReplyError> {
-    for hook in crate::core::read(&ctx.core.routes.on_event) {
-        hook(ctx, name, data).map_err(|e| ReplyError::new(ErrorCode::FORBIDDEN, e.message))?;
+/// Runs the middlewares that answer at once.
+fn check_now(ctx: &Ctx, hooks: &[EventHook], name: &str, data: &str) -> Result<(), ReplyError> {
+    for hook in hooks {
+        if let EventHook::Now(hook) = hook {
+            hook(ctx, name, data).map_err(forbidden)?;
+        }
     }
     Ok(())
+}
+
+/// Runs every middleware in order, waiting for the async ones.
+async fn run_hooks(ctx: &Ctx, hooks: &[EventHook], name: &str, data: &str) -> Result<(), ReplyError> {
+    for hook in hooks {
+        match hook {
+            EventHook::Now(hook) => hook(ctx, name, data).map_err(forbidden)?,
+            EventHook::Later(hook) => {
+                hook(ctx.clone(), name.to_owned(), data.to_owned()).await.map_err(forbidden)?
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The middlewares of a room request or `$resume`.
+async fn check_middlewares(ctx: &Ctx, name: &str, data: &str) -> Result<(), ReplyError> {
+    let hooks = crate::core::read(&ctx.core.routes.on_event);
+    run_hooks(ctx, &hooks, name, data).await
+}
+
+/// A middleware's refusal, as the client gets it.
+fn forbidden(error: ReplyError) -> ReplyError {
+    ReplyError::new(ErrorCode::FORBIDDEN, error.message)
 }
 
 /// The protocol's own requests: `$join`, `$leave`, `$members`, `$ping`, `$error`

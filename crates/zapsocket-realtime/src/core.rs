@@ -49,8 +49,23 @@ pub(crate) type Route = Arc<dyn Fn(Ctx, &str) -> Result<BoxFuture<Reply>, ReplyE
 /// A connect middleware.
 pub(crate) type ConnectHook = Arc<dyn Fn(Ctx) -> BoxFuture<Result<(), ReplyError>> + Send + Sync>;
 
-/// An event middleware: sees the socket, the name and the raw data.
-pub(crate) type EventHook = Arc<dyn Fn(&Ctx, &str, &str) -> Result<(), ReplyError> + Send + Sync>;
+/// An event middleware: sees the socket, the name and the raw data; at once, or later
+/// (an async one).
+#[derive(Clone)]
+pub(crate) enum EventHook {
+    Now(NowHook),
+    Later(LaterHook),
+}
+
+/// A middleware that answers at once ([`crate::Hub::use_event`]).
+pub(crate) type NowHook = Arc<dyn Fn(&Ctx, &str, &str) -> Result<(), ReplyError> + Send + Sync>;
+
+/// A middleware that may wait ([`crate::Hub::use_event_async`]).
+pub(crate) type LaterHook =
+    Arc<dyn Fn(Ctx, String, String) -> BoxFuture<Result<(), ReplyError>> + Send + Sync>;
+
+/// A catch-all listener of client events: the socket, the name and the raw data.
+pub(crate) type AnyHook = Arc<dyn Fn(&Ctx, &str, &str) + Send + Sync>;
 
 /// A disconnect hook.
 pub(crate) type DisconnectHook = Arc<dyn Fn(&Ctx) + Send + Sync>;
@@ -67,6 +82,8 @@ pub(crate) struct Routes {
     pub(crate) server_events: RwLock<HashMap<String, ServerRoute>>,
     pub(crate) on_connect: RwLock<Vec<ConnectHook>>,
     pub(crate) on_event: RwLock<Vec<EventHook>>,
+    pub(crate) on_any: RwLock<Vec<AnyHook>>,
+    pub(crate) on_disconnecting: RwLock<Vec<DisconnectHook>>,
     pub(crate) on_disconnect: RwLock<Vec<DisconnectHook>>,
 }
 

@@ -12,7 +12,9 @@ use zapsocket::WebSocket;
 use crate::broker::{Adapter, BoxFuture as AdapterFuture, Deliver, Delivery, NodeInfo, SessionRecord};
 use crate::cluster::NodeResults;
 use crate::config::HubConfig;
-use crate::core::{ConnectHook, Core, Ctx, DisconnectHook, EventHook, Route, Routes, ServerRoute, update};
+use crate::core::{
+    AnyHook, ConnectHook, Core, Ctx, DisconnectHook, EventHook, Route, Routes, ServerRoute, update,
+};
 use crate::emit::{Operator, RoomName};
 use crate::error::ReplyError;
 use crate::expiring::Sweep;
@@ -194,20 +196,69 @@ impl Hub {
     }
 
     /// Runs `middleware` before every event, call and room request (`$join`, `$leave`,
-    /// `$members`) of every socket, with the name and the raw JSON data; an error is the
-    /// answer instead (use [`ReplyError::forbidden`]).
+    /// `$members`, `$resume`) of every socket, with the name and the raw JSON data; an
+    /// error is the answer instead (use [`ReplyError::forbidden`]). Middlewares run in
+    /// the order they were added, with those of [`Hub::use_event_async`].
     pub fn use_event<F>(&self, middleware: F) -> &Self
     where
         F: Fn(&Socket, &str, &str) -> Result<(), ReplyError> + Send + Sync + 'static,
     {
-        let hook: EventHook = Arc::new(move |ctx: &Ctx, name: &str, data: &str| {
+        let hook = EventHook::Now(Arc::new(move |ctx: &Ctx, name: &str, data: &str| {
             middleware(&Socket::from(ctx.clone()), name, data)
-        });
+        }));
         update(&self.core.routes.on_event, |hooks| hooks.push(hook));
         self
     }
 
-    /// Runs `f` when a socket disconnects, after it left its rooms.
+    /// Like [`Hub::use_event`], with a middleware that may wait (look a token up, ask a
+    /// database): socket.io's `socket.use`. An event's handler starts once its
+    /// middlewares are done, so with one of these, handlers of one socket may start out
+    /// of arrival order; room requests still complete before the next message is read.
+    ///
+    /// ```
+    /// # let hub = zapsocket_realtime::Hub::new();
+    /// use zapsocket_realtime::{ReplyError, Socket};
+    /// hub.use_event_async(|socket: Socket, event: String, _data: String| async move {
+    ///     let allowed = event != "admin" || socket.data::<String>().as_deref() == Some("root");
+    ///     if allowed { Ok(()) } else { Err(ReplyError::forbidden("admins only")) }
+    /// });
+    /// ```
+    pub fn use_event_async<F, Fut>(&self, middleware: F) -> &Self
+    where
+        F: Fn(Socket, String, String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), ReplyError>> + Send + 'static,
+    {
+        let hook = EventHook::Later(Arc::new(move |ctx: Ctx, name: String, data: String| {
+            Box::pin(middleware(Socket::from(ctx), name, data))
+        }));
+        update(&self.core.routes.on_event, |hooks| hooks.push(hook));
+        self
+    }
+
+    /// Adds a catch-all listener of the events clients send (socket.io's
+    /// `socket.onAny`): `f(socket, event, data)` with the raw JSON data, for every
+    /// application event (not `$` requests nor procedure calls) that passed the
+    /// middlewares, before its handler. It only listens: an event without a handler gets
+    /// no `unknown_event` warning when a catch-all listener saw it, but a request that
+    /// asked for an ack still needs a handler to answer it.
+    pub fn on_any<F: Fn(&Socket, &str, &str) + Send + Sync + 'static>(&self, f: F) -> &Self {
+        let hook: AnyHook =
+            Arc::new(move |ctx: &Ctx, name: &str, data: &str| f(&Socket::from(ctx.clone()), name, data));
+        update(&self.core.routes.on_any, |hooks| hooks.push(hook));
+        self
+    }
+
+    /// Runs `f` when a socket is about to disconnect (socket.io's `disconnecting`): its
+    /// connection is over, but it is still in its rooms ([`Socket::rooms`]) and still
+    /// counted in presence.
+    pub fn on_disconnecting<F: Fn(&Socket) + Send + Sync + 'static>(&self, f: F) -> &Self {
+        let hook: DisconnectHook = Arc::new(move |ctx: &Ctx| f(&Socket::from(ctx.clone())));
+        update(&self.core.routes.on_disconnecting, |hooks| hooks.push(hook));
+        self
+    }
+
+    /// Runs `f` when a socket disconnects, after it left its rooms (its session is kept
+    /// for [`HubConfig::recovery_window`](crate::HubConfig::recovery_window)).
     pub fn on_disconnect<F: Fn(&Socket) + Send + Sync + 'static>(&self, f: F) -> &Self {
         let hook: DisconnectHook = Arc::new(move |ctx: &Ctx| f(&Socket::from(ctx.clone())));
         update(&self.core.routes.on_disconnect, |hooks| hooks.push(hook));

@@ -290,6 +290,11 @@ impl Client {
         self.shared.any.write().unwrap_or_else(|p| p.into_inner()).push(Arc::new(handler));
     }
 
+    /// Removes every listener added with [`Client::on_any`].
+    pub fn off_any(&self) {
+        self.shared.any.write().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     /// Sends an event; resolves once queued on the connection, or kept in the offline
     /// buffer while reconnecting. Fails with `disconnected` once closed, `limit` when the
     /// buffer is full.
