@@ -111,6 +111,14 @@ impl Publication {
         crate::envelope::room_event_from_body(&self.body, epoch, &self.rooms, offsets)
     }
 
+    /// The envelope of a volatile message: no epoch, no offsets (it is not recorded).
+    pub fn volatile_text(&self) -> String {
+        let mut text = String::with_capacity(self.body.len() + 1);
+        text.push_str(&self.body);
+        text.push('}');
+        text
+    }
+
     /// Its size in bytes, as a queue counts it.
     pub fn len(&self) -> usize {
         self.body.len() + self.rooms.iter().chain(&self.except).map(|r| r.len() + 8).sum::<usize>()
@@ -241,6 +249,10 @@ pub trait Deliver: Send + Sync + 'static {
     /// order of calls. Never blocks: each socket has a bounded queue.
     fn deliver(&self, delivery: &Delivery<'_>);
 
+    /// Delivers a volatile message (not recorded, no offsets) to this node's members of
+    /// its rooms whose send queue is empty, each once; the others do not get it.
+    fn deliver_volatile(&self, publication: &Publication);
+
     /// Messages of `rooms` were lost for this node and cannot be replayed (a lost
     /// subscription whose gap left the history, or a new epoch): their members are told
     /// to resync (`$resync`).
@@ -268,6 +280,11 @@ pub trait Broker: Send + Sync + 'static {
     /// everywhere. Does not wait: fails at once when the store is known to be out of
     /// reach or the queue to it is full; a failure later is counted in the metrics.
     fn publish(&self, publication: Publication) -> Result<(), AdapterError>;
+
+    /// Delivers a volatile `publication` to every node (each calls
+    /// [`Deliver::deliver_volatile`]), after this node's earlier publications: not
+    /// recorded, no offsets, and lost rather than queued when the store is out of reach.
+    fn publish_volatile(&self, publication: Publication) -> Result<(), AdapterError>;
 
     /// This node has one more member in `room` (every room, `$all` and `$s:SID` too):
     /// resolves once the node receives the room's messages. The member counts even when

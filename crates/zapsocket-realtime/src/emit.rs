@@ -63,6 +63,7 @@ pub struct Operator {
     rooms: Vec<String>,
     except: Vec<String>,
     timeout: Option<Duration>,
+    volatile: bool,
 }
 
 impl std::fmt::Debug for Operator {
@@ -73,7 +74,7 @@ impl std::fmt::Debug for Operator {
 
 impl Operator {
     pub(crate) fn new(core: Arc<Core>, room: RoomName) -> Self {
-        Operator { core, rooms: vec![room.0], except: Vec::new(), timeout: None }
+        Operator { core, rooms: vec![room.0], except: Vec::new(), timeout: None, volatile: false }
     }
 
     /// Adds a room (or a socket) to send to.
@@ -98,6 +99,25 @@ impl Operator {
         self
     }
 
+    /// Makes [`Operator::emit`] volatile, as socket.io's `volatile`: for messages that
+    /// may be lost and must not pile up (a cursor position, a game tick). A socket gets
+    /// it only if nothing waits in its send queue (and it is not catching up after a
+    /// reconnection); otherwise it is dropped, never queued, and counted
+    /// ([`Metrics::volatile_dropped`](crate::Metrics::volatile_dropped)). It is not
+    /// recorded: no offsets, never replayed to a resuming client. With Redis it goes to
+    /// every node over one channel (each delivers to its members), and an emit while
+    /// Redis is out of reach is dropped rather than refused.
+    ///
+    /// ```no_run
+    /// # fn f(hub: zapsocket_realtime::Hub) -> Result<(), zapsocket_realtime::ReplyError> {
+    /// hub.to("game").volatile().emit("tick", &42)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn volatile(mut self) -> Self {
+        self.volatile = true;
+        self
+    }
+
     /// Sends `event` with `data` to every socket in the rooms but not in the excepted
     /// ones, each once, on every node. The message is serialized once; each node that
     /// has recipients encodes one frame with the offsets the broker gave it (`rooms` and
@@ -107,6 +127,10 @@ impl Operator {
     pub fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), ReplyError> {
         check_event(event)?;
         let data = serde_json::to_string(data).map_err(|e| ReplyError::bad_payload(e.to_string()))?;
+        if self.volatile {
+            self.core.publish_volatile(self.rooms.clone(), self.except.clone(), event, &data);
+            return Ok(());
+        }
         self.core.publish(self.rooms.clone(), self.except.clone(), event, &data)
     }
 

@@ -392,6 +392,12 @@ impl Deliver for Link {
         }
     }
 
+    fn deliver_volatile(&self, publication: &crate::broker::Publication) {
+        if let Some(core) = self.0.upgrade() {
+            core.deliver_volatile(publication);
+        }
+    }
+
     fn lost(&self, rooms: &[String], epoch: &str) {
         if let Some(core) = self.0.upgrade() {
             core.lost(rooms, epoch);

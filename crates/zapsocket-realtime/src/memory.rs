@@ -177,6 +177,13 @@ impl Broker for MemoryAdapter {
         let _ = self.hub.set(hub);
     }
 
+    fn publish_volatile(&self, publication: Publication) -> Result<(), AdapterError> {
+        if let Some(hub) = self.hub.get().and_then(Weak::upgrade) {
+            hub.deliver_volatile(&publication);
+        }
+        Ok(())
+    }
+
     fn publish(&self, publication: Publication) -> Result<(), AdapterError> {
         let publication = Arc::new(publication);
         let rooms = publication.rooms();

@@ -21,6 +21,7 @@ pub(crate) struct Counters {
     pub(crate) resyncs: AtomicU64,
     pub(crate) violation_closes: AtomicU64,
     pub(crate) rate_limited: AtomicU64,
+    pub(crate) volatile_dropped: AtomicU64,
 }
 
 impl Counters {
@@ -54,6 +55,7 @@ impl Counters {
             resyncs: self.resyncs.load(Relaxed),
             violation_closes: self.violation_closes.load(Relaxed),
             rate_limited: self.rate_limited.load(Relaxed),
+            volatile_dropped: self.volatile_dropped.load(Relaxed),
             broker,
         }
     }
@@ -97,6 +99,10 @@ pub struct Metrics {
     /// [`HubConfig::max_message_rate`](crate::HubConfig::max_message_rate) (the socket
     /// was not read meanwhile).
     pub rate_limited: u64,
+    /// Volatile messages not sent to a socket because something was already waiting in
+    /// its send queue, it was catching up on missed messages, or the broker could not
+    /// take them ([`Operator::volatile`](crate::Operator::volatile)).
+    pub volatile_dropped: u64,
     /// The broker's counters (the link to other nodes).
     pub broker: BrokerMetrics,
 }
@@ -105,7 +111,7 @@ impl Metrics {
     /// The Prometheus text exposition format (version 0.0.4), for `/metrics`.
     pub fn to_prometheus(&self) -> String {
         let b = &self.broker;
-        let rows: [(&str, &str, &str, u64); 24] = [
+        let rows: [(&str, &str, &str, u64); 25] = [
             ("zapsocket_connections", "gauge", "Sockets connected now.", self.connections),
             (
                 "zapsocket_connections_total",
@@ -119,6 +125,12 @@ impl Metrics {
             ("zapsocket_messages_sent_total", "counter", "Messages queued to sockets.", self.messages_out),
             ("zapsocket_sent_bytes_total", "counter", "Bytes queued to sockets.", self.bytes_out),
             ("zapsocket_drops_total", "counter", "Messages dropped: full send queue or closing.", self.drops),
+            (
+                "zapsocket_volatile_dropped_total",
+                "counter",
+                "Volatile messages dropped: the socket's send queue was not empty.",
+                self.volatile_dropped,
+            ),
             (
                 "zapsocket_errors_sent_total",
                 "counter",
@@ -202,6 +214,6 @@ mod tests {
         let text = m.to_prometheus();
         assert!(text.contains("# TYPE zapsocket_connections gauge\nzapsocket_connections 3\n"));
         assert!(text.contains("zapsocket_drops_total 1\n"));
-        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 24);
+        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 25);
     }
 }

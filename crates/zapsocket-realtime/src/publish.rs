@@ -43,6 +43,46 @@ impl Core {
         Ok(())
     }
 
+    /// Publishes a volatile `event` (see [`crate::Operator::volatile`]): never an error
+    /// for a broker that cannot take it (counted as dropped).
+    pub(crate) fn publish_volatile(&self, rooms: Vec<String>, except: Vec<String>, event: &str, data: &str) {
+        let publication = Publication::new(rooms, except, event, data);
+        match self.broker.publish_volatile(publication) {
+            Ok(()) => _ = self.counters.broadcasts.fetch_add(1, Relaxed),
+            Err(error) => {
+                tracing::debug!(%event, %error, "volatile message dropped");
+                self.counters.volatile_dropped.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// Queues a volatile message on this node's members of its rooms, each once, when
+    /// their send queue is empty; the others do not get it (counted).
+    pub(crate) fn deliver_volatile(&self, publication: &Publication) {
+        let rooms = publication.rooms();
+        let text = publication.volatile_text();
+        let len = text.len();
+        let frame = zapsocket::encode(Message::from(text));
+        let registry = self.registry.read();
+        let Some(skip) = Skip::new(publication.except(), rooms, None) else { return };
+        let mut seen: HashSet<*const SocketState> = HashSet::new();
+        let (mut queued, mut dropped) = (0u64, 0u64);
+        for room in rooms {
+            registry.for_each_member(room, |socket| {
+                if skip.skips(&registry, socket) || !seen.insert(Arc::as_ptr(socket)) {
+                    return;
+                }
+                if socket.deliver_volatile(&frame) {
+                    queued += 1;
+                } else {
+                    dropped += 1;
+                }
+            });
+        }
+        self.counters.sent(queued, len, 0);
+        self.counters.volatile_dropped.fetch_add(dropped, Relaxed);
+    }
+
     /// Publishes a protocol event (`$joined`, `$left`); a failure is only logged (the
     /// broker counts it).
     pub(crate) fn publish_reserved<T: Serialize>(&self, room: &str, except: &str, event: &str, data: &T) {

@@ -125,6 +125,19 @@ impl Socket {
         Operator::new(self.core.clone(), RoomName::from(self)).emit(event, data)
     }
 
+    /// A volatile emit to this socket (socket.io's `socket.volatile.emit`): sent only if
+    /// nothing waits in its send queue, else dropped and counted; see
+    /// [`Operator::volatile`].
+    pub fn volatile(&self) -> Operator {
+        Operator::new(self.core.clone(), RoomName::from(self)).volatile()
+    }
+
+    /// Bytes queued on this socket's connection and not yet written (`ws`'s
+    /// `bufferedAmount`).
+    pub fn buffered_amount(&self) -> usize {
+        self.state.sender.buffered_amount()
+    }
+
     /// A socket whose [`Socket::emit_with_ack`] waits `timeout` instead of the hub's
     /// [`HubConfig::ack_timeout`](crate::HubConfig::ack_timeout).
     pub fn timeout(&self, timeout: Duration) -> Socket {

@@ -265,6 +265,15 @@ impl SocketState {
         self.sender.send_encoded(frame).unwrap_or(false)
     }
 
+    /// Queues a volatile message when nothing waits in the send queue and no replay
+    /// runs; returns whether it did.
+    pub(crate) fn deliver_volatile(&self, frame: &EncodedFrame) -> bool {
+        if self.holding.load(Ordering::Acquire) || self.sender.buffered_amount() > 0 {
+            return false;
+        }
+        self.sender.send_encoded(frame).unwrap_or(false)
+    }
+
     /// From now on room messages are held (a replay starts).
     pub(crate) fn hold(&self) {
         let _guard = self.lock();

@@ -172,6 +172,7 @@ pub(crate) fn on_push(weak: &Weak<Inner>, generation: u64, info: PushInfo) {
             let Some(Value::BulkString(payload)) = info.data.get(1) else { return };
             match payload.first() {
                 Some(b'm') => on_room_message(&inner, generation, payload),
+                Some(b'v') => on_volatile(&inner, &payload[1..]),
                 Some(b'q') => crate::nodes::on_request(&inner, &payload[1..]),
                 Some(b'a') => crate::nodes::on_answer(&inner, &payload[1..]),
                 _ => tracing::warn!("a message of no known kind on a zapsocket channel"),
@@ -208,6 +209,20 @@ fn on_room_message(inner: &Arc<Inner>, generation: u64, payload: &[u8]) {
             state.hold(message, inner.config.max_repair_buffer);
             start_repair(inner, &mut state, gaps);
         }
+    }
+}
+
+/// A volatile message (not recorded, no offsets): to this node's members at once, apart
+/// from the ordered delivery of room messages.
+fn on_volatile(inner: &Inner, payload: &[u8]) {
+    match Publication::from_bytes(payload) {
+        Ok(publication) => {
+            inner.counters.received.fetch_add(1, Relaxed);
+            if let Some(hub) = inner.hub() {
+                hub.deliver_volatile(&publication);
+            }
+        }
+        Err(error) => tracing::warn!(%error, "a volatile message that does not read"),
     }
 }
 

@@ -298,6 +298,10 @@ impl Broker for RedisAdapter {
         outbound::publish(&self.inner, publication)
     }
 
+    fn publish_volatile(&self, publication: Publication) -> Result<(), AdapterError> {
+        outbound::publish_volatile(&self.inner, publication)
+    }
+
     fn subscribe<'a>(&'a self, room: &'a str) -> BoxFuture<'a, Result<(), AdapterError>> {
         Box::pin(inbound::subscribe(&self.inner, room))
     }

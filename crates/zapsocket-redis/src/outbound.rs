@@ -29,8 +29,22 @@ pub(crate) struct Queue {
 
 #[derive(Default)]
 struct State {
-    items: VecDeque<Publication>,
+    items: VecDeque<Outgoing>,
     bytes: usize,
+}
+
+/// A publication waiting for Redis.
+struct Outgoing {
+    publication: Publication,
+    /// Volatile: published to every node as it is, not recorded (see
+    /// `Broker::publish_volatile`).
+    volatile: bool,
+}
+
+impl Outgoing {
+    fn cost(&self) -> usize {
+        self.publication.len() + OVERHEAD
+    }
 }
 
 impl Queue {
@@ -51,20 +65,20 @@ impl Queue {
     }
 
     /// Puts a batch that was never sent back in front of what waits, in its order.
-    fn put_back(&self, batch: Vec<Publication>) {
+    fn put_back(&self, batch: Vec<Outgoing>) {
         let mut state = self.lock();
-        for publication in batch.into_iter().rev() {
-            state.bytes += publication.len() + OVERHEAD;
-            state.items.push_front(publication);
+        for item in batch.into_iter().rev() {
+            state.bytes += item.cost();
+            state.items.push_front(item);
         }
     }
 
-    fn take_batch(&self) -> Vec<Publication> {
+    fn take_batch(&self) -> Vec<Outgoing> {
         let mut state = self.lock();
         let mut batch = Vec::new();
         let mut bytes = 0;
         while let Some(front) = state.items.front() {
-            let cost = front.len() + OVERHEAD;
+            let cost = front.cost();
             if !batch.is_empty() && (batch.len() >= BATCH || bytes + cost > BATCH_BYTES) {
                 break;
             }
@@ -78,11 +92,21 @@ impl Queue {
 
 /// Queues a publication; fails at once while Redis is out of reach or the queue is full.
 pub(crate) fn publish(inner: &Inner, publication: Publication) -> Result<(), AdapterError> {
+    queue(inner, Outgoing { publication, volatile: false })
+}
+
+/// Queues a volatile publication, for every node (on the requests channel, which they
+/// all follow): in order with this node's other publications, not recorded.
+pub(crate) fn publish_volatile(inner: &Inner, publication: Publication) -> Result<(), AdapterError> {
+    queue(inner, Outgoing { publication, volatile: true })
+}
+
+fn queue(inner: &Inner, item: Outgoing) -> Result<(), AdapterError> {
     if !inner.up.load(Relaxed) {
         inner.counters.publish_failures.fetch_add(1, Relaxed);
         return Err(unreachable());
     }
-    let cost = publication.len() + OVERHEAD;
+    let cost = item.cost();
     {
         let mut state = inner.outbound.lock();
         if state.bytes + cost > inner.config.max_publish_queue {
@@ -94,7 +118,7 @@ pub(crate) fn publish(inner: &Inner, publication: Publication) -> Result<(), Ada
             )));
         }
         state.bytes += cost;
-        state.items.push_back(publication);
+        state.items.push_back(item);
     }
     inner.outbound.ready.notify_one();
     Ok(())
@@ -124,7 +148,7 @@ pub(crate) async fn run(weak: Weak<Inner>, generation: u64) {
 }
 
 /// One round trip for a batch: each publication one call of the publish script.
-async fn send(inner: &Arc<Inner>, batch: Vec<Publication>, generation: u64) {
+async fn send(inner: &Arc<Inner>, batch: Vec<Outgoing>, generation: u64) {
     let count = batch.len() as u64;
     let Ok(mut conn) = inner.cmd() else {
         // The link went down before anything was sent: the next link sends it.
@@ -133,8 +157,11 @@ async fn send(inner: &Arc<Inner>, batch: Vec<Publication>, generation: u64) {
     };
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
-    for publication in &batch {
-        pipe.add_command(command(inner, publication));
+    for item in &batch {
+        match item.volatile {
+            false => pipe.add_command(command(inner, &item.publication)),
+            true => pipe.add_command(volatile_command(inner, &item.publication)),
+        };
     }
     match pipe.query_async::<Vec<redis::RedisResult<Value>>>(&mut conn).await {
         Ok(results) => {
@@ -153,6 +180,15 @@ async fn send(inner: &Arc<Inner>, batch: Vec<Publication>, generation: u64) {
             inner.break_link(generation);
         }
     }
+}
+
+/// `PUBLISH` of a volatile publication: `v` and its wire form, to every node.
+fn volatile_command(inner: &Inner, publication: &Publication) -> redis::Cmd {
+    let mut payload = vec![b'v'];
+    payload.extend(publication.to_bytes());
+    let mut cmd = redis::cmd("PUBLISH");
+    cmd.arg(inner.keys.requests()).arg(payload);
+    cmd
 }
 
 fn command(inner: &Inner, publication: &Publication) -> redis::Cmd {

@@ -101,6 +101,30 @@ async fn a_node_without_members_in_a_room_receives_none_of_its_traffic() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volatile_emits_reach_the_members_on_every_node_unrecorded_and_in_order() {
+    let redis = Redis::start().await;
+    let (a, b) = (Node::start(&redis.url()).await, Node::start(&redis.url()).await);
+    let mut ada = Recorder::named(&a.url, "ada").await;
+    let mut bob = Recorder::named(&b.url, "bob").await;
+    let mut eve = Recorder::named(&b.url, "eve").await; // not in the room
+    ada.client.join("game").await.unwrap();
+    bob.client.join("game").await.unwrap();
+    for i in 0..20 {
+        a.hub.to("game").volatile().emit("tick", &i).unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await; // each finds an empty queue
+    }
+    a.hub.to("game").emit("end", &()).unwrap();
+    let expected: Vec<(String, serde_json::Value)> = (0..20).map(|i| ("tick".to_owned(), json!(i))).collect();
+    assert_eq!(bob.until("end").await, expected, "from node a to node b, in order");
+    assert_eq!(ada.until("end").await, expected, "and to node a's own members");
+    assert_eq!(bob.client.offsets().get("game"), Some(&3), "`end`'s, after two `$joined`");
+    eve.assert_silent(200).await;
+    let (ma, mb) = (a.hub.metrics(), b.hub.metrics());
+    assert_eq!((ma.volatile_dropped, mb.volatile_dropped), (0, 0));
+    assert_eq!(redis.cli(&["GET", "zap:{game}:o"]), "3", "two `$joined` and `end`: the ticks took no offset");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_publish_is_one_script_call_whatever_the_recipients() {
     let redis = Redis::start().await;
     let nodes =
