@@ -1,9 +1,9 @@
 //! Writes `js/types.generated.d.ts`: the TypeScript declarations of the hub `zap serve`
-//! runs (its chat and helpers), from their Rust types.
+//! runs (its chat and helpers), from their Rust types, with `Hub::write_typescript` (the
+//! same call writes any hub's).
 //!
 //! ```sh
-//! cargo run -p zapsocket-realtime --example gen-ts           # write the file
-//! cargo run -p zapsocket-realtime --example gen-ts -- --check # fail if it differs
+//! cargo run -p zapsocket-realtime --features demo --example gen-ts
 //! ```
 
 use std::path::PathBuf;
@@ -11,26 +11,14 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../js/types.generated.d.ts");
-    let generated = zapsocket_realtime::demo::hub(zapsocket_realtime::Hub::new()).typescript();
-    if std::env::args().any(|a| a == "--check") {
-        let committed = std::fs::read_to_string(&path).unwrap_or_default();
-        if committed != generated {
-            eprintln!(
-                "{} is out of date: run `cargo run -p zapsocket-realtime --example gen-ts`",
-                path.display()
-            );
-            return ExitCode::FAILURE;
-        }
-        return ExitCode::SUCCESS;
-    }
-    match std::fs::write(&path, generated) {
-        Ok(()) => {
-            println!("wrote {}", path.display());
-            ExitCode::SUCCESS
-        }
+    let hub = zapsocket_realtime::demo::hub(zapsocket_realtime::Hub::new());
+    match hub.write_typescript(&path) {
+        Ok(true) => println!("wrote {}", path.display()),
+        Ok(false) => println!("{} is up to date", path.display()),
         Err(e) => {
             eprintln!("cannot write {}: {e}", path.display());
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
         }
     }
+    ExitCode::SUCCESS
 }

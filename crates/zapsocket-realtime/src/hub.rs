@@ -349,6 +349,29 @@ impl Hub {
         self.lock_types().render()
     }
 
+    /// Writes [`Hub::typescript`] to `path` when the file differs (or is missing), for
+    /// the JS client's typing (`connect<Api>(…)`, js/README.md); returns whether it
+    /// wrote. Any hub's declarations, from the program that builds it: call it where the
+    /// hub is set up (a build step, a `--write-types` flag), or from a test that also
+    /// fails when the committed file was out of date:
+    ///
+    /// ```no_run
+    /// # fn my_hub() -> zapsocket_realtime::Hub { zapsocket_realtime::Hub::new() }
+    /// #[test]
+    /// fn typescript_declarations_are_up_to_date() {
+    ///     let wrote = my_hub().write_typescript("web/api.generated.d.ts").unwrap();
+    ///     assert!(!wrote, "web/api.generated.d.ts was out of date: commit the new one");
+    /// }
+    /// ```
+    pub fn write_typescript(&self, path: impl AsRef<std::path::Path>) -> std::io::Result<bool> {
+        let path = path.as_ref();
+        let generated = self.typescript();
+        match std::fs::read_to_string(path) {
+            Ok(current) if current == generated => Ok(false),
+            _ => std::fs::write(path, generated).map(|()| true),
+        }
+    }
+
     /// Serves one WebSocket until it closes: `$hello`, then every envelope it sends.
     /// Made to be given to [`zapsocket::Server::serve`].
     pub fn handle(self, ws: WebSocket) -> impl Future<Output = ()> + Send + 'static {

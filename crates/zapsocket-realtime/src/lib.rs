@@ -85,6 +85,9 @@ mod cluster;
 mod config;
 mod conn;
 mod core;
+/// Not part of the API (feature `demo`): the hub `zap serve` runs.
+#[cfg(feature = "demo")]
+#[doc(hidden)]
 pub mod demo;
 mod emit;
 mod envelope;

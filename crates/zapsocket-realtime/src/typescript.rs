@@ -104,9 +104,8 @@ impl Types {
 
 const HEADER: &str = "\
 // TypeScript declarations of the events and procedures of a zapsocket-realtime Hub,
-// generated from its Rust types (ts-rs). Do not edit: regenerate with
-//   cargo run -p zapsocket-realtime --example gen-ts
-// A test fails when this file differs from what that command writes.
+// generated from its Rust types (ts-rs) by Hub::typescript / Hub::write_typescript.
+// Do not edit: regenerate them.
 
 ";
 
