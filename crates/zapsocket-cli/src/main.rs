@@ -7,6 +7,7 @@
 //! zap bench echo ws://127.0.0.1:8080 -c 100    # load test: every echo checked, p50/p99 latency
 //! ```
 
+mod admin;
 mod bench;
 mod connect;
 mod realtime;

@@ -89,6 +89,12 @@ pub(crate) struct ServeArgs {
     /// lookups). Default: `n-` and 16 random hex digits.
     #[arg(long, value_name = "ID", requires = "redis")]
     node_id: Option<String>,
+    /// Serve an admin page at `/admin?token=TOKEN` (nodes, connections, rooms, live
+    /// message and byte rates, recent disconnects; its data at `/admin/data`). Without
+    /// the token: 401. Without this option there is no admin page (404). The token may
+    /// come from the environment instead, out of sight of `ps`.
+    #[arg(long, value_name = "TOKEN", env = "ZAP_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
 }
 
 /// `RATE` or `RATE:BURST` (a second; the burst defaults to twice the rate).
@@ -172,6 +178,10 @@ async fn bind(args: &ServeArgs, hub: &Hub) -> zapsocket::Result<Server> {
         secs => config.heartbeat(Duration::from_secs(secs), Duration::from_secs(secs)),
     };
     let hub = hub.clone();
+    let admin = match &args.admin_token {
+        Some(token) => Some(crate::admin::Admin::start(token.clone(), &hub).await),
+        None => None,
+    };
     let mut builder = Server::builder();
     if args.deflate {
         builder = builder.deflate(DeflateConfig::default());
@@ -207,7 +217,10 @@ async fn bind(args: &ServeArgs, hub: &Hub) -> zapsocket::Result<Server> {
         .subprotocol(zapsocket_realtime::SUBPROTOCOL)
         .config(config)
         .shutdown_timeout(Duration::from_secs(args.shutdown_timeout))
-        .http(move |request| realtime::http(&hub, budget.as_ref(), request))
+        .http(move |request| match &admin {
+            Some(admin) if request.path().starts_with("/admin") => admin.http(request),
+            _ => realtime::http(&hub, budget.as_ref(), request),
+        })
         .bind()
         .await
 }

@@ -123,6 +123,13 @@ pub(crate) async fn run(core: Arc<Core>, ws: WebSocket) {
         tracing::debug!(session = %ctx.state.sid, "{TOO_MANY_VIOLATIONS}: closing with 1008");
         core.counters.violation_closes.fetch_add(1, Relaxed);
     }
+    let (code, reason) = match (violated, rx.close_frame()) {
+        (true, _) => (Some(CloseCode::POLICY_VIOLATION.0), TOO_MANY_VIOLATIONS.to_owned()),
+        (false, Some(frame)) => (Some(frame.code.0), frame.reason.to_string()),
+        (false, None) => (None, "the connection ended without a close frame".to_owned()),
+    };
+    let at = std::time::SystemTime::now();
+    core.record_disconnect(crate::Disconnect { session: ctx.state.sid.to_string(), code, reason, at });
     for hook in crate::core::read(&core.routes.on_disconnecting) {
         hook(&ctx);
     }

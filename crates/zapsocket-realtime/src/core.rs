@@ -30,8 +30,29 @@ pub(crate) struct Core {
     /// cannot cross nodes), by session id, bounded by
     /// [`HubConfig::max_detached_sessions`].
     pub(crate) parked: Mutex<Expiring<Arc<str>, Private>>,
+    /// The last [`RECENT_DISCONNECTS`] disconnects, oldest first.
+    pub(crate) disconnects: Mutex<std::collections::VecDeque<Disconnect>>,
     /// What the broker calls back (it holds it weakly).
     pub(crate) link: Arc<dyn Deliver>,
+}
+
+/// How many disconnects [`crate::Hub::recent_disconnects`] keeps.
+pub(crate) const RECENT_DISCONNECTS: usize = 32;
+
+/// A socket's disconnect: who, when, and why (the close code and reason exchanged, or
+/// what ended the connection without one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Disconnect {
+    /// The session id.
+    pub session: String,
+    /// The close code (the peer's, or the one this server sent); `None` when the
+    /// connection ended without a close frame.
+    pub code: Option<u16>,
+    /// The close reason, or what ended the connection.
+    pub reason: String,
+    /// When.
+    pub at: std::time::SystemTime,
 }
 
 /// What a route is called with: the hub, the socket, and the request's ack (if any).
@@ -109,6 +130,15 @@ impl Core {
         let frame = zapsocket::encode(zapsocket::Message::from(json));
         let queued = socket.sender.send_encoded(&frame).unwrap_or(false);
         self.counters.sent(u64::from(queued), len, u64::from(!queued));
+    }
+
+    /// Records a disconnect for [`crate::Hub::recent_disconnects`].
+    pub(crate) fn record_disconnect(&self, disconnect: Disconnect) {
+        let mut recent = self.disconnects.lock().unwrap_or_else(|p| p.into_inner());
+        if recent.len() >= RECENT_DISCONNECTS {
+            recent.pop_front();
+        }
+        recent.push_back(disconnect);
     }
 
     /// The epoch of the history now.

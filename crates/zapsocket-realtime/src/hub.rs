@@ -94,6 +94,7 @@ impl HubBuilder {
             counters: Counters::default(),
             types: Mutex::new(Types::default()),
             parked: Mutex::default(),
+            disconnects: Mutex::default(),
             link: Arc::new(Link(weak.clone())),
         });
         core.broker.attach(Arc::downgrade(&core.link), &core.config);
@@ -335,6 +336,19 @@ impl Hub {
     /// The live nodes (with a current lease), this one included.
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>, ReplyError> {
         self.core.broker.nodes().await.map_err(reply_error)
+    }
+
+    /// The named rooms with members on this node, each with how many (not `$all` nor
+    /// sockets' own rooms), by name. For a room's members on every node, see
+    /// [`Hub::members`].
+    pub fn rooms(&self) -> Vec<(String, usize)> {
+        self.core.registry.room_sizes()
+    }
+
+    /// The last 32 disconnects on this node, oldest first: session, close code and
+    /// reason (or what ended the connection), time.
+    pub fn recent_disconnects(&self) -> Vec<crate::Disconnect> {
+        self.core.disconnects.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
     }
 
     /// The counters: connections, rooms, messages and bytes in and out, drops, and the

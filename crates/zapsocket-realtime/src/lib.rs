@@ -107,6 +107,7 @@ mod socket;
 mod state;
 mod typescript;
 
+pub use crate::core::Disconnect;
 pub use broker::{
     Adapter, AdapterError, Answers, BoxFuture, Broker, BrokerMetrics, Deliver, Delivery, Entry, History,
     NodeInfo, Presence, Publication, SessionRecord,

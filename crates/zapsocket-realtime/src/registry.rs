@@ -74,6 +74,14 @@ impl Registry {
         self.read().sockets.values().cloned().collect()
     }
 
+    /// Named rooms with members on this node, with how many, by name.
+    pub(crate) fn room_sizes(&self) -> Vec<(String, usize)> {
+        let mut rooms: Vec<(String, usize)> =
+            self.read().rooms.iter().map(|(room, members)| (room.clone(), members.len())).collect();
+        rooms.sort();
+        rooms
+    }
+
     /// Named rooms with members on this node.
     pub(crate) fn room_count(&self) -> usize {
         self.read().rooms.len()

@@ -202,3 +202,32 @@ async fn ws_is_quiet(ws: &mut zapsocket::WebSocket) {
         panic!("unexpected {message:?}");
     }
 }
+
+#[tokio::test]
+async fn rooms_and_recent_disconnects_are_listed_with_counts_and_reasons() {
+    let hub = Hub::new();
+    let url = serve(&hub).await;
+    let (mut ada, ada_hello) = raw(&url).await;
+    let (mut bob, _) = raw(&url).await;
+    for (ws, rooms) in [(&mut ada, ["lobby", "games"]), (&mut bob, ["lobby", "chess"])] {
+        for (ack, room) in rooms.iter().enumerate() {
+            let join = format!(r#"{{"event":"$join","data":{{"room":"{room}"}},"ack":{}}}"#, ack + 1);
+            ws.send(join).await.unwrap();
+        }
+    }
+    eventually(|| hub.rooms().len() == 3).await;
+    let rooms = hub.rooms();
+    assert_eq!(rooms, [("chess".to_owned(), 1), ("games".to_owned(), 1), ("lobby".to_owned(), 2)]);
+    ada.close(zapsocket::CloseCode(4001), "gone fishing").await.unwrap();
+    eventually(|| !hub.recent_disconnects().is_empty()).await;
+    let d = &hub.recent_disconnects()[0];
+    assert_eq!(
+        (d.session.as_str(), d.code, d.reason.as_str()),
+        (ada_hello["session"].as_str().unwrap(), Some(4001), "gone fishing")
+    );
+    assert!(d.at.elapsed().unwrap() < Duration::from_secs(5));
+    eventually(|| hub.rooms() == [("chess".to_owned(), 1), ("lobby".to_owned(), 1)]).await;
+    drop(bob); // a dropped WebSocket closes politely
+    eventually(|| hub.recent_disconnects().len() == 2).await;
+    assert_eq!(hub.recent_disconnects()[1].code, Some(1000), "{:?}", hub.recent_disconnects());
+}
