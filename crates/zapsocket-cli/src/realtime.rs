@@ -1,6 +1,7 @@
 //! The realtime side of `zap serve`: the hub at `/ws` (docs/PROTOCOL.md, *zap serve's
 //! built-in chat*), the demo chat page at `/`, the JS client at `/zapsocket.js` (with
-//! the two modules it imports, under `/zapsocket/`) and the hub's metrics at `/metrics` (Prometheus text format).
+//! the two modules it imports, under `/zapsocket/`) and the metrics at `/metrics`
+//! (Prometheus text format: the hub's, the WebSocket layer's, the memory budget's).
 
 use zapsocket::{HttpResponse, MemoryBudget, Request};
 use zapsocket_realtime::{Adapter, Hub, HubConfig, RateLimit, demo};
@@ -46,7 +47,12 @@ pub(crate) async fn redis(
 
 /// Plain HTTP: the demo page on `/`, the client module, the metrics; `None` (404)
 /// elsewhere.
-pub(crate) fn http(hub: &Hub, budget: Option<&MemoryBudget>, request: &Request) -> Option<HttpResponse> {
+pub(crate) fn http(
+    hub: &Hub,
+    budget: Option<&MemoryBudget>,
+    server: &zapsocket::Metrics,
+    request: &Request,
+) -> Option<HttpResponse> {
     if let Some((_, module)) = CLIENT_JS.iter().find(|(path, _)| *path == request.path()) {
         return Some(HttpResponse::bytes("text/javascript; charset=utf-8", *module));
     }
@@ -54,6 +60,7 @@ pub(crate) fn http(hub: &Hub, budget: Option<&MemoryBudget>, request: &Request) 
         "/" => Some(HttpResponse::html(DEMO_HTML)),
         "/metrics" => {
             let mut text = hub.metrics().to_prometheus();
+            text.push_str(&server.to_prometheus());
             if let Some(budget) = budget {
                 text.push_str(&budget_metrics(budget));
             }

@@ -182,7 +182,8 @@ async fn bind(args: &ServeArgs, hub: &Hub) -> zapsocket::Result<Server> {
         Some(token) => Some(crate::admin::Admin::start(token.clone(), &hub).await),
         None => None,
     };
-    let mut builder = Server::builder();
+    let metrics = zapsocket::Metrics::new();
+    let mut builder = Server::builder().metrics(&metrics);
     if args.deflate {
         builder = builder.deflate(DeflateConfig::default());
     }
@@ -219,7 +220,7 @@ async fn bind(args: &ServeArgs, hub: &Hub) -> zapsocket::Result<Server> {
         .shutdown_timeout(Duration::from_secs(args.shutdown_timeout))
         .http(move |request| match &admin {
             Some(admin) if request.path().starts_with("/admin") => admin.http(request),
-            _ => realtime::http(&hub, budget.as_ref(), request),
+            _ => realtime::http(&hub, budget.as_ref(), &metrics, request),
         })
         .bind()
         .await

@@ -46,6 +46,14 @@ async fn chat_on_ws_reaches_the_room_with_names_and_metrics_count_it() {
     assert!(metrics.contains("text/plain; version=0.0.4"), "{metrics}");
     assert!(metrics.contains("\nzapsocket_connections 2\n"), "{metrics}");
     assert!(metrics.contains("\nzapsocket_rooms 1\n"), "{metrics}");
+    // The WebSocket layer's: both realtime connections, and what they sent.
+    assert!(metrics.contains("\nzapsocket_ws_connections 2\n"), "{metrics}");
+    assert!(metrics.contains("\nzapsocket_ws_handshakes_total{status=\"101\"} 2\n"), "{metrics}");
+    let received = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("zapsocket_ws_messages_received_total "))
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    assert!(received.is_some_and(|n| n >= 4), "joins, chat and add: {metrics}");
     // `zap` is built with jemalloc by default: its heap is shown, and is not empty.
     if cfg!(feature = "jemalloc") {
         let heap = metrics

@@ -29,6 +29,7 @@
 mod close;
 mod config;
 mod connection;
+mod counts;
 pub mod deflate;
 mod error;
 mod frame;
@@ -41,6 +42,7 @@ mod utf8;
 pub use close::{CloseCode, CloseFrame, MAX_CLOSE_REASON};
 pub use config::{Config, PART_OVERHEAD};
 pub use connection::{Connection, Decoded, Lent, Role, State};
+pub use counts::{Counts, SIZE_BUCKETS};
 pub use error::Error;
 pub use frame::{EncodedFrame, FrameHeader, MAX_HEADER_LEN, OpCode, encode_frame};
 pub use mask::{apply_mask, apply_mask_reference};

@@ -409,7 +409,19 @@ pub struct BrokerMetrics {
     pub connected: u64,
     /// Dead nodes whose members this node removed from presence.
     pub reaped_nodes: u64,
+    /// How long publications took from `publish` until the store took them, per bucket
+    /// of [`PUBLISH_LATENCY_BUCKETS_US`] (`[i]` counts those of at most that many
+    /// microseconds and more than the bucket before; the last, the rest). Zero for a
+    /// broker without a store (the memory adapter delivers at once).
+    pub publish_latency: [u64; PUBLISH_LATENCY_BUCKETS_US.len() + 1],
+    /// Their sum, in microseconds.
+    pub publish_latency_sum_us: u64,
 }
+
+/// The upper bounds (microseconds, inclusive) of [`BrokerMetrics::publish_latency`]'s
+/// buckets; a last bucket takes the slower publications.
+pub const PUBLISH_LATENCY_BUCKETS_US: [u64; 8] =
+    [250, 1_000, 2_500, 10_000, 25_000, 100_000, 250_000, 1_000_000];
 
 /// A broker and its history, sharing one store: what [`HubBuilder::adapter`](crate::HubBuilder::adapter)
 /// takes.

@@ -110,7 +110,7 @@ mod typescript;
 pub use crate::core::Disconnect;
 pub use broker::{
     Adapter, AdapterError, Answers, BoxFuture, Broker, BrokerMetrics, Deliver, Delivery, Entry, History,
-    NodeInfo, Presence, Publication, SessionRecord,
+    NodeInfo, PUBLISH_LATENCY_BUCKETS_US, Presence, Publication, SessionRecord,
 };
 pub use cluster::{NodeResults, RemoteSocket};
 pub use config::{HistoryLimits, HubConfig};

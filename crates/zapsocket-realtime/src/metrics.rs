@@ -202,6 +202,19 @@ impl Metrics {
         for (name, kind, help, value) in rows {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
         }
+        let name = "zapsocket_broker_publish_latency_seconds";
+        let help = "From publish until the broker's store took the publication.";
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, n) in b.publish_latency.iter().enumerate() {
+            cumulative += n;
+            let le = crate::PUBLISH_LATENCY_BUCKETS_US
+                .get(i)
+                .map_or("+Inf".to_owned(), |us| (*us as f64 / 1e6).to_string());
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        let sum = b.publish_latency_sum_us as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cumulative}");
         out
     }
 }
@@ -214,6 +227,14 @@ mod tests {
         let text = m.to_prometheus();
         assert!(text.contains("# TYPE zapsocket_connections gauge\nzapsocket_connections 3\n"));
         assert!(text.contains("zapsocket_drops_total 1\n"));
-        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 25);
+        assert_eq!(
+            text.lines().filter(|l| !l.starts_with('#')).count(),
+            25 + 11,
+            "and the latency histogram"
+        );
+        assert!(
+            text.contains("zapsocket_broker_publish_latency_seconds_bucket{le=\"0.00025\"} 0\n"),
+            "{text}"
+        );
     }
 }

@@ -156,6 +156,19 @@ pub(crate) struct Counters {
     pub(crate) lost: AtomicU64,
     pub(crate) disconnects: AtomicU64,
     pub(crate) reaped: AtomicU64,
+    /// Publish latencies per bucket of `PUBLISH_LATENCY_BUCKETS_US`, and their sum (µs).
+    pub(crate) latency: [AtomicU64; zapsocket_realtime::PUBLISH_LATENCY_BUCKETS_US.len() + 1],
+    pub(crate) latency_sum_us: AtomicU64,
+}
+
+impl Counters {
+    /// A publication the store took `us` microseconds after it was queued.
+    pub(crate) fn published_after(&self, us: u64) {
+        let buckets = &zapsocket_realtime::PUBLISH_LATENCY_BUCKETS_US;
+        let i = buckets.iter().position(|max| us <= *max).unwrap_or(buckets.len());
+        self.latency[i].fetch_add(1, Relaxed);
+        self.latency_sum_us.fetch_add(us, Relaxed);
+    }
 }
 
 impl RedisAdapter {
@@ -360,6 +373,10 @@ impl Broker for RedisAdapter {
         m.disconnects = c.disconnects.load(Relaxed);
         m.connected = u64::from(self.inner.up.load(Relaxed));
         m.reaped_nodes = c.reaped.load(Relaxed);
+        for (slot, n) in m.publish_latency.iter_mut().zip(&c.latency) {
+            *slot = n.load(Relaxed);
+        }
+        m.publish_latency_sum_us = c.latency_sum_us.load(Relaxed);
         m
     }
 }

@@ -5,6 +5,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Instant;
 
 use redis::Value;
 use zapsocket_realtime::{AdapterError, Publication};
@@ -39,6 +40,8 @@ struct Outgoing {
     /// Volatile: published to every node as it is, not recorded (see
     /// `Broker::publish_volatile`).
     volatile: bool,
+    /// When it was queued, for the publish latency.
+    queued_at: Instant,
 }
 
 impl Outgoing {
@@ -92,13 +95,13 @@ impl Queue {
 
 /// Queues a publication; fails at once while Redis is out of reach or the queue is full.
 pub(crate) fn publish(inner: &Inner, publication: Publication) -> Result<(), AdapterError> {
-    queue(inner, Outgoing { publication, volatile: false })
+    queue(inner, Outgoing { publication, volatile: false, queued_at: Instant::now() })
 }
 
 /// Queues a volatile publication, for every node (on the requests channel, which they
 /// all follow): in order with this node's other publications, not recorded.
 pub(crate) fn publish_volatile(inner: &Inner, publication: Publication) -> Result<(), AdapterError> {
-    queue(inner, Outgoing { publication, volatile: true })
+    queue(inner, Outgoing { publication, volatile: true, queued_at: Instant::now() })
 }
 
 fn queue(inner: &Inner, item: Outgoing) -> Result<(), AdapterError> {
@@ -167,6 +170,13 @@ async fn send(inner: &Arc<Inner>, batch: Vec<Outgoing>, generation: u64) {
         Ok(results) => {
             let failures = results.iter().filter(|r| r.is_err()).count() as u64;
             inner.counters.published.fetch_add(count - failures, Relaxed);
+            let now = Instant::now();
+            for (item, result) in batch.iter().zip(&results) {
+                if result.is_ok() {
+                    let us = now.duration_since(item.queued_at).as_micros();
+                    inner.counters.published_after(u64::try_from(us).unwrap_or(u64::MAX));
+                }
+            }
             if let Some(Err(first)) = results.iter().find(|r| r.is_err()) {
                 inner.counters.publish_failures.fetch_add(failures, Relaxed);
                 tracing::warn!(failures, error = %first, "publications refused by redis");

@@ -121,6 +121,9 @@ async fn volatile_emits_reach_the_members_on_every_node_unrecorded_and_in_order(
     eve.assert_silent(200).await;
     let (ma, mb) = (a.hub.metrics(), b.hub.metrics());
     assert_eq!((ma.volatile_dropped, mb.volatile_dropped), (0, 0));
+    let timed: u64 = ma.broker.publish_latency.iter().sum();
+    assert!(timed >= 21 && ma.broker.publish_latency_sum_us > 0, "each publication timed: {:?}", ma.broker);
+    assert!(ma.to_prometheus().contains("zapsocket_broker_publish_latency_seconds_count "));
     assert_eq!(redis.cli(&["GET", "zap:{game}:o"]), "3", "two `$joined` and `end`: the ticks took no offset");
 }
 

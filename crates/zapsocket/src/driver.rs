@@ -15,7 +15,7 @@ use zapsocket_proto::{CloseCode, Lent, Role};
 
 use crate::budget::RECHECK;
 use crate::error::Error;
-use crate::shared::{Inner, Life, Read, Reading, Shared};
+use crate::shared::{Ending, Inner, Life, Read, Reading, Shared};
 use crate::time::Sleep;
 
 pub(crate) struct Driver {
@@ -73,6 +73,7 @@ impl Driver {
         let mut inner = self.shared.lock();
         let _ = inner.conn.close(Instant::now(), CloseCode::INTERNAL_ERROR, "internal error");
         inner.set_local_close(CloseCode::INTERNAL_ERROR, "the handler panicked");
+        inner.ending.get_or_insert(Ending::HandlerPanic);
         inner.wake_driver();
     }
 
@@ -119,6 +120,9 @@ impl Future for Driver {
                 Step::Idle => return Poll::Pending,
                 Step::Done => {
                     inner.set_done();
+                    if let Some(metrics) = inner.metrics.take() {
+                        metrics.ended(this.shared.id, &inner, inner.cause());
+                    }
                     drop(inner);
                     if let Some(f) = this.on_done.take() {
                         f();
@@ -139,6 +143,7 @@ impl Io {
         }
         if inner.life == Life::Terminating {
             inner.set_local_close(CloseCode::ABNORMAL, "terminated");
+            inner.ending.get_or_insert(Ending::Terminated);
             return Step::Done;
         }
         if shared.handles() == 0 && inner.conn.state() == zapsocket_proto::State::Open {
@@ -318,6 +323,14 @@ fn fail(inner: &mut Inner, error: Error) -> Step {
     if error.is_timeout() {
         inner.set_local_close(CloseCode::ABNORMAL, &error.to_string());
     }
+    let cause = match error.protocol_error() {
+        Some(zapsocket_proto::Error::KeepaliveTimeout) => Ending::Heartbeat,
+        Some(zapsocket_proto::Error::CloseTimeout) => Ending::CloseTimeout,
+        _ if error.is_timeout() => Ending::WriteTimeout,
+        _ if error.is_io() => Ending::ConnectionLost,
+        _ => Ending::Error,
+    };
+    inner.ending.get_or_insert(cause);
     inner.set_error(error);
     Step::Done
 }

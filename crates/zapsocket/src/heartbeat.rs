@@ -116,6 +116,7 @@ impl Heartbeat {
             if !inner.is_done() {
                 tracing::debug!(id = shared.id, "write timeout: the peer took no byte in time");
                 inner.set_local_close(CloseCode::POLICY_VIOLATION, "write timeout");
+                inner.ending.get_or_insert(crate::shared::Ending::WriteTimeout);
                 inner.terminate();
             }
         }
@@ -142,6 +143,7 @@ fn keepalive(inner: &mut Inner, now: Instant) {
         Err(e) => {
             let error = Error::from(e);
             inner.set_local_close(CloseCode::ABNORMAL, &error.to_string());
+            inner.ending.get_or_insert(crate::shared::Ending::Heartbeat);
             inner.set_error(error);
             inner.terminate();
         }

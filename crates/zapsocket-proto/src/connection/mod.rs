@@ -120,13 +120,16 @@ pub struct Connection {
     /// A fragmented message we are sending.
     sending_fragmented: Option<Sending>,
     close_frame: Option<CloseFrame>,
-    close_sent: bool,
+    /// The code of the close frame we queued, once we did.
+    close_sent: Option<crate::CloseCode>,
     /// The pong for the latest ping, held while the send queue is over
     /// [`Config::max_pong_backlog`].
     held_pong: Option<Bytes>,
     timers: timers::Timers,
     /// permessage-deflate's sending side, once negotiated.
     deflate: Option<Box<Session>>,
+    /// Message counters, when asked for ([`Connection::count_messages`]).
+    counts: Option<Box<crate::Counts>>,
 }
 
 /// The fragmented message being sent.
@@ -134,6 +137,9 @@ pub struct Connection {
 struct Sending {
     text: bool,
     compressed: bool,
+    /// Payload bytes sent so far (for the size histogram; saturates at 4 GiB, in its
+    /// last bucket anyway).
+    size: u32,
 }
 
 impl Connection {
@@ -151,10 +157,11 @@ impl Connection {
             outbound: Outbound::default(),
             sending_fragmented: None,
             close_frame: None,
-            close_sent: false,
+            close_sent: None,
             held_pong: None,
             timers: timers::Timers::default(),
             deflate: None,
+            counts: None,
         }
     }
 
@@ -179,6 +186,29 @@ impl Connection {
     /// end the transport).
     pub fn is_closed(&self) -> bool {
         self.state == State::Closed
+    }
+
+    /// The code of the close frame this end queued (its own, or the echo of the
+    /// peer's), once it did.
+    pub fn sent_close_code(&self) -> Option<crate::CloseCode> {
+        self.close_sent
+    }
+
+    /// Starts counting data messages and their payload bytes each way, with a histogram
+    /// of their sizes ([`Connection::counts`]). Off by default: it costs a few
+    /// additions per message and about 150 bytes.
+    pub fn count_messages(&mut self) {
+        self.counts.get_or_insert_with(Default::default);
+    }
+
+    /// The message counters, when [`Connection::count_messages`] was called.
+    pub fn counts(&self) -> Option<&crate::Counts> {
+        self.counts.as_deref()
+    }
+
+    /// The message counters, to add what the I/O layer saw (messages it dropped).
+    pub fn counts_mut(&mut self) -> Option<&mut crate::Counts> {
+        self.counts.as_deref_mut()
     }
 
     /// The peer's close frame, once received (`code` 1005 if it had no status code).
@@ -289,7 +319,7 @@ impl Connection {
     #[cold]
     fn fail(&mut self, error: Error) -> Error {
         if let Some(code) = error.close_code()
-            && !self.close_sent
+            && self.close_sent.is_none()
         {
             self.queue_close(code, error.reason());
         }

@@ -67,7 +67,12 @@ impl Connection {
         }
         self.rx = lent.rx;
         match lent.outcome? {
-            Ok(message) => message.map(|m| Ok(Event::Message(m))),
+            Ok(message) => message.map(|m| {
+                if let Some(counts) = &mut self.counts {
+                    counts.received(m.len());
+                }
+                Ok(Event::Message(m))
+            }),
             Err(e) => Some(Err(self.fail(e))),
         }
     }
@@ -86,6 +91,9 @@ impl Connection {
         self.queue_held_pong();
         let event = self.decode_event(lend);
         self.rbuf_seen = self.rbuf.len();
+        if let (Some(counts), Some(Ok(Decoded::Event(Event::Message(m))))) = (&mut self.counts, &event) {
+            counts.received(m.len());
+        }
         event
     }
 
@@ -240,7 +248,7 @@ impl Connection {
                 Some(CloseFrame::new(code, reason))
             }
         };
-        if !self.close_sent {
+        if self.close_sent.is_none() {
             // Echo the code and reason (RFC 6455 §5.5.1), as `ws` does.
             match &frame {
                 Some(f) => self.queue_close(f.code, &f.reason),

@@ -6,6 +6,7 @@
 //! in-memory client and server.
 
 mod close;
+mod counting;
 mod deflate;
 mod keepalive;
 mod lending;

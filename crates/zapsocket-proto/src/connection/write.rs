@@ -33,6 +33,9 @@ impl Connection {
             Message::Text(t) => (OpCode::Text, t.into_bytes()),
             Message::Binary(b) => (OpCode::Binary, b),
         };
+        if let Some(counts) = &mut self.counts {
+            counts.sent(payload.len());
+        }
         match self.deflate.as_mut().filter(|_| compress) {
             Some(deflate) => {
                 let compressed = deflate.compress(&payload, true);
@@ -51,14 +54,18 @@ impl Connection {
     /// known up front, so the threshold does not apply).
     pub fn send_fragment(&mut self, text: bool, payload: Bytes, fin: bool) -> Result<(), Error> {
         self.check_can_send()?;
-        let (opcode, sending) = match self.sending_fragmented {
+        let (opcode, mut sending) = match self.sending_fragmented {
             None => {
                 let compressed = self.deflate.as_ref().is_some_and(|d| d.compresses_fragments());
-                (if text { OpCode::Text } else { OpCode::Binary }, Sending { text, compressed })
+                (if text { OpCode::Text } else { OpCode::Binary }, Sending { text, compressed, size: 0 })
             }
             Some(s) if s.text == text => (OpCode::Continuation, s),
             Some(_) => return Err(Error::FragmentOrder),
         };
+        sending.size = sending.size.saturating_add(u32::try_from(payload.len()).unwrap_or(u32::MAX));
+        if let Some(counts) = &mut self.counts {
+            counts.sent_part(payload.len(), fin, u64::from(sending.size));
+        }
         self.sending_fragmented = if fin { None } else { Some(sending) };
         match self.deflate.as_mut().filter(|_| sending.compressed) {
             Some(deflate) => {
@@ -84,6 +91,9 @@ impl Connection {
         }
         let opcode = frame.opcode();
         let data = matches!(opcode, OpCode::Text | OpCode::Binary);
+        if let Some(counts) = self.counts.as_mut().filter(|_| data) {
+            counts.sent(frame.payload_len());
+        }
         let compress = data && self.deflate.as_ref().is_some_and(|d| d.compresses(frame.payload_len()));
         let shared = self.deflate.as_ref().and_then(|d| d.shared_setting());
         match (self.role, compress, shared) {
@@ -122,7 +132,7 @@ impl Connection {
         if reason.len() > MAX_CLOSE_REASON {
             return Err(Error::ControlPayloadTooLong);
         }
-        if self.close_sent || self.state == State::Closed {
+        if self.close_sent.is_some() || self.state == State::Closed {
             return Ok(());
         }
         self.queue_close(code, reason);
@@ -149,7 +159,7 @@ impl Connection {
         if self.state == State::Closed {
             return Ok(());
         }
-        if !self.close_sent {
+        if self.close_sent.is_none() {
             self.queue_close(code, reason);
         }
         self.finish();
@@ -171,7 +181,11 @@ impl Connection {
     }
 
     fn check_can_send(&self) -> Result<(), Error> {
-        if self.close_sent || self.state != State::Open { Err(Error::AlreadyClosed) } else { Ok(()) }
+        if self.close_sent.is_some() || self.state != State::Open {
+            Err(Error::AlreadyClosed)
+        } else {
+            Ok(())
+        }
     }
 
     fn queue_user_control(&mut self, opcode: OpCode, payload: &[u8]) -> Result<(), Error> {
@@ -193,7 +207,7 @@ impl Connection {
             len = 2 + reason.len();
         }
         self.queue_control(OpCode::Close, &payload[..len]);
-        self.close_sent = true;
+        self.close_sent = Some(code);
         self.held_pong = None;
     }
 
@@ -201,7 +215,7 @@ impl Connection {
     /// [`Config::max_pong_backlog`](crate::Config::max_pong_backlog), else by holding the
     /// pong (replacing one held for an earlier ping). Nothing once our close is sent.
     pub(super) fn answer_ping(&mut self, payload: &Bytes) {
-        if !self.close_sent {
+        if self.close_sent.is_none() {
             // Supersedes a pong held for an earlier ping; goes out now if below the limit.
             self.held_pong = Some(payload.clone());
             self.queue_held_pong();

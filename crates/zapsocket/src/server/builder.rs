@@ -59,6 +59,8 @@ pub(crate) struct Settings {
     pub(crate) heartbeat: OnceLock<Arc<Heartbeat>>,
     /// Cancelled when graceful shutdown starts.
     pub(crate) shutdown: CancellationToken,
+    /// Where handshakes and connections are counted, when asked for.
+    pub(crate) metrics: Option<crate::Metrics>,
 }
 
 impl Settings {
@@ -87,6 +89,7 @@ impl Settings {
             deflate: None,
             context_takeover: Arc::default(),
             heartbeat: OnceLock::new(),
+            metrics: None,
             shutdown: CancellationToken::new(),
         }
     }
@@ -130,6 +133,15 @@ impl ServerBuilder {
     /// The port. Default: 0 (any free port; see [`Server::local_addr`]).
     pub fn port(mut self, port: u16) -> Self {
         self.port = port;
+        self
+    }
+
+    /// Counts handshakes, connections, messages, close codes and why connections
+    /// ended into `metrics` (see [`Metrics`](crate::Metrics)), which may be shared with
+    /// other servers. Off by default: each connection then keeps its counters (about 150
+    /// bytes) and does a few additions per message.
+    pub fn metrics(mut self, metrics: &crate::Metrics) -> Self {
+        self.settings.metrics = Some(metrics.clone());
         self
     }
 

@@ -30,7 +30,22 @@ pub(crate) enum Refusal {
     Response(HttpResponse),
 }
 
+/// Counts a handshake answered with `status`, when the server keeps metrics.
+pub(crate) fn count(settings: &Settings, status: u16) {
+    if let Some(metrics) = &settings.metrics {
+        metrics.handshake(status);
+    }
+}
+
 impl Refusal {
+    /// The HTTP status it answers with.
+    pub(crate) fn status(&self) -> u16 {
+        match self {
+            Refusal::Handshake(e) => e.status(),
+            Refusal::Response(r) => r.status,
+        }
+    }
+
     pub(crate) fn encode(&self) -> Vec<u8> {
         match self {
             Refusal::Handshake(e) => e.to_response(),
@@ -95,11 +110,13 @@ where
         Ok(Ok(None)) => return None,
         Ok(Err(e)) => {
             tracing::debug!(%peer, status = e.status(), reason = e.reason(), "handshake refused");
+            count(settings, e.status());
             refuse(&mut stream, &e.to_response()).await;
             return None;
         }
         Err(_) => {
             tracing::debug!(%peer, "handshake timed out");
+            count(settings, 408);
             refuse(&mut stream, &error_response(408, &[], "request head not received in time")).await;
             return None;
         }
@@ -108,10 +125,14 @@ where
     let admitted = match crate::time::timeout_at(deadline, admit(&request, settings)).await {
         Ok(Ok(admitted)) => admitted,
         Ok(Err(refusal)) => {
+            if request.as_proto().is_upgrade() {
+                count(settings, refusal.status()); // (not a plain HTTP request answered)
+            }
             refuse(&mut stream, &refusal.encode()).await;
             return None;
         }
         Err(_) => {
+            count(settings, 503);
             refuse(&mut stream, &error_response(503, &[], "handshake not decided in time")).await;
             return None;
         }
@@ -193,11 +214,18 @@ where
     if let (Some(params), Some(config)) = (admitted.deflate, &settings.deflate) {
         conn.set_deflate(params, config);
     }
+    if settings.metrics.is_some() {
+        conn.count_messages();
+    }
     if let Some(response) = response {
         conn.outbound().push(response.into());
     }
     conn.feed(leftover);
     let shared = Shared::new(next_id(), conn, &settings.config, stream);
+    if let Some(metrics) = &settings.metrics {
+        metrics.opened(&shared);
+        shared.lock().metrics = Some(metrics.clone());
+    }
     let peer = request.peer_addr();
     let info = Info {
         request: Some(request),

@@ -21,7 +21,7 @@ pub use builder::ServerBuilder;
 pub(crate) use builder::Settings;
 pub(crate) use handshake::handshake;
 #[cfg(feature = "hyper")]
-pub(crate) use handshake::{Admitted, Refusal, admit, open};
+pub(crate) use handshake::{Admitted, Refusal, admit, count, open};
 pub use response::HttpResponse;
 pub use shutdown::ShutdownHandle;
 

@@ -4,7 +4,7 @@
 
 use zapsocket_proto::{CloseCode, Decoded, Event, Lent, State};
 
-use super::{Inner, Reading};
+use super::{Ending, Inner, Reading};
 use crate::error::Result;
 use crate::message::Message;
 
@@ -115,6 +115,7 @@ impl Inner {
         let reason = "server busy: incoming memory budget spent";
         let _ = self.conn.fail_connection(CloseCode::TRY_AGAIN_LATER, reason);
         self.set_local_close(CloseCode::TRY_AGAIN_LATER, reason);
+        self.ending.get_or_insert(Ending::MemoryBudget);
         self.inbound.clear();
         self.inbound_bytes = 0;
         self.wake_recv();

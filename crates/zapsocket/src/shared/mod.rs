@@ -89,6 +89,36 @@ pub(crate) enum Life {
     Done,
 }
 
+/// Why a connection ended, when this end decided it (see [`crate::MetricsSnapshot::ended`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ending {
+    Heartbeat,
+    WriteTimeout,
+    CloseTimeout,
+    SlowConsumer,
+    MemoryBudget,
+    Terminated,
+    HandlerPanic,
+    ConnectionLost,
+    Error,
+}
+
+impl Ending {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Ending::Heartbeat => "heartbeat",
+            Ending::WriteTimeout => "write_timeout",
+            Ending::CloseTimeout => "close_timeout",
+            Ending::SlowConsumer => "slow_consumer",
+            Ending::MemoryBudget => "memory_budget",
+            Ending::Terminated => "terminated",
+            Ending::HandlerPanic => "handler_panic",
+            Ending::ConnectionLost => "connection_lost",
+            Ending::Error => "error",
+        }
+    }
+}
+
 /// One connection's shared state: the protocol state machine, wakers, and counters.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -134,6 +164,10 @@ pub(crate) struct Inner {
     inbound_bytes: usize,
     /// This connection's account with the memory budget (see `budget.rs`).
     pub(crate) account: Account,
+    /// The server's metrics, when it keeps them: told when the connection ends.
+    pub(crate) metrics: Option<crate::Metrics>,
+    /// Why the connection is ending, when this end decided it (for the metrics).
+    pub(crate) ending: Option<Ending>,
 }
 
 impl Shared {
@@ -166,6 +200,8 @@ impl Shared {
                 inbound: VecDeque::new(),
                 inbound_bytes: 0,
                 account: Account::new(config.memory_budget.clone(), config.max_read_buffer),
+                metrics: None,
+                ending: None,
             }),
             handles: AtomicUsize::new(0),
             id,
@@ -230,9 +266,15 @@ impl Shared {
         let queued = inner.conn.outbound().cost();
         if queued > 0 && queued + frame.len() > inner.max_send_queue {
             return match inner.slow_consumer {
-                SlowConsumer::DropMessage => Ok(false),
+                SlowConsumer::DropMessage => {
+                    if let Some(counts) = inner.conn.counts_mut() {
+                        counts.dropped_out += 1;
+                    }
+                    Ok(false)
+                }
                 _ => {
                     inner.local_close = Some(CloseFrame::new(CloseCode::POLICY_VIOLATION, "send queue full"));
+                    inner.ending.get_or_insert(Ending::SlowConsumer);
                     inner.terminate();
                     Err(Error::new(Kind::Terminated))
                 }
@@ -521,6 +563,18 @@ impl Inner {
     pub(crate) fn set_error(&mut self, error: Error) {
         if self.error.is_none() {
             self.error = Some(error);
+        }
+    }
+
+    /// Why the connection ended, for the metrics.
+    pub(crate) fn cause(&self) -> &'static str {
+        if let Some(ending) = self.ending {
+            return ending.name();
+        }
+        if self.conn.close_frame().is_some() || self.conn.sent_close_code().is_some() {
+            "closed"
+        } else {
+            "connection_lost"
         }
     }
 

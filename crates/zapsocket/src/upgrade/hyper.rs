@@ -83,6 +83,18 @@ pub(crate) async fn decide(
     parts: &http::request::Parts,
     peer: SocketAddr,
 ) -> Result<(Request, Admitted), Refusal> {
+    let decided = decide_inner(settings, parts, peer).await;
+    if let Err(refusal) = &decided {
+        crate::server::count(settings, refusal.status());
+    }
+    decided
+}
+
+async fn decide_inner(
+    settings: &Settings,
+    parts: &http::request::Parts,
+    peer: SocketAddr,
+) -> Result<(Request, Admitted), Refusal> {
     if settings.shutdown.is_cancelled() {
         return Err(Refusal::Response(crate::HttpResponse::text(503, "server is shutting down")));
     }
