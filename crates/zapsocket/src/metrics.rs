@@ -61,7 +61,7 @@ pub struct MetricsSnapshot {
     pub handshakes: BTreeMap<u16, u64>,
     /// Connections open now.
     pub open: u64,
-    /// Data messages and payload bytes each way, with their sizes, of every connection
+    /// Data messages and payload bytes each way (with the received ones' sizes), of every connection
     /// (open or ended), and the messages dropped by the slow-consumer policy.
     pub counts: Counts,
     /// Close codes received from peers (1005 for a close frame without one).
@@ -174,19 +174,16 @@ impl MetricsSnapshot {
         for (name, kind, help, value) in flows {
             single(&mut out, name, kind, help, value);
         }
-        for (direction, sizes, sum) in
-            [("received", &c.sizes_in, c.bytes_in), ("sent", &c.sizes_out, c.bytes_out)]
-        {
-            let name = format!("message_size_bytes_{direction}");
-            family(&mut out, &name, "histogram", &format!("Sizes of the data messages {direction}."));
-            let mut cumulative = 0;
-            for (i, n) in sizes.iter().enumerate() {
-                cumulative += n;
-                let le = SIZE_BUCKETS.get(i).map_or("+Inf".to_owned(), u64::to_string);
-                let _ = writeln!(out, "zapsocket_ws_{name}_bucket{{le=\"{le}\"}} {cumulative}");
-            }
-            let _ = writeln!(out, "zapsocket_ws_{name}_sum {sum}\nzapsocket_ws_{name}_count {cumulative}");
+        let name = "message_size_bytes_received";
+        family(&mut out, name, "histogram", "Sizes of the data messages received.");
+        let mut cumulative = 0;
+        for (i, n) in c.sizes_in.iter().enumerate() {
+            cumulative += n;
+            let le = SIZE_BUCKETS.get(i).map_or("+Inf".to_owned(), u64::to_string);
+            let _ = writeln!(out, "zapsocket_ws_{name}_bucket{{le=\"{le}\"}} {cumulative}");
         }
+        let sum = c.bytes_in;
+        let _ = writeln!(out, "zapsocket_ws_{name}_sum {sum}\nzapsocket_ws_{name}_count {cumulative}");
         for (name, help, codes) in [
             ("close_codes_received_total", "Close codes received from peers.", &self.close_received),
             ("close_codes_sent_total", "Close codes sent.", &self.close_sent),

@@ -85,7 +85,7 @@ async fn handshakes_messages_close_codes_and_endings_are_counted() {
         "zapsocket_ws_message_size_bytes_received_count 4",
         "zapsocket_ws_close_codes_received_total{code=\"4000\"} 1",
         "zapsocket_ws_connections_ended_total{cause=\"terminated\"} 1",
-        "# TYPE zapsocket_ws_message_size_bytes_sent histogram",
+        "# TYPE zapsocket_ws_message_size_bytes_received histogram",
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
     }

@@ -137,9 +137,6 @@ pub struct Connection {
 struct Sending {
     text: bool,
     compressed: bool,
-    /// Payload bytes sent so far (for the size histogram; saturates at 4 GiB, in its
-    /// last bucket anyway).
-    size: u32,
 }
 
 impl Connection {

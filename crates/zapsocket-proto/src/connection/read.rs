@@ -48,6 +48,7 @@ impl Connection {
     /// let event = server.take_back(lent);
     /// assert_eq!(event, Some(Ok(Event::Message(Message::text("x".repeat(100_000))))));
     /// ```
+    #[inline]
     pub fn poll_event_lending(&mut self, min: usize) -> Option<Result<Decoded, Error>> {
         self.poll_decoded(Some(min))
     }
@@ -65,8 +66,9 @@ impl Connection {
             // the rest of what was received.
             return None;
         }
-        self.rx = lent.rx;
-        match lent.outcome? {
+        let work = *lent.0;
+        self.rx = work.rx;
+        match work.outcome? {
             Ok(message) => message.map(|m| {
                 if let Some(counts) = &mut self.counts {
                     counts.received(m.len());
@@ -82,6 +84,7 @@ impl Connection {
         self.lent
     }
 
+    #[inline]
     fn poll_decoded(&mut self, lend: Option<usize>) -> Option<Result<Decoded, Error>> {
         // Only new bytes are a sign of life: a partial frame polled again and again is
         // not (bytes may also have been written straight into `read_buffer`).
@@ -98,6 +101,7 @@ impl Connection {
     }
 
     /// Decodes frames until one yields an event (or is lent) or more bytes are needed.
+    #[inline]
     fn decode_event(&mut self, lend: Option<usize>) -> Option<Result<Decoded, Error>> {
         loop {
             if self.state == State::Closed || self.lent || self.rbuf.is_empty() {
@@ -137,7 +141,8 @@ impl Connection {
                 self.lent = true;
                 let rx = std::mem::take(&mut self.rx);
                 let max = self.config.max_message_size;
-                return Some(Ok(Decoded::Lent(Lent { pending, payload, rx, max, outcome: None })));
+                let work = Work { pending, payload, rx, max, outcome: None };
+                return Some(Ok(Decoded::Lent(Lent(Box::new(work)))));
             }
             match self.rx.data_frame(pending, payload, self.config.max_message_size) {
                 Ok(Some(message)) => return Some(Ok(Decoded::Event(Event::Message(message)))),
@@ -219,6 +224,7 @@ impl Connection {
     }
 
     /// Handles one complete, unmasked control frame.
+    #[inline(never)]
     fn on_control(&mut self, header: FrameHeader, payload: BytesMut) -> Result<Event, Error> {
         match header.opcode {
             OpCode::Ping => {
@@ -273,8 +279,13 @@ pub enum Decoded {
 
 /// A data frame lent out by [`Connection::poll_event_lending`], with the receiving state
 /// its work needs (the message being assembled, the UTF-8 validator, the inflater).
+///
+/// (Boxed: it is rare, and decoding returns it through several calls.)
 #[derive(Debug)]
-pub struct Lent {
+pub struct Lent(Box<Work>);
+
+#[derive(Debug)]
+struct Work {
     pending: Pending,
     payload: BytesMut,
     rx: Receiving,
@@ -287,15 +298,16 @@ impl Lent {
     /// outcome (a message, nothing yet, or a protocol error) is reported by
     /// [`Connection::take_back`].
     pub fn run(&mut self) {
-        if self.outcome.is_none() {
-            let payload = std::mem::take(&mut self.payload);
-            self.outcome = Some(self.rx.data_frame(self.pending, payload, self.max));
+        let work = &mut *self.0;
+        if work.outcome.is_none() {
+            let payload = std::mem::take(&mut work.payload);
+            work.outcome = Some(work.rx.data_frame(work.pending, payload, work.max));
         }
     }
 
     /// The frame's payload length on the wire.
     pub fn len(&self) -> usize {
-        self.pending.header.payload_len as usize
+        self.0.pending.header.payload_len as usize
     }
 
     /// Whether the frame's payload is empty (never, for a frame worth lending).
@@ -324,8 +336,12 @@ impl Receiving {
     }
 
     /// Whether a complete data frame has work worth doing without the connection.
+    #[inline]
     fn worth_lending(&self, pending: &Pending, min: usize) -> bool {
         let len = pending.header.payload_len;
+        if len < (min / 64) as u64 {
+            return false; // most frames: too small either way
+        }
         if self.is_compressed(pending) {
             return len >= (min / 64) as u64;
         }
@@ -335,6 +351,7 @@ impl Receiving {
 
     /// Handles one complete data frame (still masked past `pending.checked`): its
     /// message when it completes one.
+    #[inline]
     fn data_frame(
         &mut self,
         pending: Pending,

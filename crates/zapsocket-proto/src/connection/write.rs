@@ -54,17 +54,16 @@ impl Connection {
     /// known up front, so the threshold does not apply).
     pub fn send_fragment(&mut self, text: bool, payload: Bytes, fin: bool) -> Result<(), Error> {
         self.check_can_send()?;
-        let (opcode, mut sending) = match self.sending_fragmented {
+        let (opcode, sending) = match self.sending_fragmented {
             None => {
                 let compressed = self.deflate.as_ref().is_some_and(|d| d.compresses_fragments());
-                (if text { OpCode::Text } else { OpCode::Binary }, Sending { text, compressed, size: 0 })
+                (if text { OpCode::Text } else { OpCode::Binary }, Sending { text, compressed })
             }
             Some(s) if s.text == text => (OpCode::Continuation, s),
             Some(_) => return Err(Error::FragmentOrder),
         };
-        sending.size = sending.size.saturating_add(u32::try_from(payload.len()).unwrap_or(u32::MAX));
         if let Some(counts) = &mut self.counts {
-            counts.sent_part(payload.len(), fin, u64::from(sending.size));
+            counts.sent_part(payload.len(), fin);
         }
         self.sending_fragmented = if fin { None } else { Some(sending) };
         match self.deflate.as_mut().filter(|_| sending.compressed) {

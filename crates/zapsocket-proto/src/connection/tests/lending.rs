@@ -188,3 +188,13 @@ fn only_frames_with_work_are_lent() {
     server.feed(&from_peer(Role::Server, 0x89, &[1; 125]));
     assert!(matches!(server.poll_event_lending(0), Some(Ok(Decoded::Event(Event::Ping(_))))));
 }
+
+#[test]
+fn what_decoding_returns_stays_small() {
+    // Every decoded event goes back through several calls: a lent frame is boxed so
+    // that it does not make every return as large as itself.
+    let decoded = std::mem::size_of::<Option<Result<Decoded, Error>>>();
+    let event = std::mem::size_of::<Option<Result<Event, Error>>>();
+    assert_eq!(decoded, event, "Decoded is no larger than Event");
+    assert!(event <= 56, "{event} bytes");
+}
