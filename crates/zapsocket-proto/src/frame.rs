@@ -196,6 +196,22 @@ pub(crate) fn encode_frame_rsv1(
 /// Compressed copies of one broadcast frame: (level, window bits, frame bytes).
 type CompressedCopies = Mutex<Vec<(u32, u8, Bytes)>>;
 
+/// How a server connection compresses a message on its own
+/// (`server_no_context_takeover`): what [`EncodedFrame::prepare_compressed`] needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CompressAlone {
+    pub(crate) level: u32,
+    pub(crate) bits: u8,
+    pub(crate) threshold: usize,
+}
+
+impl CompressAlone {
+    /// Whether a message of `len` payload bytes is sent compressed.
+    pub fn compresses(&self, len: usize) -> bool {
+        len >= self.threshold
+    }
+}
+
 /// A server-to-client frame encoded once, to be sent to any number of connections.
 ///
 /// Server frames are not masked, so the same bytes are valid for every client: a
@@ -275,6 +291,18 @@ impl EncodedFrame {
     /// The payload, shared.
     pub(crate) fn payload(&self) -> Bytes {
         self.bytes.slice(self.header_len..)
+    }
+
+    /// Makes the compressed copy a connection with `setting` would send (see
+    /// [`Connection::compress_alone`](crate::Connection::compress_alone)), if it would
+    /// compress this frame: so that the work is done here, outside the lock the
+    /// connection is kept under, and [`Connection::send_encoded`](crate::Connection::send_encoded)
+    /// then only queues the copy.
+    pub fn prepare_compressed(&self, setting: CompressAlone) {
+        let data = matches!(self.opcode(), OpCode::Text | OpCode::Binary);
+        if data && self.payload_len() >= setting.threshold {
+            let _ = self.compressed(setting.level, setting.bits);
+        }
     }
 
     /// The frame compressed on its own with `(level, bits)`, made once per setting.

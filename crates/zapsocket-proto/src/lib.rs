@@ -44,7 +44,7 @@ pub use config::{Config, PART_OVERHEAD};
 pub use connection::{Connection, Decoded, Lent, Role, State};
 pub use counts::{Counts, SIZE_BUCKETS};
 pub use error::Error;
-pub use frame::{EncodedFrame, FrameHeader, MAX_HEADER_LEN, OpCode, encode_frame};
+pub use frame::{CompressAlone, EncodedFrame, FrameHeader, MAX_HEADER_LEN, OpCode, encode_frame};
 pub use mask::{apply_mask, apply_mask_reference};
 pub use message::{Event, Message, Utf8Bytes};
 pub use outbound::{CHUNK_OVERHEAD, Outbound};

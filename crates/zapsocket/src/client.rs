@@ -203,6 +203,7 @@ impl ClientBuilder {
             peer_addr,
             deflate: response.deflate,
             extensions: Default::default(),
+            alone: None, // a client masks each frame: nothing to share or make ahead
         };
         let ws = WebSocket::new(shared.clone(), info);
         tokio::spawn(Driver::new(shared));

@@ -27,6 +27,9 @@ pub(crate) struct Info {
     pub(crate) deflate: Option<DeflateParams>,
     /// What the server's `authorize` hook attached.
     pub(crate) extensions: crate::Extensions,
+    /// How the connection compresses a message on its own, when it does: large
+    /// messages are then compressed before the connection's lock is taken.
+    pub(crate) alone: Option<zapsocket_proto::CompressAlone>,
 }
 
 /// One WebSocket connection: receive with [`WebSocket::recv`] (or as a [`Stream`]), send
@@ -251,8 +254,8 @@ impl WebSocketSender {
     /// Sends a message; resolves once it is written to the socket. See
     /// [`WebSocket::send`].
     pub async fn send(&self, message: impl Into<Message>) -> Result<()> {
-        let message = message.into();
-        let mut op = Some(|c: &mut Connection| queue_message(c, message));
+        let message = self.prepare(message.into());
+        let mut op = Some(|c: &mut Connection| queue_outgoing(c, message));
         let offset = poll_fn(|cx| self.shared.poll_enqueue(cx, &mut op, true)).await?;
         self.written(offset).await
     }
@@ -264,8 +267,8 @@ impl WebSocketSender {
     /// the burst is handled: the cheapest way to echo or relay. A failed write shows in
     /// a later call or in `recv()`.
     pub async fn queue(&self, message: impl Into<Message>) -> Result<()> {
-        let message = message.into();
-        let mut op = Some(|c: &mut Connection| queue_message(c, message));
+        let message = self.prepare(message.into());
+        let mut op = Some(|c: &mut Connection| queue_outgoing(c, message));
         poll_fn(|cx| self.shared.poll_enqueue(cx, &mut op, true)).await.map(drop)
     }
 
@@ -287,14 +290,37 @@ impl WebSocketSender {
     /// Queues a message without waiting. Fails with an error for which
     /// [`Error::is_queue_full`] is true when the send queue is full.
     pub fn try_send(&self, message: impl Into<Message>) -> Result<()> {
-        let message = message.into();
-        self.shared.try_enqueue(|c| queue_message(c, message)).map(drop)
+        let message = self.prepare(message.into());
+        self.shared.try_enqueue(|c| queue_outgoing(c, message)).map(drop)
+    }
+
+    /// `message`, compressed here when the connection will send it compressed on its
+    /// own and it is large: the work is then done before the connection's lock is
+    /// taken, not under it (sends from other tasks, the reader and the driver need it).
+    fn prepare(&self, message: Message) -> Outgoing {
+        let Some(alone) =
+            self.info.alone.filter(|a| message.len() >= PRECOMPRESS_MIN && a.compresses(message.len()))
+        else {
+            return Outgoing::Message(message);
+        };
+        let frame = match &message {
+            Message::Text(t) => EncodedFrame::text(t.as_str()),
+            Message::Binary(b) => EncodedFrame::binary(b),
+            _ => return Outgoing::Message(message),
+        };
+        frame.prepare_compressed(alone);
+        Outgoing::Frame(frame)
     }
 
     /// Queues a frame encoded once for many connections (see [`crate::Clients`]), without
     /// waiting and without copying it. A full queue applies the
     /// [`SlowConsumer`](crate::SlowConsumer) policy; returns whether the frame was queued.
     pub fn send_encoded(&self, frame: &EncodedFrame) -> Result<bool> {
+        if let Some(alone) = self.info.alone {
+            // The shared compressed copy is made here, outside the lock, by the first
+            // recipient that needs it.
+            frame.prepare_compressed(alone);
+        }
         self.shared.send_encoded(frame)
     }
 
@@ -302,6 +328,9 @@ impl WebSocketSender {
     /// is full instead of applying the slow-consumer policy (as [`WebSocketSender::queue`]
     /// does for a message): for a backlog that must all arrive, like a replay.
     pub async fn queue_encoded(&self, frame: &EncodedFrame) -> Result<()> {
+        if let Some(alone) = self.info.alone {
+            frame.prepare_compressed(alone);
+        }
         let mut op = Some(|c: &mut Connection| c.send_encoded(frame));
         poll_fn(|cx| self.shared.poll_enqueue(cx, &mut op, true)).await.map(drop)
     }
@@ -444,6 +473,23 @@ impl Drop for Recv<'_> {
         if !self.finished {
             self.shared.cancel_recv();
         }
+    }
+}
+
+/// Messages from this size on are compressed before the connection's lock is taken (when
+/// the connection compresses each message on its own).
+const PRECOMPRESS_MIN: usize = 16 * 1024;
+
+/// A message to queue, or its frame compressed ahead.
+enum Outgoing {
+    Message(Message),
+    Frame(EncodedFrame),
+}
+
+fn queue_outgoing(c: &mut Connection, outgoing: Outgoing) -> Result<(), zapsocket_proto::Error> {
+    match outgoing {
+        Outgoing::Message(message) => queue_message(c, message),
+        Outgoing::Frame(frame) => c.send_encoded(&frame),
     }
 }
 

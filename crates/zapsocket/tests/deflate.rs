@@ -215,6 +215,72 @@ async fn inflating_a_large_message_holds_up_no_other_task_on_the_connection() {
     assert!(worst * 4 < took, "a call waited {worst:?} while a message took {took:?} to inflate");
 }
 
+/// A large message a server compresses on its own (`server_no_context_takeover`, the
+/// default) is compressed before the connection's lock is taken, for a send and for a
+/// frame encoded once for many connections: meanwhile, calls on the connection from
+/// other threads are not held up by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressing_a_large_message_holds_up_no_other_task_on_the_connection() {
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    let server = Server::builder().deflate(DeflateConfig::default()).bind().await.unwrap();
+    let addr = server.local_addr();
+    let (done, result) = tokio::sync::oneshot::channel();
+    let done = Arc::new(Mutex::new(Some(done)));
+    tokio::spawn(server.serve(move |mut ws: WebSocket| {
+        let done = done.clone();
+        async move {
+            assert!(ws.deflate().is_some_and(|d| d.server_no_context_takeover));
+            assert_eq!(ws.recv().await.unwrap().unwrap(), Message::text("go"));
+            let sender = ws.sender();
+            let stop = Arc::new(AtomicBool::new(false));
+            let watcher = {
+                let (stop, sender) = (stop.clone(), sender.clone());
+                std::thread::spawn(move || {
+                    let (mut worst, mut calls) = (Duration::ZERO, 0u32);
+                    while !stop.load(Relaxed) {
+                        let start = Instant::now();
+                        let _ = sender.ready_state();
+                        worst = worst.max(start.elapsed());
+                        calls += 1;
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                    (worst, calls)
+                })
+            };
+            // Compressed before it is queued (then written while the client reads).
+            let start = Instant::now();
+            sender.send(Message::binary(vec![0u8; 16 << 20])).await.unwrap();
+            let queued = start.elapsed();
+            let frame = zapsocket::EncodedFrame::binary(&vec![1u8; 16 << 20]);
+            let start = Instant::now();
+            assert!(sender.send_encoded(&frame).unwrap());
+            let encoded = start.elapsed();
+            stop.store(true, Relaxed);
+            let (worst, calls) = watcher.join().unwrap();
+            let _ = done.lock().unwrap().take().unwrap().send((queued, encoded, worst, calls));
+            ws.closed().await;
+        }
+    }));
+    let mut client = Client::connect(&url(addr, "/")).await.unwrap();
+    client.send("go").await.unwrap();
+    for fill in [0u8, 1] {
+        let got =
+            tokio::time::timeout(Duration::from_secs(60), client.recv()).await.unwrap().unwrap().unwrap();
+        assert_eq!(got, Message::binary(vec![fill; 16 << 20]));
+    }
+    let (queued, encoded, worst, calls) =
+        tokio::time::timeout(Duration::from_secs(60), result).await.unwrap().unwrap();
+    eprintln!(
+        "compressing took {queued:?} and {encoded:?}; the longest wait for the lock: {worst:?} ({calls} calls)"
+    );
+    assert!(calls >= 5, "the watcher ran ({calls} calls)");
+    let took = queued.min(encoded);
+    assert!(worst * 4 < took, "a call waited {worst:?} while a message took {took:?} to compress");
+}
+
 /// Raw deflate of `data` with a sync flush at the end (what a peer puts in a frame,
 /// before it strips the flush), via our own client's compression: a client sending
 /// through a tap would do, but the proto crate's transformer is the shortest way.

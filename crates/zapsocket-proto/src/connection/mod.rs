@@ -291,6 +291,16 @@ impl Connection {
         self.rx.inflater = Some(Box::new(inflater));
     }
 
+    /// How this connection compresses a message on its own, when it is a server that
+    /// does (permessage-deflate with `server_no_context_takeover`): its output then does
+    /// not depend on what was sent before, so it can be made ahead, outside any lock
+    /// ([`crate::EncodedFrame::prepare_compressed`]). `None` otherwise.
+    pub fn compress_alone(&self) -> Option<crate::CompressAlone> {
+        let session = self.deflate.as_deref().filter(|_| self.role == Role::Server)?;
+        let (level, bits) = session.shared_setting()?;
+        Some(crate::CompressAlone { level, bits, threshold: session.threshold() })
+    }
+
     /// The agreed permessage-deflate parameters, if it is on.
     pub fn deflate(&self) -> Option<&DeflateParams> {
         self.deflate.as_deref().map(Session::params)

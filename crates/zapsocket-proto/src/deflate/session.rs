@@ -76,6 +76,11 @@ impl Session {
         self.send_bits.filter(|_| self.send_alone).map(|bits| (self.level, bits))
     }
 
+    /// The smallest message compressed.
+    pub(crate) fn threshold(&self) -> usize {
+        self.threshold
+    }
+
     /// Compresses one frame of a message (`fin` on its last frame).
     pub(crate) fn compress(&mut self, payload: &[u8], fin: bool) -> Bytes {
         let bits = self.send_bits.unwrap_or(15);

@@ -221,6 +221,7 @@ where
         conn.outbound().push(response.into());
     }
     conn.feed(leftover);
+    let alone = conn.compress_alone();
     let shared = Shared::new(next_id(), conn, &settings.config, stream);
     if let Some(metrics) = &settings.metrics {
         metrics.opened(&shared);
@@ -233,6 +234,7 @@ where
         peer_addr: Some(peer),
         deflate: admitted.deflate,
         extensions: admitted.extensions,
+        alone,
     };
     let ws = WebSocket::new(shared.clone(), info);
     let clients = settings.clients.clone();

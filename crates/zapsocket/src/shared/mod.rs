@@ -26,7 +26,12 @@
 //! (`Connection::poll_event_lending`), whoever decodes (`recv()`, or the driver) does
 //! the work after releasing the lock and hands it back. Nothing else is decoded while a
 //! frame is out, so messages keep their order, and sends, the heartbeat and the driver's
-//! writes never wait for an inflate.
+//! writes never wait for an inflate. Compressing is done before the lock is taken when
+//! the connection compresses each message on its own (a server with
+//! `server_no_context_takeover`, the default): a large message, or a frame shared by a
+//! broadcast, is compressed by its sender (`WebSocketSender::prepare`,
+//! `EncodedFrame::prepare_compressed`); with context takeover the compressor's state is
+//! the connection's, and compressing stays under its lock.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};

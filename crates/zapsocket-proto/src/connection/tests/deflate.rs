@@ -330,3 +330,27 @@ fn an_empty_message_or_last_fragment_with_context_takeover_keeps_the_stream_in_s
     assert_eq!(got, [binary(&b"frag"[..]), binary(zeros)]);
     assert_eq!(sent[1].payload, [0x00]);
 }
+
+#[test]
+fn a_server_that_compresses_each_message_alone_can_have_its_copy_made_ahead() {
+    let alone = DeflateParams { server_no_context_takeover: true, ..DeflateParams::default() };
+    let pair = deflate_pair(alone, DeflateConfig::default());
+    assert_eq!(pair.client.compress_alone(), None, "a client masks: nothing to make ahead");
+    let takeover = deflate_pair(DeflateParams::default(), DeflateConfig::default());
+    assert_eq!(takeover.server.compress_alone(), None, "its output depends on what it sent before");
+    let mut server = pair.server;
+    let setting = server.compress_alone().unwrap();
+    assert!(setting.compresses(1024) && !setting.compresses(10), "the threshold");
+    let small = EncodedFrame::text("tiny");
+    small.prepare_compressed(setting);
+    assert_eq!(small.compressed_copies(), 0, "under the threshold: nothing to make");
+    let frame = EncodedFrame::text(&json_of(64 * 1024));
+    frame.prepare_compressed(setting);
+    assert_eq!(frame.compressed_copies(), 1, "made ahead, outside the connection");
+    server.send_encoded(&frame).unwrap();
+    assert_eq!(frame.compressed_copies(), 1, "queued as made");
+    let sent = sent_frames(&mut server);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].b0, 0xc1, "FIN, RSV1, text");
+    assert!(sent[0].payload.len() < 4 * 1024);
+}
