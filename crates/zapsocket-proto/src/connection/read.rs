@@ -94,9 +94,6 @@ impl Connection {
         self.queue_held_pong();
         let event = self.decode_event(lend);
         self.rbuf_seen = self.rbuf.len();
-        if let (Some(counts), Some(Ok(Decoded::Event(Event::Message(m))))) = (&mut self.counts, &event) {
-            counts.received(m.len());
-        }
         event
     }
 
@@ -145,7 +142,14 @@ impl Connection {
                 return Some(Ok(Decoded::Lent(Lent(Box::new(work)))));
             }
             match self.rx.data_frame(pending, payload, self.config.max_message_size) {
-                Ok(Some(message)) => return Some(Ok(Decoded::Event(Event::Message(message)))),
+                Ok(Some(message)) => {
+                    // Counted here, where the message is made: matching the returned
+                    // event again would keep it in memory on the hot path.
+                    if let Some(counts) = &mut self.counts {
+                        counts.received(message.len());
+                    }
+                    return Some(Ok(Decoded::Event(Event::Message(message))));
+                }
                 Ok(None) => continue,
                 Err(e) => return Some(Err(self.fail(e))),
             }
