@@ -60,12 +60,11 @@ impl Admin {
                 "401 Unauthorized: the admin page needs ?token=TOKEN, the --admin-token given to zap serve\n";
             return Some(HttpResponse::text(401, text).with_header("Cache-Control", "no-store"));
         }
-        let response = match page {
-            true => HttpResponse::html(ADMIN_HTML),
-            false => {
-                let json = self.snapshot.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                HttpResponse::bytes("application/json", json)
-            }
+        let response = if page {
+            HttpResponse::html(ADMIN_HTML)
+        } else {
+            let json = self.snapshot.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            HttpResponse::bytes("application/json", json)
         };
         Some(response.with_header("Cache-Control", "no-store"))
     }
@@ -111,15 +110,14 @@ async fn snapshot(hub: &Hub) -> String {
     let mut listed = Vec::with_capacity(rooms.len());
     for (i, (room, here)) in rooms.into_iter().enumerate() {
         // With other nodes, the largest rooms are counted on all of them.
-        let members = match many && i < MAX_COUNTED {
-            true => hub.members(&room).await.map_or(here, |m| m.len()),
-            false => here,
-        };
+        let members =
+            if many && i < MAX_COUNTED { hub.members(&room).await.map_or(here, |m| m.len()) } else { here };
         listed.push(json!({"room": room, "members": members}));
     }
-    let note = match many {
-        true => format!("with members on this node; the largest {MAX_COUNTED} counted on every node"),
-        false => String::new(),
+    let note = if many {
+        format!("with members on this node; the largest {MAX_COUNTED} counted on every node")
+    } else {
+        String::new()
     };
     let disconnects: Vec<_> = hub
         .recent_disconnects()

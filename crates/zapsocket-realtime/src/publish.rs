@@ -63,22 +63,8 @@ impl Core {
         let text = publication.volatile_text();
         let len = text.len();
         let frame = zapsocket::encode(Message::from(text));
-        let registry = self.registry.read();
-        let Some(skip) = Skip::new(publication.except(), rooms, None) else { return };
-        let mut seen: HashSet<*const SocketState> = HashSet::new();
-        let (mut queued, mut dropped) = (0u64, 0u64);
-        for room in rooms {
-            registry.for_each_member(room, |socket| {
-                if skip.skips(&registry, socket) || !seen.insert(Arc::as_ptr(socket)) {
-                    return;
-                }
-                if socket.deliver_volatile(&frame) {
-                    queued += 1;
-                } else {
-                    dropped += 1;
-                }
-            });
-        }
+        let (queued, dropped) =
+            self.fan_out(rooms, publication.except(), None, |socket| socket.deliver_volatile(&frame));
         self.counters.sent(queued, len, 0);
         self.counters.volatile_dropped.fetch_add(dropped, Relaxed);
     }
@@ -99,32 +85,48 @@ impl Core {
         let text = d.publication.text(d.epoch, d.offsets);
         let len = text.len();
         let frame = zapsocket::encode(Message::from(text));
-        let registry = self.registry.read();
-        let Some(skip) = Skip::new(d.publication.except(), rooms, d.fresh) else { return };
         let held = || HeldMessage {
             offsets: rooms.iter().cloned().zip(d.offsets.iter().copied()).collect(),
             frame: frame.clone(),
         };
         let max_held = self.config.max_resume_buffer;
+        let (queued, dropped) = self.fan_out(rooms, d.publication.except(), d.fresh, |socket| {
+            socket.deliver(&frame, &held, max_held)
+        });
+        self.counters.sent(queued, len, dropped);
+    }
+
+    /// Calls `deliver` for each of this node's members of `rooms`, each once, leaving
+    /// out the members of `except` and of the rooms that `fresh` marks as delivered
+    /// already; returns how many it queued and dropped (`deliver` says which).
+    fn fan_out(
+        &self,
+        rooms: &[String],
+        except: &[String],
+        fresh: Option<&[bool]>,
+        mut deliver: impl FnMut(&SocketState) -> bool,
+    ) -> (u64, u64) {
+        let registry = self.registry.read();
+        let Some(skip) = Skip::new(except, rooms, fresh) else { return (0, 0) };
         let mut seen: HashSet<*const SocketState> = HashSet::new();
         let dedupe = rooms.len() > 1;
         let (mut queued, mut dropped) = (0u64, 0u64);
         for (i, room) in rooms.iter().enumerate() {
-            if d.fresh.is_some_and(|fresh| !fresh.get(i).copied().unwrap_or(true)) {
+            if fresh.is_some_and(|fresh| !fresh.get(i).copied().unwrap_or(true)) {
                 continue;
             }
             registry.for_each_member(room, |socket| {
                 if skip.skips(&registry, socket) || (dedupe && !seen.insert(Arc::as_ptr(socket))) {
                     return;
                 }
-                if socket.deliver(&frame, &held, max_held) {
+                if deliver(socket) {
                     queued += 1;
                 } else {
                     dropped += 1;
                 }
             });
         }
-        self.counters.sent(queued, len, dropped);
+        (queued, dropped)
     }
 
     /// Tells the members of `rooms` that messages of those rooms were lost for them

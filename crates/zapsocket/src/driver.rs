@@ -121,7 +121,7 @@ impl Future for Driver {
                 Step::Done => {
                     inner.set_done();
                     if let Some(metrics) = inner.metrics.take() {
-                        metrics.ended(this.shared.id, &inner, inner.cause());
+                        metrics.ended(this.shared.id, &inner);
                     }
                     drop(inner);
                     if let Some(f) = this.on_done.take() {

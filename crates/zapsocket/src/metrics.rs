@@ -100,7 +100,7 @@ impl Metrics {
     }
 
     /// A connection ended: its counts and how it ended go into the totals.
-    pub(crate) fn ended(&self, id: u64, conn: &Conn, cause: &'static str) {
+    pub(crate) fn ended(&self, id: u64, conn: &Conn) {
         self.inner.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
         let mut totals = self.totals();
         if let Some(counts) = conn.conn.counts() {
@@ -112,7 +112,7 @@ impl Metrics {
         if let Some(code) = conn.conn.sent_close_code() {
             *totals.close_sent.entry(code.0).or_default() += 1;
         }
-        *totals.ended.entry(cause).or_default() += 1;
+        *totals.ended.entry(conn.cause()).or_default() += 1;
     }
 
     /// The totals so far, with the open connections' counts.

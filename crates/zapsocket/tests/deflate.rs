@@ -138,13 +138,45 @@ async fn a_compression_bomb_gets_1009() {
     assert_eq!(peer.read_close_code().await, Some(1009));
 }
 
+/// A thread that calls `ready_state()` on an open connection (it takes the connection's
+/// lock, as every send does) every 200 µs, timing each call, until stopped.
+struct LockWatcher {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(Duration, u32)>,
+}
+
+impl LockWatcher {
+    fn start(sender: zapsocket::WebSocketSender) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let (mut worst, mut calls) = (Duration::ZERO, 0u32);
+            while !flag.load(Relaxed) {
+                let start = std::time::Instant::now();
+                assert_eq!(sender.ready_state(), zapsocket::ReadyState::Open);
+                worst = worst.max(start.elapsed());
+                calls += 1;
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            (worst, calls)
+        });
+        LockWatcher { stop, thread }
+    }
+
+    /// Stops it: the longest call, and how many calls there were.
+    fn stop(self) -> (Duration, u32) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
 /// A large compressed message is inflated outside the connection's lock, by the reader
 /// (a `recv()` that waited for it) and by the driver (decoding while the handler waits
 /// in `closed()`): meanwhile, calls on the same connection from other threads (here
 /// `ready_state()`, which takes that lock, as every send does) are not held up by it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inflating_a_large_message_holds_up_no_other_task_on_the_connection() {
-    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
     use std::sync::{Arc, Mutex};
     use std::time::Instant;
 
@@ -157,22 +189,7 @@ async fn inflating_a_large_message_holds_up_no_other_task_on_the_connection() {
     tokio::spawn(server.serve(move |mut ws: WebSocket| {
         let (done, first_in) = (done.clone(), first_in.clone());
         async move {
-            let sender = ws.sender();
-            let stop = Arc::new(AtomicBool::new(false));
-            let watcher = {
-                let stop = stop.clone();
-                std::thread::spawn(move || {
-                    let (mut worst, mut calls) = (Duration::ZERO, 0u32);
-                    while !stop.load(Relaxed) {
-                        let start = Instant::now();
-                        assert_eq!(sender.ready_state(), zapsocket::ReadyState::Open);
-                        worst = worst.max(start.elapsed());
-                        calls += 1;
-                        std::thread::sleep(Duration::from_micros(200));
-                    }
-                    (worst, calls)
-                })
-            };
+            let watcher = LockWatcher::start(ws.sender());
             // The first message: inflated by this task's `recv()`.
             let start = Instant::now();
             let first = ws.recv().await.unwrap().unwrap();
@@ -184,8 +201,7 @@ async fn inflating_a_large_message_holds_up_no_other_task_on_the_connection() {
             let start = Instant::now();
             let second = ws.recv().await.unwrap().expect("the second message");
             let ready_in = start.elapsed();
-            stop.store(true, Relaxed);
-            let (worst, calls) = watcher.join().unwrap();
+            let (worst, calls) = watcher.stop();
             let sizes = (first.len(), second.len());
             let _ = done.lock().unwrap().take().unwrap().send((sizes, took, ready_in, worst, calls));
         }
@@ -221,7 +237,6 @@ async fn inflating_a_large_message_holds_up_no_other_task_on_the_connection() {
 /// other threads are not held up by it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compressing_a_large_message_holds_up_no_other_task_on_the_connection() {
-    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
     use std::sync::{Arc, Mutex};
     use std::time::Instant;
 
@@ -235,21 +250,7 @@ async fn compressing_a_large_message_holds_up_no_other_task_on_the_connection() 
             assert!(ws.deflate().is_some_and(|d| d.server_no_context_takeover));
             assert_eq!(ws.recv().await.unwrap().unwrap(), Message::text("go"));
             let sender = ws.sender();
-            let stop = Arc::new(AtomicBool::new(false));
-            let watcher = {
-                let (stop, sender) = (stop.clone(), sender.clone());
-                std::thread::spawn(move || {
-                    let (mut worst, mut calls) = (Duration::ZERO, 0u32);
-                    while !stop.load(Relaxed) {
-                        let start = Instant::now();
-                        let _ = sender.ready_state();
-                        worst = worst.max(start.elapsed());
-                        calls += 1;
-                        std::thread::sleep(Duration::from_micros(200));
-                    }
-                    (worst, calls)
-                })
-            };
+            let watcher = LockWatcher::start(sender.clone());
             // Compressed before it is queued (then written while the client reads).
             let start = Instant::now();
             sender.send(Message::binary(vec![0u8; 16 << 20])).await.unwrap();
@@ -258,8 +259,7 @@ async fn compressing_a_large_message_holds_up_no_other_task_on_the_connection() 
             let start = Instant::now();
             assert!(sender.send_encoded(&frame).unwrap());
             let encoded = start.elapsed();
-            stop.store(true, Relaxed);
-            let (worst, calls) = watcher.join().unwrap();
+            let (worst, calls) = watcher.stop();
             let _ = done.lock().unwrap().take().unwrap().send((queued, encoded, worst, calls));
             ws.closed().await;
         }

@@ -1,4 +1,6 @@
-//! The state a connection's handles share with its driver task.
+//! The state a connection's handles share with its driver task. This file: the state,
+//! the handles' I/O, sends and wakers; `inbound.rs`: decoding and what is decoded ahead
+//! of `recv()`; `ending.rs`: how a connection ends, and why.
 //!
 //! The handles do the hot path's I/O themselves, under the lock: `recv()` reads the
 //! socket when nothing is buffered and decodes on its own task, and a send writes at
@@ -46,7 +48,10 @@ use crate::error::{Error, Kind, Result};
 use crate::message::Message;
 use crate::transport::{Socket, Transport};
 
+mod ending;
 mod inbound;
+
+pub(crate) use ending::Ending;
 
 /// Where a connection stands, like the browser's and `ws`'s `readyState`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -92,36 +97,6 @@ pub(crate) enum Life {
     Terminating,
     /// The driver finished; the transport is gone.
     Done,
-}
-
-/// Why a connection ended, when this end decided it (see [`crate::MetricsSnapshot::ended`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Ending {
-    Heartbeat,
-    WriteTimeout,
-    CloseTimeout,
-    SlowConsumer,
-    MemoryBudget,
-    Terminated,
-    HandlerPanic,
-    ConnectionLost,
-    Error,
-}
-
-impl Ending {
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Ending::Heartbeat => "heartbeat",
-            Ending::WriteTimeout => "write_timeout",
-            Ending::CloseTimeout => "close_timeout",
-            Ending::SlowConsumer => "slow_consumer",
-            Ending::MemoryBudget => "memory_budget",
-            Ending::Terminated => "terminated",
-            Ending::HandlerPanic => "handler_panic",
-            Ending::ConnectionLost => "connection_lost",
-            Ending::Error => "error",
-        }
-    }
 }
 
 /// One connection's shared state: the protocol state machine, wakers, and counters.
@@ -402,15 +377,6 @@ impl Inner {
         self.reading == Reading::Ended
     }
 
-    /// Ends the connection at once, without a close handshake (the driver does it);
-    /// nothing if it is over already.
-    pub(crate) fn terminate(&mut self) {
-        if self.life == Life::Running {
-            self.life = Life::Terminating;
-        }
-        self.wake_driver();
-    }
-
     /// At a timer's tick (the driver's, or the heartbeat thread's while it runs the
     /// keepalive): see [`Socket::release_if_idle`].
     pub(crate) fn release_if_idle(&mut self) {
@@ -561,54 +527,6 @@ impl Inner {
             for w in self.space_waiters.drain(..) {
                 w.wake();
             }
-        }
-    }
-
-    /// Records a terminal error for `recv()` (the first one wins).
-    pub(crate) fn set_error(&mut self, error: Error) {
-        if self.error.is_none() {
-            self.error = Some(error);
-        }
-    }
-
-    /// Why the connection ended, for the metrics.
-    pub(crate) fn cause(&self) -> &'static str {
-        if let Some(ending) = self.ending {
-            return ending.name();
-        }
-        if self.conn.close_frame().is_some() || self.conn.sent_close_code().is_some() {
-            "closed"
-        } else {
-            "connection_lost"
-        }
-    }
-
-    /// Marks the connection finished and wakes everyone waiting on it.
-    pub(crate) fn set_done(&mut self) {
-        self.life = Life::Done;
-        self.conn.outbound().clear();
-        self.account.close(false);
-        self.wake_recv();
-        for (_, w) in self.write_waiters.drain(..) {
-            w.wake();
-        }
-        for w in self.space_waiters.drain(..).chain(self.done_waiters.drain(..)) {
-            w.wake();
-        }
-    }
-
-    fn terminal_error(&self) -> Error {
-        self.error.clone().unwrap_or_else(|| Error::new(Kind::Closed))
-    }
-
-    /// The peer's close frame, or our own record of why the connection ended.
-    pub(crate) fn close_frame(&self) -> Option<CloseFrame> {
-        self.conn.close_frame().cloned().or_else(|| self.local_close.clone())
-    }
-
-    pub(crate) fn set_local_close(&mut self, code: CloseCode, reason: &str) {
-        if self.local_close.is_none() {
-            self.local_close = Some(CloseFrame::new(code, reason));
         }
     }
 }
