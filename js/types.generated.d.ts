@@ -24,9 +24,9 @@ export type AskInput = {
  */
 event: string, 
 /**
- * Its data.
+ * Its data (byte arrays included).
  */
-data?: JsonValue, 
+data?: unknown, 
 /**
  * How long to wait for the ack (default 5,000, at most 10,000).
  */
@@ -175,9 +175,9 @@ ms: number, };
 
 /** Events a client sends: the data, and the data of the reply when it asks for an ack. */
 export interface ClientEvents {
-  "ask": { data: AskInput; reply: JsonValue };
+  "ask": { data: AskInput; reply: unknown };
   "chat": { data: ChatMessage; reply: ChatReply };
-  "echo": { data: JsonValue; reply: JsonValue };
+  "echo": { data: unknown; reply: unknown };
   "set_name": { data: SetName; reply: SetName };
 }
 
@@ -188,12 +188,13 @@ export interface ServerEvents {
   "$left": PresenceEvent;
   "$resync": Resync;
   "chat": ChatRelay;
-  "echo": JsonValue;
+  "echo": unknown;
 }
 
 /** Procedures: the input and the output of each. */
 export interface Procedures {
   "add": { input: AddInput; output: number };
+  "echo": { input: unknown; output: unknown };
   "fail": { input: FailInput; output: null };
   "sleep": { input: SleepInput; output: null };
 }

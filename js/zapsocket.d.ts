@@ -1,4 +1,5 @@
-// Type declarations for zapsocket.js, the client of the zapsocket realtime protocol v1.
+// Type declarations for zapsocket.js, the client of the zapsocket realtime protocol
+// (versions 1 and 2: byte arrays in data).
 //
 // Typing an application: pass the maps that `zapsocket-realtime` generates from the Rust
 // types (js/types.generated.d.ts, see docs/PROTOCOL.md "TypeScript declarations"):
@@ -11,6 +12,11 @@
 //   socket.on('chat', (msg) => msg.text);                   // msg: ChatRelay
 //
 // Without a type argument every name and payload is accepted (`any`).
+//
+// Byte arrays: what is sent may hold `Uint8Array`s (a Node `Buffer` is one), `ArrayBuffer`s
+// and other views (typed arrays, DataView) anywhere in arrays and plain objects; where a
+// type says `Uint8Array` (the generated type of a Rust `Binary`), any of them is accepted.
+// What is received holds `Uint8Array`s (views on the received frame).
 
 /** The shape of an API description; every part is optional. */
 export interface ApiShape {
@@ -55,6 +61,24 @@ type DataOf<T> = T extends { data: infer D } ? D : any;
 type ReplyOf<T> = T extends { reply: infer R } ? R : unknown;
 type InputOf<T> = T extends { input: infer I } ? I : any;
 type OutputOf<T> = T extends { output: infer O } ? O : unknown;
+/** A byte array the client can send: an `ArrayBuffer` or any view (Uint8Array, Buffer, DataView...). */
+export type BytesInput = ArrayBufferLike | ArrayBufferView;
+type Shallower = [never, 0, 1, 2, 3, 4, 5, 6, 7];
+/**
+ * What may be sent where `T` is expected: each `Uint8Array` in `T` (in arrays and objects,
+ * down to 8 levels; recursive types such as JSON values stop there) may be any `BytesInput`.
+ */
+export type Sendable<T, Depth extends number = 8> = 0 extends 1 & T
+  ? T
+  : [Depth] extends [never]
+    ? T
+    : T extends Uint8Array
+      ? BytesInput
+      : T extends (...args: any[]) => any
+        ? T
+        : T extends object
+          ? { [K in keyof T]: Sendable<T[K], Shallower[Depth]> }
+          : T;
 /** `data` may be left out when its type accepts null. */
 type DataArgs<D> = [null] extends [D] ? [data?: D] : [undefined] extends [D] ? [data?: D] : [data: D];
 
@@ -209,7 +233,7 @@ export class Socket<A extends ApiShape = AnyApi> {
   /** `{room: offset}`: the highest offset seen in each room. */
   readonly offsets: Record<string, number>;
   limits: Limits;
-  /** The subprotocol the server selected. */
+  /** The subprotocol the server selected: `'zap.v2'` (byte arrays go as binary frames), `'zap.v1'` (as arrays of numbers). */
   protocol: string | undefined;
 
   open(): this;
@@ -244,17 +268,17 @@ export class Socket<A extends ApiShape = AnyApi> {
   listenersAny(): Array<(...args: any[]) => any>;
 
   /** Fire and forget. true: sent or buffered; false: closed, or the buffer is full. Throws for a bad name. */
-  emit<K extends AppEventName<ClientEventsOf<A>>>(event: K, ...data: DataArgs<DataOf<ClientEventsOf<A>[K]>>): boolean;
+  emit<K extends AppEventName<ClientEventsOf<A>>>(event: K, ...data: DataArgs<Sendable<DataOf<ClientEventsOf<A>[K]>>>): boolean;
   /** Resolves with the server's ack data; rejects with a ZapError. */
   emitWithAck<K extends AppEventName<ClientEventsOf<A>>>(
     event: K,
-    data: DataOf<ClientEventsOf<A>[K]>,
+    data: Sendable<DataOf<ClientEventsOf<A>[K]>>,
     options?: AckOptions,
   ): Promise<ReplyOf<ClientEventsOf<A>[K]>>;
   /** Calls a procedure: resolves with its output; rejects with a ZapError. */
   call<K extends Extract<keyof ProceduresOf<A>, string>>(
     procedure: K,
-    input: InputOf<ProceduresOf<A>[K]>,
+    input: Sendable<InputOf<ProceduresOf<A>[K]>>,
     options?: AckOptions,
   ): Promise<OutputOf<ProceduresOf<A>[K]>>;
 
@@ -273,8 +297,16 @@ export default connect;
 
 // ---- lower level, exported for tests and other transports -------------------------------
 
-export const PROTOCOL_VERSION: 1;
+/** The newest protocol version the client speaks (it speaks 1 too). */
+export const PROTOCOL_VERSION: 2;
+/** The version 1 subprotocol (the client offers `SUBPROTOCOLS`). */
 export const SUBPROTOCOL: 'zap.v1';
+/** The subprotocols the client offers, the preferred first. */
+export const SUBPROTOCOLS: readonly ['zap.v2', 'zap.v1'];
+/** The first byte of a version 2 binary frame. */
+export const BINARY_FORMAT: 0x02;
+/** The most byte arrays one message may carry. */
+export const MAX_ATTACHMENTS: 64;
 export const DEFAULT_LIMITS: Readonly<Limits>;
 export const LOCAL_EVENTS: readonly LocalEventName[];
 
@@ -285,6 +317,21 @@ export type Envelope =
 
 /** Parses a server's text frame; throws a ZapError `bad_json` or `bad_envelope`. */
 export function parseEnvelope(text: string): Envelope;
+/**
+ * Parses a server's binary frame (version 2): placeholders become Uint8Array views on it.
+ * Throws a ZapError `unsupported` (another format), `bad_envelope` or `bad_json`.
+ */
+export function parseFrame(frame: ArrayBufferLike | ArrayBufferView): Envelope;
+/** An envelope to send: its JSON (byte arrays as `{"$bin": I}`) and the byte arrays. Throws `bad_payload` or `limit`. */
+export function encodeEnvelope(envelope: object): { text: string; parts: Uint8Array[] };
+/**
+ * The frame of an encoded envelope for a connection of `version` (default 2): a string,
+ * or a binary frame on version 2 when it has parts (on version 1 they become arrays of
+ * numbers). Throws a ZapError `too_large` when over `max` bytes.
+ */
+export function frameOf(message: { text: string; parts: Uint8Array[] }, version?: number, max?: number): string | Uint8Array;
+/** Whether a value is sent as bytes (an ArrayBuffer or a view on one). */
+export function isBytes(value: unknown): value is BytesInput;
 /** Why a name is not usable (`bad_envelope`, `reserved`), or null. */
 export function nameProblem(name: unknown, what?: string): ZapError | null;
 /** Is the UTF-8 encoding of `text` over `limit` bytes? */

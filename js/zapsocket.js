@@ -1,19 +1,21 @@
-// zapsocket.js: the JavaScript client of the zapsocket realtime protocol, version 1
-// (docs/PROTOCOL.md). ES modules, no dependencies, for browsers and Node.
+// zapsocket.js: the JavaScript client of the zapsocket realtime protocol, versions 1 and
+// 2 (docs/PROTOCOL.md; 2 adds byte arrays in data, sent as binary frames). ES modules, no
+// dependencies, for browsers and Node.
 //
-// Reading order: zapsocket/protocol.js (envelopes, acks, offsets, reconnection policy;
-// pure) → zapsocket/connection.js (one WebSocket at a time, reconnection) → the Socket
-// here (the API object) → connect().
+// Reading order: zapsocket/protocol.js (envelopes, binary frames, acks, offsets,
+// reconnection policy; pure) → zapsocket/connection.js (one WebSocket at a time,
+// reconnection) → the Socket here (the API object) → connect().
 
 import {
   DEFAULT_LIMITS, LOCAL, Offsets, PROTOCOL_VERSION, Requests, ZapError,
-  isObject, nameProblem, parseEnvelope, utf8Over,
+  encodeEnvelope, frameOf, isObject, nameProblem, parseEnvelope, parseFrame,
 } from './zapsocket/protocol.js';
 import { Connection } from './zapsocket/connection.js';
 
 export {
-  DEFAULT_LIMITS, LOCAL_EVENTS, Offsets, PROTOCOL_VERSION, Requests, SUBPROTOCOL, ZapError,
-  backoffDelay, nameProblem, parseEnvelope, shouldReconnect, utf8Over,
+  BINARY_FORMAT, DEFAULT_LIMITS, LOCAL_EVENTS, MAX_ATTACHMENTS, Offsets, PROTOCOL_VERSION, Requests,
+  SUBPROTOCOL, SUBPROTOCOLS, ZapError, backoffDelay, encodeEnvelope, frameOf, isBytes, nameProblem,
+  parseEnvelope, parseFrame, shouldReconnect, utf8Over,
 } from './zapsocket/protocol.js';
 export { buildUrl } from './zapsocket/connection.js';
 
@@ -44,10 +46,11 @@ export class Socket {
   #requests;
   #offsets = new Offsets();
   #rooms = new Set(); // joined with $join (rejoined after a reconnection)
-  #buffer = []; // {text, id} waiting for a connection
+  #buffer = []; // {message, id, fail} waiting for a connection (message: encodeEnvelope's)
   #conn;
   #gen = 0; // counts WebSockets, so that work for an old one is dropped
   #hello = null; // the last $hello's data
+  #version = PROTOCOL_VERSION; // of the connection (its $hello); before the first, the newest
   #everConnected = false;
   #waiters = [];
   #lastHeard = 0; // Date.now() of the last message received
@@ -65,13 +68,13 @@ export class Socket {
     this.session = null;
     /** The limits the server announced (defaults until then). */
     this.limits = { ...DEFAULT_LIMITS };
-    /** The subprotocol the server selected (`zap.v1`, or '' from a server that ignored it). */
+    /** The subprotocol the server selected (`zap.v2`, `zap.v1`, or '' from a server that ignored it). */
     this.protocol = undefined;
     this.#requests = new Requests({ max: this.opts.maxPending });
     this.#conn = new Connection(this.opts, {
       open: (protocol) => (this.protocol = protocol),
-      text: (text) => this.#onText(text),
-      binary: () => this.#emitLocal('error', new ZapError('unsupported', 'a binary frame (reserved in version 1)')),
+      text: (text) => this.#onFrame(parseEnvelope, text),
+      binary: (frame) => this.#onFrame(parseFrame, frame),
       closed: (info) => this.#onClosed(info),
       reconnecting: (info) => this.#emitLocal('reconnecting', info),
     });
@@ -291,29 +294,49 @@ export class Socket {
     this.#beat = setTimeout(check, pingInterval);
   }
 
-  /** Encodes, checks the size, then writes (connected, or `direct`) or buffers. */
+  /**
+   * Encodes (byte arrays in `data`: a binary frame, see `#frame`), checks the size, then
+   * writes (connected, or `direct`) or buffers.
+   */
   #send(envelope, id, fail, direct = false) {
-    let text;
+    let message;
     try {
-      text = JSON.stringify(envelope);
+      message = encodeEnvelope(envelope);
     } catch (e) {
-      return fail(new ZapError('bad_payload', `cannot encode as JSON: ${e.message}`)), false;
+      return fail(e), false;
     }
-    const max = this.limits.max_message;
-    if (utf8Over(text, max)) return fail(new ZapError('too_large', `envelope over max_message (${max} bytes)`)), false;
-    if (this.state === 'connected' || (direct && this.#conn.isOpen)) return this.#write(text, id, fail);
+    const frame = this.#frame(message, fail);
+    if (frame === null) return false;
+    if (this.state === 'connected' || (direct && this.#conn.isOpen)) return this.#write(frame, id, fail);
     if (this.state === 'disconnected') return fail(new ZapError('disconnected', 'the socket is closed')), false;
     if (this.#buffer.length >= this.opts.maxBuffered) this.#buffer = this.#buffer.filter((b) => !b.id || this.#requests.has(b.id));
     if (this.#buffer.length >= this.opts.maxBuffered) {
       return fail(new ZapError('limit', `offline buffer full (${this.opts.maxBuffered} messages)`)), false;
     }
-    this.#buffer.push({ text, id, fail });
+    // Its frame is made again once connected, for that connection's version: the bytes
+    // are copied now, as the JSON was made now.
+    if (message.parts.length) message = { text: message.text, parts: message.parts.map((p) => p.slice()) };
+    this.#buffer.push({ message, id, fail });
     return true;
   }
 
-  #write(text, id, fail) {
+  /**
+   * The frame of an encoded message for the current connection (before any, the newest
+   * version): a string, or a binary frame when it has byte arrays on version 2 (on version 1
+   * they are arrays of numbers). null when over `max_message` (the whole frame), after `fail`.
+   */
+  #frame(message, fail) {
     try {
-      this.#conn.send(text);
+      return frameOf(message, this.#version, this.limits.max_message);
+    } catch (e) {
+      fail(e);
+      return null;
+    }
+  }
+
+  #write(frame, id, fail) {
+    try {
+      this.#conn.send(frame);
     } catch (e) {
       fail(new ZapError('disconnected', `cannot send: ${e.message}`));
       return false;
@@ -325,16 +348,21 @@ export class Socket {
   #flush() {
     const queued = this.#buffer;
     this.#buffer = [];
-    for (const { text, id, fail } of queued) if (!id || this.#requests.has(id)) this.#write(text, id, fail);
+    for (const { message, id, fail } of queued) {
+      if (id && !this.#requests.has(id)) continue;
+      const frame = message.parts.length ? this.#frame(message, fail) : message.text;
+      if (frame !== null) this.#write(frame, id, fail);
+    }
   }
 
   // -- receiving ----------------------------------------------------------------------------
 
-  #onText(text) {
+  /** A frame from the server, text or binary, parsed by `parse`; a malformed one is an `error`. */
+  #onFrame(parse, frame) {
     this.#lastHeard = Date.now();
     let env;
     try {
-      env = parseEnvelope(text);
+      env = parse(frame);
     } catch (e) {
       return this.#emitLocal('error', e);
     }
@@ -402,19 +430,22 @@ export class Socket {
     this.#reply(env.ack, gen, result);
   }
 
+  /** Answers a server's request; a reply that cannot be sent becomes an error reply. */
   #reply(id, gen, data, error) {
     if (gen !== this.#gen || !this.#conn.isOpen) return; // the asking connection is gone
-    let text;
-    try {
-      text = error ? null : JSON.stringify({ reply: id, data: data ?? null });
-    } catch (e) {
-      error = new ZapError('handler_error', `reply is not JSON: ${e.message}`);
+    let frame = null;
+    if (!error) {
+      try {
+        frame = this.#frame(encodeEnvelope({ reply: id, data: data ?? null }), (e) => (error = e));
+      } catch (e) {
+        error = e.code === 'bad_payload' ? new ZapError('handler_error', `reply is not JSON: ${e.message}`) : e;
+      }
     }
     if (error) {
       const code = error instanceof ZapError ? error.code : 'handler_error';
-      text = JSON.stringify({ reply: id, error: { code, message: String(error?.message ?? error) } });
+      frame = JSON.stringify({ reply: id, error: { code, message: String(error?.message ?? error) } });
     }
-    this.#write(text, 0, () => {});
+    this.#write(frame, 0, () => {});
   }
 
   #invoke(fn, data, meta) {
@@ -451,10 +482,13 @@ export class Socket {
   // -- connection lifecycle -----------------------------------------------------------------
 
   #onHello(hello) {
-    if (hello.version !== PROTOCOL_VERSION) {
-      this.#emitLocal('error', new ZapError('unsupported', `the server speaks version ${hello.version}, not ${PROTOCOL_VERSION}`));
+    if (hello.version !== 1 && hello.version !== 2) {
+      this.#emitLocal('error', new ZapError('unsupported', `the server speaks version ${hello.version}, not 1 or 2`));
       return this.close(1000, 'unsupported version');
     }
+    // Byte arrays go as binary frames on version 2: the server selected zap.v2 (or nothing,
+    // if the subprotocol could not be offered) and says so.
+    this.#version = hello.version === 2 && this.protocol !== 'zap.v1' ? 2 : 1;
     this.limits = { ...DEFAULT_LIMITS, ...(isObject(hello.limits) ? hello.limits : {}) };
     const previous = this.#everConnected ? { session: this.session, epoch: this.#offsets.epoch } : null;
     this.#hello = hello;

@@ -35,14 +35,14 @@ after(async () => {
   await server?.stop();
 });
 
-test('connect: $hello gives session, epoch and limits; subprotocol zap.v1; states', async () => {
+test('connect: $hello gives session, epoch and limits; subprotocol zap.v2; states', async () => {
   const socket = connect(server.wsUrl, { WebSocket });
   sockets.push(socket);
   assert.equal(socket.state, 'connecting');
   const info = await next(socket, 'connect');
   assert.equal(socket.state, 'connected');
   assert.equal(socket.connected, true);
-  assert.equal(socket.protocol, 'zap.v1');
+  assert.equal(socket.protocol, 'zap.v2');
   assert.equal(typeof socket.session, 'string');
   assert.equal(info.session, socket.session);
   assert.equal(info.recovered, false);

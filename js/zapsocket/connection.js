@@ -1,7 +1,7 @@
 // zapsocket/connection.js: the connection manager of the zapsocket.js client: one
 // WebSocket at a time, reconnection with backoff (issue 6). Knows nothing of envelopes.
 
-import { SUBPROTOCOL, backoffDelay, shouldReconnect } from './protocol.js';
+import { SUBPROTOCOLS, backoffDelay, shouldReconnect } from './protocol.js';
 
 /** Builds the URL: relative URLs against the page, http(s) → ws(s), query parameters added. */
 export function buildUrl(url, query) {
@@ -17,8 +17,8 @@ export function buildUrl(url, query) {
 /**
  * Opens WebSockets, reports what happens on the current one to its owner (`hooks`), and
  * after an unwanted close dials again with backoff. Knows nothing of envelopes. Hooks:
- * `open()`, `text(string)`, `binary()`, `closed({code, reason, willReconnect})`,
- * `reconnecting({attempt, delay})`.
+ * `open(protocol)`, `text(string)`, `binary(ArrayBuffer)`,
+ * `closed({code, reason, willReconnect})`, `reconnecting({attempt, delay})`.
  */
 export class Connection {
   #ws = null;
@@ -50,8 +50,9 @@ export class Connection {
     this.attempt = 0;
   }
 
-  send(text) {
-    this.#ws.send(text);
+  /** Sends a text frame (a string) or a binary frame (a Uint8Array). */
+  send(frame) {
+    this.#ws.send(frame);
   }
 
   /** A deliberate close: no reconnection. Reports `closed` at once. */
@@ -94,17 +95,18 @@ export class Connection {
     let ws;
     try {
       const target = buildUrl(url, query);
-      ws = wsOptions ? new WS(target, [SUBPROTOCOL], wsOptions) : new WS(target, [SUBPROTOCOL]);
+      const protocols = [...SUBPROTOCOLS];
+      ws = wsOptions ? new WS(target, protocols, wsOptions) : new WS(target, protocols);
     } catch (e) {
       this.#ws = {}; // a placeholder, so that #closed has a current socket to end
       queueMicrotask(() => this.#closed(1006, `cannot open: ${e.message}`));
       return;
     }
     this.#ws = ws;
-    ws.binaryType = 'arraybuffer';
+    ws.binaryType = 'arraybuffer'; // binary frames arrive as one ArrayBuffer each
     const current = () => this.#ws === ws;
     ws.onopen = () => current() && this.hooks.open(ws.protocol);
-    ws.onmessage = (ev) => current() && (typeof ev.data === 'string' ? this.hooks.text(ev.data) : this.hooks.binary());
+    ws.onmessage = (ev) => current() && (typeof ev.data === 'string' ? this.hooks.text(ev.data) : this.hooks.binary(ev.data));
     ws.onerror = (ev) => {
       if (current()) this.lastError = ev?.error?.message || ev?.message || 'WebSocket error';
     };

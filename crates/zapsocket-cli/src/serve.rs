@@ -215,6 +215,7 @@ async fn bind(args: &ServeArgs, hub: &Hub) -> zapsocket::Result<Server> {
         .path("/echo")
         .path("/broadcast")
         .path(realtime::PATH)
+        .subprotocol(zapsocket_realtime::SUBPROTOCOL_V2)
         .subprotocol(zapsocket_realtime::SUBPROTOCOL)
         .config(config)
         .shutdown_timeout(Duration::from_secs(args.shutdown_timeout))

@@ -24,8 +24,10 @@ use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::binary::Json;
 use crate::config::HubConfig;
 use crate::protocol::Member;
 
@@ -64,15 +66,18 @@ impl std::fmt::Display for AdapterError {
 impl std::error::Error for AdapterError {}
 
 /// A room message as it crosses nodes: its target rooms, the rooms whose members must
-/// not get it, and the envelope, serialized once. Each node that delivers it adds the
-/// epoch and the offsets ([`Publication::text`]) and encodes one frame for all its
-/// recipients.
+/// not get it, and the envelope, serialized once, with the byte arrays its data holds
+/// (version 2). Each node that delivers it adds the epoch and the offsets
+/// ([`Publication::text`]) and encodes one frame for all its recipients (one per
+/// protocol version when it has byte arrays).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Publication {
     rooms: Vec<String>,
     except: Vec<String>,
     /// `{"event":NAME,"data":DATA` — the envelope without its end.
     body: String,
+    /// The byte arrays `body`'s placeholders `{"$bin": I}` point to.
+    attachments: Vec<Bytes>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -80,6 +85,9 @@ struct Header {
     rooms: Vec<String>,
     #[serde(default)]
     except: Vec<String>,
+    /// The lengths of the attachments, which follow the body.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    attachments: Vec<usize>,
 }
 
 impl Publication {
@@ -92,7 +100,19 @@ impl Publication {
                 unique.push(room);
             }
         }
-        Publication { rooms: unique, except, body: crate::envelope::event_body(event, data) }
+        Publication {
+            rooms: unique,
+            except,
+            body: crate::envelope::event_body(event, data),
+            attachments: Vec::new(),
+        }
+    }
+
+    /// The same message with byte arrays: `data`'s placeholders `{"$bin": I}` point to
+    /// `attachments[I]` (docs/PROTOCOL.md, *Version 2*).
+    pub fn with_attachments(mut self, attachments: Vec<Bytes>) -> Self {
+        self.attachments = attachments;
+        self
     }
 
     /// The target rooms, in order: the offsets of [`Entry`] and [`Delivery`] follow it.
@@ -105,10 +125,20 @@ impl Publication {
         &self.except
     }
 
-    /// The envelope a client receives, with `epoch` and each room's offset
-    /// (docs/PROTOCOL.md, *Offsets and recovery*).
+    /// The byte arrays its data's placeholders point to.
+    pub fn attachments(&self) -> &[Bytes] {
+        &self.attachments
+    }
+
+    /// The envelope's JSON a client receives, with `epoch` and each room's offset
+    /// (docs/PROTOCOL.md, *Offsets and recovery*); byte arrays are placeholders in it.
     pub fn text(&self, epoch: &str, offsets: &[u64]) -> String {
         crate::envelope::room_event_from_body(&self.body, epoch, &self.rooms, offsets)
+    }
+
+    /// The envelope with its byte arrays, ready to be framed for either version.
+    pub(crate) fn envelope(&self, epoch: &str, offsets: &[u64]) -> Json {
+        Json { text: self.text(epoch, offsets), bins: self.attachments.clone() }
     }
 
     /// The envelope of a volatile message: no epoch, no offsets (it is not recorded).
@@ -119,9 +149,16 @@ impl Publication {
         text
     }
 
+    /// [`Publication::volatile_text`] with its byte arrays.
+    pub(crate) fn volatile_envelope(&self) -> Json {
+        Json { text: self.volatile_text(), bins: self.attachments.clone() }
+    }
+
     /// Its size in bytes, as a queue counts it.
     pub fn len(&self) -> usize {
-        self.body.len() + self.rooms.iter().chain(&self.except).map(|r| r.len() + 8).sum::<usize>()
+        self.body.len()
+            + self.rooms.iter().chain(&self.except).map(|r| r.len() + 8).sum::<usize>()
+            + self.attachments.iter().map(|a| a.len() + 8).sum::<usize>()
     }
 
     /// Whether it is empty (never: an envelope has an event).
@@ -129,12 +166,20 @@ impl Publication {
         self.body.is_empty()
     }
 
-    /// Its wire form, for a broker to carry: a JSON header line, then the body.
+    /// Its wire form, for a broker to carry: a JSON header line, then the body, then
+    /// the attachments (their lengths are in the header).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let header = Header { rooms: self.rooms.clone(), except: self.except.clone() };
+        let header = Header {
+            rooms: self.rooms.clone(),
+            except: self.except.clone(),
+            attachments: self.attachments.iter().map(Bytes::len).collect(),
+        };
         let mut out = serde_json::to_vec(&header).unwrap_or_default();
         out.push(b'\n');
         out.extend_from_slice(self.body.as_bytes());
+        for attachment in &self.attachments {
+            out.extend_from_slice(attachment);
+        }
         out
     }
 
@@ -142,11 +187,23 @@ impl Publication {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
         let split = bytes.iter().position(|b| *b == b'\n').ok_or("no header line")?;
         let header: Header = serde_json::from_slice(&bytes[..split]).map_err(|e| format!("header: {e}"))?;
-        let body = std::str::from_utf8(&bytes[split + 1..]).map_err(|e| format!("body: {e}"))?;
+        let rest = &bytes[split + 1..];
+        let attached = header.attachments.iter().try_fold(0usize, |sum, len| sum.checked_add(*len));
+        let body_len = attached.and_then(|a| rest.len().checked_sub(a)).ok_or("attachments past the end")?;
+        let body = std::str::from_utf8(&rest[..body_len]).map_err(|e| format!("body: {e}"))?;
         if header.rooms.is_empty() || !body.starts_with("{\"event\":") {
             return Err("not a publication".into());
         }
-        Ok(Publication { rooms: header.rooms, except: header.except, body: body.to_owned() })
+        let mut at = body_len;
+        let attachments = header
+            .attachments
+            .iter()
+            .map(|len| {
+                at += len;
+                Bytes::copy_from_slice(&rest[at - len..at])
+            })
+            .collect();
+        Ok(Publication { rooms: header.rooms, except: header.except, body: body.to_owned(), attachments })
     }
 }
 
@@ -472,5 +529,23 @@ mod tests {
         assert!(Publication::from_bytes(b"{\"rooms\":[]}\n{\"event\":1").is_err());
         assert!(Publication::from_bytes(b"no newline").is_err());
         assert!(Publication::from_bytes(b"{\"rooms\":[\"a\"]}\n\xff").is_err());
+    }
+
+    #[test]
+    fn a_publication_with_byte_arrays_crosses_the_wire_unchanged() {
+        let bins = vec![Bytes::from_static(b"\n{\"event\":"), Bytes::new(), Bytes::from_static(&[0, 255])];
+        let p = Publication::new(vec!["r".into()], vec![], "f", r#"[{"$bin":0},{"$bin":1},{"$bin":2}]"#)
+            .with_attachments(bins.clone());
+        let back = Publication::from_bytes(&p.to_bytes()).unwrap();
+        assert_eq!((back.attachments(), &back), (&bins[..], &p));
+        assert_eq!(
+            p.len(),
+            Publication::new(vec!["r".into()], vec![], "f", r#"[{"$bin":0},{"$bin":1},{"$bin":2}]"#).len()
+                + 12
+                + 3 * 8
+        );
+        let mut cut = p.to_bytes();
+        cut.truncate(cut.iter().position(|b| *b == b'\n').unwrap() + 6);
+        assert!(Publication::from_bytes(&cut).is_err(), "attachments longer than what is left");
     }
 }

@@ -205,7 +205,7 @@ impl Core {
                 };
                 match route(from.to_owned(), data.get()) {
                     Ok(future) => match future.await {
-                        Ok(json) => serde_json::value::RawValue::from_string(json).map_or_else(
+                        Ok(json) => serde_json::value::RawValue::from_string(json.into_text()).map_or_else(
                             |e| Answer::Error(ReplyError::handler_error(e.to_string())),
                             Answer::Reply,
                         ),

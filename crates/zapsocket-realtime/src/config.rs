@@ -16,7 +16,8 @@ use zapsocket::RateLimit;
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct HubConfig {
-    /// The largest envelope accepted, in bytes. Default: 1 MiB. Larger ones get
+    /// The largest envelope accepted, in bytes: for a binary frame (protocol version 2),
+    /// the whole frame, JSON and byte arrays. Default: 1 MiB. Larger ones get
     /// `too_large` without being parsed, so a peer cannot make the server parse huge
     /// JSON. (The WebSocket server's own message limit closes with 1009 past it: set it
     /// at or above this one.)
@@ -48,8 +49,8 @@ pub struct HubConfig {
     /// without end. Clients do not reconnect after 1008 (docs/PROTOCOL.md, *Close
     /// codes*): they would send the same again.
     ///
-    /// Counted, a message that is not protocol version 1: a binary frame
-    /// (`unsupported`), an envelope over [`max_message`](Self::max_message)
+    /// Counted, a message that breaks the protocol: a binary frame on a version 1
+    /// connection (`unsupported`) or a malformed one (`bad_envelope`), an envelope over [`max_message`](Self::max_message)
     /// (`too_large`), text that is not an envelope (`bad_json`; `bad_envelope`, which
     /// includes a request reusing an ack id still in use), an event name starting with
     /// `$` that the protocol does not define (`reserved`). Not counted, what the

@@ -15,11 +15,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use serde::Serialize;
 use zapsocket::{CloseCode, Message, WebSocket, WebSocketReceiver, WebSocketSender};
 
+use crate::binary::{self, Json};
 use crate::core::{AnyHook, Core, Ctx, EventHook, Route};
 use crate::envelope::{self, Envelope, Refused};
 use crate::error::{ErrorCode, ReplyError};
@@ -56,7 +58,7 @@ const TOO_MANY_VIOLATIONS: &str = "too many malformed messages";
 enum Received {
     /// Served, or answered with an error that the application or the data caused.
     Handled,
-    /// Not protocol version 1: answered with its error, and counted.
+    /// Breaks the protocol: answered with its error, and counted.
     Violation,
 }
 
@@ -102,12 +104,13 @@ impl Running {
 }
 
 pub(crate) async fn run(core: Arc<Core>, ws: WebSocket) {
+    let binary = ws.protocol() == Some(crate::SUBPROTOCOL_V2);
     let (sender, mut rx) = ws.split();
-    let mut ctx = Ctx { core: core.clone(), state: Arc::new(SocketState::new(sender)), ack: None };
+    let mut ctx = Ctx { core: core.clone(), state: Arc::new(SocketState::new(sender, binary)), ack: None };
     // The steps of a connection's start and end, and the rare requests, are boxed: a
     // future is as large as its largest branch, and this one lives as long as the session.
     if let Err(error) = Box::pin(connect(&ctx)).await {
-        core.send_direct(&ctx.state, envelope::error_event(&error));
+        core.send_direct(&ctx.state, Json::plain(envelope::error_event(&error)));
         core.counters.errors_out.fetch_add(1, Relaxed);
         let _ = ctx.state.sender.close(CloseCode::POLICY_VIOLATION, truncate(&error.message, 120)).await;
         return;
@@ -115,7 +118,7 @@ pub(crate) async fn run(core: Arc<Core>, ws: WebSocket) {
     Box::pin(register(&core, &ctx.state)).await;
     core.counters.connections.fetch_add(1, Relaxed);
     core.counters.connections_total.fetch_add(1, Relaxed);
-    core.send_direct(&ctx.state, hello(&core, &ctx.state.sid));
+    core.send_direct(&ctx.state, Json::plain(hello(&core, &ctx.state)));
 
     let mut running = Running::default();
     let violated = read(&mut ctx, &mut rx, &mut running).await;
@@ -244,11 +247,11 @@ async fn connect(ctx: &Ctx) -> Result<(), ReplyError> {
     Ok(())
 }
 
-fn hello(core: &Core, sid: &str) -> String {
+fn hello(core: &Core, state: &SocketState) -> String {
     let config = &core.config;
     let hello = Hello {
-        version: 1,
-        session: sid,
+        version: if state.binary { 2 } else { 1 },
+        session: &state.sid,
         epoch: &core.epoch(),
         node: core.broker.node(),
         limits: Limits {
@@ -274,30 +277,43 @@ async fn inline<T>(fut: impl Future<Output = T>, running: &mut Running) -> T {
 
 /// Handles one received message; tells whether it broke the protocol.
 async fn receive(ctx: &mut Ctx, message: Message, running: &mut Running) -> Received {
-    let counters = &ctx.core.counters;
-    let text = match message {
-        Message::Text(text) => text,
-        Message::Binary(data) => {
-            counters.received(data.len());
-            let error =
-                ReplyError::new(ErrorCode::UNSUPPORTED, "binary frames are not part of protocol version 1");
-            return violation(ctx, None, error);
-        }
+    let size = match &message {
+        Message::Text(text) => text.len(),
+        Message::Binary(data) => data.len(),
         Message::Ping(_) | Message::Pong(_) => return Received::Handled,
     };
-    counters.received(text.len());
+    ctx.core.counters.received(size);
     let max = ctx.core.config.max_message;
-    if text.len() > max {
-        let error =
-            ReplyError::new(ErrorCode::TOO_LARGE, format!("{} bytes, over the limit of {max}", text.len()));
+    if size > max {
+        let error = ReplyError::new(ErrorCode::TOO_LARGE, format!("{size} bytes, over the limit of {max}"));
         return violation(ctx, None, error);
     }
-    let envelope = match envelope::parse(text.as_str(), ctx.core.config.max_name) {
+    let (text, bins) = match &message {
+        Message::Binary(_) if !ctx.state.binary => {
+            let error = ReplyError::new(
+                ErrorCode::UNSUPPORTED,
+                "binary frames are part of protocol version 2 (zap.v2), not of the version 1 this connection speaks",
+            );
+            return violation(ctx, None, error);
+        }
+        Message::Binary(data) => match binary::read_frame(data) {
+            Ok(frame) => (frame.text, frame.bins),
+            Err(bad) => {
+                let ack = bad.text.and_then(|text| envelope::ack_of(text, ctx.core.config.max_name));
+                return violation(ctx, ack, ReplyError::new(ErrorCode::BAD_ENVELOPE, bad.message));
+            }
+        },
+        Message::Text(text) => (text.as_str(), Vec::new()),
+        Message::Ping(_) | Message::Pong(_) => return Received::Handled,
+    };
+    let envelope = match envelope::parse(text, ctx.core.config.max_name) {
         Ok(envelope) => envelope,
         Err(Refused { ack, error }) => return violation(ctx, ack, error),
     };
     match envelope {
-        Envelope::Reply { id, result } => ctx.state.resolve(id, result.map(str::to_owned)),
+        Envelope::Reply { id, result } => {
+            ctx.state.resolve(id, result.map(|data| Json { text: data.to_owned(), bins }));
+        }
         Envelope::Event { name, ack, .. } if name.starts_with('$') && !CLIENT_EVENTS.contains(&&*name) => {
             return violation(ctx, ack, reserved_name(&name));
         }
@@ -309,7 +325,7 @@ async fn receive(ctx: &mut Ctx, message: Message, running: &mut Running) -> Rece
             match result {
                 Ok((resumed, reply)) => {
                     ctx.state = resumed;
-                    respond(ctx, ack, Ok(envelope::to_json(&reply)));
+                    respond(ctx, ack, Ok(Json::plain(envelope::to_json(&reply))));
                 }
                 Err(error) => respond(ctx, ack, Err(error)),
             }
@@ -339,7 +355,7 @@ async fn receive(ctx: &mut Ctx, message: Message, running: &mut Running) -> Rece
             if running.answers(ack) {
                 return violation(ctx, ack, ack_in_use(ack));
             }
-            if let Some(task) = start(ctx, ack, &name, data, route, any) {
+            if let Some(task) = start(ctx, ack, &name, data, bins, route, any) {
                 running.push(ack, task);
             }
         }
@@ -352,7 +368,7 @@ async fn receive(ctx: &mut Ctx, message: Message, running: &mut Running) -> Rece
             if running.answers(Some(ack)) {
                 return violation(ctx, Some(ack), ack_in_use(Some(ack)));
             }
-            if let Some(task) = start(ctx, Some(ack), &name, data, Some(route), Vec::new()) {
+            if let Some(task) = start(ctx, Some(ack), &name, data, bins, Some(route), Vec::new()) {
                 running.push(Some(ack), task);
             }
         }
@@ -375,15 +391,17 @@ fn ack_in_use(ack: Option<u64>) -> ReplyError {
     ReplyError::new(ErrorCode::BAD_ENVELOPE, format!("ack {id} is already in use by a request still running"))
 }
 
-/// Runs the middlewares and the catch-all listeners (`any`), decodes the data and starts
-/// the handler (an event without one was seen by a catch-all listener and needs no
-/// answer); the task ends with the ack it answered. With async middlewares, all of that
-/// runs in the task.
+/// Runs the middlewares and the catch-all listeners (`any`), decodes the data (with the
+/// byte arrays `bins` of a binary message) and starts the handler (an event without one
+/// was seen by a catch-all listener and needs no answer); the task ends with the ack it
+/// answered. With async middlewares, all of that runs in the task.
+#[allow(clippy::too_many_arguments)]
 fn start(
     ctx: &Ctx,
     ack: Option<u64>,
     name: &str,
     data: &str,
+    bins: Vec<Bytes>,
     route: Option<Route>,
     any: Vec<AnyHook>,
 ) -> Option<BoxFuture<Option<u64>>> {
@@ -392,7 +410,7 @@ fn start(
     if hooks.iter().all(|hook| matches!(hook, EventHook::Now(_))) {
         let started = check_now(ctx, &hooks, name, data).and_then(|()| {
             any.iter().for_each(|hook| hook(ctx, name, data));
-            route.map(|route| route(request, data)).transpose()
+            route.map(|route| route(request, data, &bins)).transpose()
         });
         return match started {
             Ok(Some(future)) => {
@@ -415,7 +433,7 @@ fn start(
             run_hooks(&ctx, &hooks, &name, &data).await?;
             any.iter().for_each(|hook| hook(&ctx, &name, &data));
             match route {
-                Some(route) => route(request, &data)?.await.map(Some),
+                Some(route) => route(request, &data, &bins)?.await.map(Some),
                 None => Ok(None),
             }
         };
@@ -470,23 +488,24 @@ async fn reserved(ctx: &Ctx, name: &str, data: &str) -> Reply {
             serde_json::from_str(data).map_err(|e| ReplyError::bad_payload(e.to_string()))?;
         Ok(request.room)
     };
-    match name {
-        "$join" => Ok(envelope::to_json(&ctx.core.join(&ctx.state, &room()?).await?)),
+    let json = match name {
+        "$join" => envelope::to_json(&ctx.core.join(&ctx.state, &room()?).await?),
         "$leave" => {
             let room = room()?;
             ctx.core.leave(&ctx.state, &room).await?;
-            Ok(envelope::to_json(&RoomRequest { room }))
+            envelope::to_json(&RoomRequest { room })
         }
-        "$members" => Ok(envelope::to_json(&ctx.core.members(&room()?).await?)),
+        "$members" => envelope::to_json(&ctx.core.members(&room()?).await?),
         // A liveness check from a client that cannot see WebSocket pings (a browser):
         // the reply is the answer.
-        "$ping" => Ok("null".into()),
+        "$ping" => "null".into(),
         "$error" => {
             tracing::debug!(session = %ctx.state.sid, error = data, "$error from a client");
-            Ok("null".into())
+            "null".into()
         }
-        _ => Err(reserved_name(name)),
-    }
+        _ => return Err(reserved_name(name)),
+    };
+    Ok(Json::plain(json))
 }
 
 /// Answers a request: the reply when it asked for an ack, else `$error` for an error.
@@ -494,11 +513,13 @@ fn respond(ctx: &Ctx, ack: Option<u64>, result: Reply) {
     if result.is_err() {
         ctx.core.counters.errors_out.fetch_add(1, Relaxed);
     }
-    match (ack, result) {
-        (Some(id), result) => ctx.core.send_direct(&ctx.state, envelope::reply(id, &result)),
-        (None, Err(error)) => ctx.core.send_direct(&ctx.state, envelope::error_event(&error)),
-        (None, Ok(_)) => {}
-    }
+    let json = match (ack, result) {
+        (Some(id), Ok(data)) => data.wrap(|data| envelope::reply(id, Ok(data))),
+        (Some(id), Err(error)) => Json::plain(envelope::reply(id, Err(&error))),
+        (None, Err(error)) => Json::plain(envelope::error_event(&error)),
+        (None, Ok(_)) => return,
+    };
+    ctx.core.send_direct(&ctx.state, json);
 }
 
 fn truncate(text: &str, max: usize) -> &str {

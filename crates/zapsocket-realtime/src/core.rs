@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
+use crate::binary::Json;
 use crate::broker::{Broker, Deliver, History};
 use crate::config::HubConfig;
 use crate::error::ReplyError;
@@ -63,9 +64,10 @@ pub(crate) struct Ctx {
     pub(crate) ack: Option<u64>,
 }
 
-/// A handler or procedure with its input type erased: reads `data` (or refuses it with
-/// `bad_payload`) and starts.
-pub(crate) type Route = Arc<dyn Fn(Ctx, &str) -> Result<BoxFuture<Reply>, ReplyError> + Send + Sync>;
+/// A handler or procedure with its input type erased: reads `data` (JSON, and the byte
+/// arrays of a binary message) or refuses it with `bad_payload`, and starts.
+pub(crate) type Route =
+    Arc<dyn Fn(Ctx, &str, &[bytes::Bytes]) -> Result<BoxFuture<Reply>, ReplyError> + Send + Sync>;
 
 /// A connect middleware.
 pub(crate) type ConnectHook = Arc<dyn Fn(Ctx) -> BoxFuture<Result<(), ReplyError>> + Send + Sync>;
@@ -124,10 +126,11 @@ impl Core {
         table.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
     }
 
-    /// Queues an unrecorded message on one socket (a reply, an error, `$hello`), counted.
-    pub(crate) fn send_direct(&self, socket: &SocketState, json: String) {
+    /// Queues an unrecorded message on one socket (a reply, an error, `$hello`), counted:
+    /// a binary frame when it has byte arrays and the socket speaks version 2.
+    pub(crate) fn send_direct(&self, socket: &SocketState, json: Json) {
         let len = json.len();
-        let frame = zapsocket::encode(zapsocket::Message::from(json));
+        let frame = zapsocket::encode(json.message(socket.binary));
         let queued = socket.sender.send_encoded(&frame).unwrap_or(false);
         self.counters.sent(u64::from(queued), len, u64::from(!queued));
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use ts_rs::TS;
 
+use crate::binary::Payload;
 use crate::error::ReplyError;
 use crate::hub::Hub;
 use crate::socket::Socket;
@@ -74,9 +75,9 @@ pub struct SleepInput {
 pub struct AskInput {
     /// The event to emit.
     pub event: String,
-    /// Its data.
+    /// Its data (byte arrays included).
     #[ts(optional)]
-    pub data: Option<serde_json::Value>,
+    pub data: Option<Payload>,
     /// How long to wait for the ack (default 5,000, at most 10,000).
     #[ts(optional)]
     pub timeout_ms: Option<u64>,
@@ -90,7 +91,7 @@ pub struct FailInput {
 }
 
 /// The hub of `zap serve`: the chat (`set_name`, `chat`, names from `?name=`) and the
-/// helpers `echo`, `add`, `sleep`, `ask`, `fail`.
+/// helpers `echo` (an event and a procedure), `add`, `sleep`, `ask`, `fail`.
 pub fn hub(hub: Hub) -> Hub {
     hub.use_connect(|socket: Socket| async move {
         let name = socket.request().and_then(|r| r.query_param("name")).and_then(|n| valid_name(&n).ok());
@@ -105,13 +106,16 @@ pub fn hub(hub: Hub) -> Hub {
     });
     hub.on("chat", chat);
     hub.declare_event::<ChatRelay>("chat");
-    hub.on("echo", |socket: Socket, data: serde_json::Value| async move {
+    // Whatever comes, byte arrays included, goes back as it came: the reply with an
+    // ack, else an `echo` event.
+    hub.on("echo", |socket: Socket, data: Payload| async move {
         if !socket.ack_requested() {
             socket.emit("echo", &data)?;
         }
         Ok::<_, ReplyError>(data)
     });
-    hub.declare_event::<serde_json::Value>("echo");
+    hub.declare_event::<Payload>("echo");
+    hub.procedure("echo", |_: Socket, data: Payload| async move { Ok::<_, ReplyError>(data) });
     hub.procedure("add", |_: Socket, input: AddInput| async move { Ok::<_, ReplyError>(input.a + input.b) });
     hub.procedure("sleep", |_: Socket, input: SleepInput| async move {
         if input.ms > MAX_WAIT_MS {
@@ -122,7 +126,7 @@ pub fn hub(hub: Hub) -> Hub {
     });
     hub.on("ask", |socket: Socket, input: AskInput| async move {
         let timeout = Duration::from_millis(input.timeout_ms.unwrap_or(5_000).min(MAX_WAIT_MS));
-        socket.timeout(timeout).emit_with_ack::<_, serde_json::Value>(&input.event, &input.data).await
+        socket.timeout(timeout).emit_with_ack::<_, Payload>(&input.event, &input.data).await
     });
     hub.procedure("fail", |_: Socket, input: FailInput| async move { Err::<(), _>(input.message) });
     hub

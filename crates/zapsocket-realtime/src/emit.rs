@@ -122,16 +122,18 @@ impl Operator {
     /// ones, each once, on every node. The message is serialized once; each node that
     /// has recipients encodes one frame with the offsets the broker gave it (`rooms` and
     /// `epoch` fields) and queues the same bytes on each of them, without waiting.
+    /// Byte arrays in `data` ([`Binary`](crate::Binary)) go as bytes to version 2
+    /// clients (one binary frame per node) and as base64 to version 1 clients.
     /// Fails with `reserved` for a `$` event name, `bad_payload` when `data` cannot be
     /// serialized, `unavailable` when the broker cannot take it (Redis out of reach).
     pub fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), ReplyError> {
         check_event(event)?;
-        let data = serde_json::to_string(data).map_err(|e| ReplyError::bad_payload(e.to_string()))?;
+        let data = crate::binary::to_json(data).map_err(|e| ReplyError::bad_payload(e.to_string()))?;
         if self.volatile {
-            self.core.publish_volatile(self.rooms.clone(), self.except.clone(), event, &data);
+            self.core.publish_volatile(self.rooms.clone(), self.except.clone(), event, data);
             return Ok(());
         }
-        self.core.publish(self.rooms.clone(), self.except.clone(), event, &data)
+        self.core.publish(self.rooms.clone(), self.except.clone(), event, data)
     }
 
     fn wait(&self) -> Duration {

@@ -106,6 +106,17 @@ pub(crate) fn parse(text: &str, max_name: usize) -> Result<Envelope<'_>, Refused
     }
 }
 
+/// The `ack` of an envelope, if one can be read: to answer a request refused for
+/// another reason (a malformed binary frame).
+pub(crate) fn ack_of(text: &str, max_name: usize) -> Option<u64> {
+    match parse(text, max_name) {
+        Ok(Envelope::Event { ack, .. }) => ack,
+        Ok(Envelope::Call { ack, .. }) => Some(ack),
+        Ok(Envelope::Reply { .. }) => None,
+        Err(refused) => refused.ack,
+    }
+}
+
 fn parse_id(raw: &RawValue) -> Result<u64, String> {
     match raw.get().parse::<u64>() {
         Ok(id) if (1..=MAX_ID).contains(&id) => Ok(id),
@@ -191,7 +202,7 @@ pub(crate) fn call(name: &str, data: &str, ack: u64) -> String {
 }
 
 /// `{"reply":ID,"data":DATA}` or `{"reply":ID,"error":{...}}`.
-pub(crate) fn reply(id: u64, result: &Result<String, ReplyError>) -> String {
+pub(crate) fn reply(id: u64, result: Result<&str, &ReplyError>) -> String {
     match result {
         Ok(data) => format!("{{\"reply\":{id},\"data\":{data}}}"),
         Err(error) => format!("{{\"reply\":{id},\"error\":{}}}", to_json(error)),
@@ -281,6 +292,28 @@ pub mod fuzzing {
         })
     }
 
+    /// Reads a version 2 binary frame as the hub does: its JSON and attachments, or the
+    /// `bad_envelope` message.
+    pub fn read_frame(frame: &[u8]) -> Result<(String, Vec<Vec<u8>>), String> {
+        let frame = bytes::Bytes::copy_from_slice(frame);
+        let read = crate::binary::read_frame(&frame).map_err(|bad| bad.message)?;
+        Ok((read.text.to_owned(), read.bins.iter().map(|b| b.to_vec()).collect()))
+    }
+
+    /// Writes a version 2 binary frame as the hub does.
+    pub fn write_frame(text: &str, attachments: &[Vec<u8>]) -> Vec<u8> {
+        let bins = attachments.iter().map(|a| bytes::Bytes::copy_from_slice(a)).collect();
+        crate::binary::Json { text: text.to_owned(), bins }.frame().to_vec()
+    }
+
+    /// Decodes a frame's JSON as a [`Payload`](crate::Payload) with its attachments, as a
+    /// handler taking any data does; returns how many byte arrays it kept.
+    pub fn payload_binaries(text: &str, attachments: &[Vec<u8>]) -> Result<usize, String> {
+        let bins: Vec<bytes::Bytes> = attachments.iter().map(|a| bytes::Bytes::copy_from_slice(a)).collect();
+        let payload: crate::Payload = crate::binary::from_json(text, &bins).map_err(|e| e.to_string())?;
+        Ok(payload.binaries().len())
+    }
+
     impl Parsed<'_> {
         /// The envelope written back with the writers the hub sends with (`rooms` and
         /// `epoch` left out: the hub writes them from its own offsets).
@@ -288,9 +321,7 @@ pub mod fuzzing {
             match self {
                 Parsed::Event { name, data, ack, .. } => super::event(name, data, *ack),
                 Parsed::Call { name, data, ack } => super::call(name, data, *ack),
-                Parsed::Reply { id, result } => {
-                    super::reply(*id, &result.as_ref().map(|d| (*d).to_owned()).map_err(Clone::clone))
-                }
+                Parsed::Reply { id, result } => super::reply(*id, result.as_ref().map(|d| *d)),
             }
         }
     }
@@ -345,8 +376,8 @@ mod tests {
             room_event_from_body(&event_body("chat", "{}"), "e1", &["lobby".into(), "$all".into()], &[4, 9]),
             r#"{"event":"chat","data":{},"epoch":"e1","rooms":{"lobby":4,"$all":9}}"#
         );
-        assert_eq!(reply(3, &Ok("5".into())), r#"{"reply":3,"data":5}"#);
-        let e = reply(3, &Err(ReplyError::new(ErrorCode::TIMEOUT, "late")));
+        assert_eq!(reply(3, Ok("5")), r#"{"reply":3,"data":5}"#);
+        let e = reply(3, Err(&ReplyError::new(ErrorCode::TIMEOUT, "late")));
         assert_eq!(e, r#"{"reply":3,"error":{"code":"timeout","message":"late"}}"#);
     }
 }

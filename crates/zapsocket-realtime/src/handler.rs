@@ -8,10 +8,12 @@ use std::pin::Pin;
 use serde::Serialize;
 use ts_rs::TS;
 
+use crate::binary::Json;
 use crate::error::{ErrorCode, ReplyError};
 
-/// What a handler's future resolves to: the reply's JSON, or an error reply.
-pub(crate) type Reply = Result<String, ReplyError>;
+/// What a handler's future resolves to: the reply's data (JSON and byte arrays), or an
+/// error reply.
+pub(crate) type Reply = Result<Json, ReplyError>;
 
 /// A boxed handler future.
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -24,15 +26,17 @@ pub trait HandlerOutput: Send + 'static {
     /// The type of the reply's data, for the TypeScript declarations.
     type Data: TS + 'static;
 
-    /// The reply: its data as JSON, or the error.
-    fn into_reply(self) -> Result<String, ReplyError>;
+    /// The reply: its data (JSON, and the byte arrays its placeholders point to), or
+    /// the error. Not part of the API: called by the hub.
+    #[doc(hidden)]
+    fn into_reply(self) -> Result<Json, ReplyError>;
 }
 
 impl HandlerOutput for () {
     type Data = ();
 
-    fn into_reply(self) -> Result<String, ReplyError> {
-        Ok("null".into())
+    fn into_reply(self) -> Result<Json, ReplyError> {
+        Ok(Json::plain("null".into()))
     }
 }
 
@@ -43,9 +47,9 @@ where
 {
     type Data = T;
 
-    fn into_reply(self) -> Result<String, ReplyError> {
+    fn into_reply(self) -> Result<Json, ReplyError> {
         match self {
-            Ok(value) => serde_json::to_string(&value)
+            Ok(value) => crate::binary::to_json(&value)
                 .map_err(|e| ReplyError::handler_error(format!("the reply could not be serialized: {e}"))),
             Err(error) => match (&error as &dyn Any).downcast_ref::<ReplyError>() {
                 Some(reply) => Err(reply.clone()),

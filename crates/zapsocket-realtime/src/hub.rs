@@ -412,8 +412,9 @@ where
     Fut: Future<Output = O> + Send + 'static,
     O: HandlerOutput,
 {
-    Arc::new(move |ctx: Ctx, data: &str| {
-        let input: T = serde_json::from_str(data).map_err(|e| ReplyError::bad_payload(e.to_string()))?;
+    Arc::new(move |ctx: Ctx, data: &str, bins: &[bytes::Bytes]| {
+        let input: T =
+            crate::binary::from_json(data, bins).map_err(|e| ReplyError::bad_payload(e.to_string()))?;
         let future = handler(Socket::from(ctx), input);
         Ok(Box::pin(async move { future.await.into_reply() }) as BoxFuture<Reply>)
     })

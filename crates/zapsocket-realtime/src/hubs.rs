@@ -73,7 +73,7 @@ impl Hubs {
         for path in self.paths() {
             builder = builder.path(path);
         }
-        builder.subprotocol(crate::SUBPROTOCOL)
+        builder.subprotocol(crate::SUBPROTOCOL_V2).subprotocol(crate::SUBPROTOCOL)
     }
 
     /// Serves one WebSocket with the hub of its request's path; a path no hub serves is

@@ -2,8 +2,10 @@
 //!
 //! The realtime layer over [`zapsocket`]: JSON events, rooms, acks, typed procedures
 //! with TypeScript declarations, presence and metrics, speaking the wire format of
-//! `docs/PROTOCOL.md` (version 1) — the same document the JavaScript client in `js/`
-//! follows.
+//! `docs/PROTOCOL.md` (versions 1 and 2) — the same document the JavaScript client in
+//! `js/` follows. Version 2 (`zap.v2`) carries byte arrays ([`Binary`]) as bytes, in
+//! one binary frame per message; a server offers both and serves each client in the
+//! version it chose.
 //!
 //! ```no_run
 //! use serde::{Deserialize, Serialize};
@@ -23,6 +25,7 @@
 //! hub.on("join", |socket: Socket, room: String| async move { socket.join(&room).await.map(drop) });
 //! let server = zapsocket::Server::builder()
 //!     .port(8080)
+//!     .subprotocol(zapsocket_realtime::SUBPROTOCOL_V2)
 //!     .subprotocol(zapsocket_realtime::SUBPROTOCOL)
 //!     .bind()
 //!     .await?;
@@ -34,6 +37,7 @@
 //!
 //! ```text
 //!  client ──text frame──▶ conn (size check, envelope parse, middlewares)
+//!        binary frame (v2: JSON + byte arrays, `binary`) ──┘
 //!                          ├─ $join/$leave/$members ─▶ presence (registry + broker) ─▶ $joined/$left
 //!                          ├─ $resume ─▶ recovery (history: session, replay) ─▶ live
 //!                          ├─ event ─▶ handler (serde decode, or bad_payload) ─▶ reply if ack
@@ -68,9 +72,9 @@
 //! Every limit of `docs/PROTOCOL.md` is a field of [`HubConfig`] with its default. Bad
 //! input (malformed JSON, unknown envelopes, oversized messages, wrong payloads, unknown
 //! events) gets the documented error reply or `$error`: never a panic, never silence.
-//! A socket that keeps breaking the protocol (malformed JSON or envelopes, binary frames,
-//! oversized messages) is closed with 1008 past [`HubConfig::max_violations`] (100, then
-//! 10 a second, by default); [`HubConfig::max_message_rate`] (off by default) paces what
+//! A socket that keeps breaking the protocol (malformed JSON or envelopes, malformed
+//! binary frames or any in version 1, oversized messages) is closed with 1008 past
+//! [`HubConfig::max_violations`] (100, then 10 a second, by default); [`HubConfig::max_message_rate`] (off by default) paces what
 //! a socket sends by not reading it until its next message is due.
 //!
 //! ## Clients
@@ -79,6 +83,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod binary;
 mod broker;
 pub mod client;
 mod cluster;
@@ -108,6 +113,7 @@ mod state;
 mod typescript;
 
 pub use crate::core::Disconnect;
+pub use binary::{Binary, Payload};
 pub use broker::{
     Adapter, AdapterError, Answers, BoxFuture, Broker, BrokerMetrics, Deliver, Delivery, Entry, History,
     NodeInfo, PUBLISH_LATENCY_BUCKETS_US, Presence, Publication, SessionRecord,
@@ -132,8 +138,16 @@ pub use zapsocket::RateLimit;
 #[doc(hidden)]
 pub use envelope::fuzzing;
 
-/// The WebSocket subprotocol of protocol version 1.
+/// The WebSocket subprotocol of protocol version 1 (JSON text frames only).
 pub const SUBPROTOCOL: &str = "zap.v1";
+
+/// The WebSocket subprotocol of protocol version 2: version 1, plus byte arrays as bytes
+/// in binary frames (docs/PROTOCOL.md). A server lists it before [`SUBPROTOCOL`], so
+/// that each client gets the newest version it offers.
+pub const SUBPROTOCOL_V2: &str = "zap.v2";
+
+/// Both subprotocols, newest first: what a client offers, and a server accepts.
+pub const SUBPROTOCOLS: [&str; 2] = [SUBPROTOCOL_V2, SUBPROTOCOL];
 
 /// The room every socket is in.
 pub const ALL_ROOM: &str = "$all";

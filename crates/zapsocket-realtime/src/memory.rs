@@ -378,7 +378,7 @@ impl History for MemoryAdapter {
     }
 
     /// Forgets the detached sessions past their window and, at least every
-    /// [`SWEEP_EVERY`] even without publications, the messages past the history's age.
+    /// `SWEEP_EVERY` even without publications, the messages past the history's age.
     fn sweep(&self, now: Instant) {
         lock(&self.sessions).expire(now);
         self.maybe_sweep(self.seq.load(Relaxed), now);

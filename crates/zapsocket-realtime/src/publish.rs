@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use serde::Serialize;
-use zapsocket::Message;
+use zapsocket::EncodedFrame;
 
+use crate::binary::Json;
 use crate::broker::{AdapterError, Delivery, Publication};
 use crate::core::Core;
 use crate::envelope;
@@ -29,15 +30,16 @@ pub(crate) fn reply_error(error: AdapterError) -> ReplyError {
 }
 
 impl Core {
-    /// Publishes `event` with `data` (JSON) to `rooms`, not to the members of `except`.
+    /// Publishes `event` with `data` (JSON and byte arrays) to `rooms`, not to the
+    /// members of `except`.
     pub(crate) fn publish(
         &self,
         rooms: Vec<String>,
         except: Vec<String>,
         event: &str,
-        data: &str,
+        data: Json,
     ) -> Result<(), ReplyError> {
-        let publication = Publication::new(rooms, except, event, data);
+        let publication = Publication::new(rooms, except, event, &data.text).with_attachments(data.bins);
         self.broker.publish(publication).map_err(reply_error)?;
         self.counters.broadcasts.fetch_add(1, Relaxed);
         Ok(())
@@ -45,8 +47,8 @@ impl Core {
 
     /// Publishes a volatile `event` (see [`crate::Operator::volatile`]): never an error
     /// for a broker that cannot take it (counted as dropped).
-    pub(crate) fn publish_volatile(&self, rooms: Vec<String>, except: Vec<String>, event: &str, data: &str) {
-        let publication = Publication::new(rooms, except, event, data);
+    pub(crate) fn publish_volatile(&self, rooms: Vec<String>, except: Vec<String>, event: &str, data: Json) {
+        let publication = Publication::new(rooms, except, event, &data.text).with_attachments(data.bins);
         match self.broker.publish_volatile(publication) {
             Ok(()) => _ = self.counters.broadcasts.fetch_add(1, Relaxed),
             Err(error) => {
@@ -59,21 +61,19 @@ impl Core {
     /// Queues a volatile message on this node's members of its rooms, each once, when
     /// their send queue is empty; the others do not get it (counted).
     pub(crate) fn deliver_volatile(&self, publication: &Publication) {
-        let rooms = publication.rooms();
-        let text = publication.volatile_text();
-        let len = text.len();
-        let frame = zapsocket::encode(Message::from(text));
-        let (queued, dropped) =
-            self.fan_out(rooms, publication.except(), None, |socket| socket.deliver_volatile(&frame));
-        self.counters.sent(queued, len, 0);
+        let frames = Frames::new(publication.volatile_envelope());
+        let (queued, dropped) = self.fan_out(publication.rooms(), publication.except(), None, |socket| {
+            socket.deliver_volatile(frames.get(socket.binary))
+        });
+        self.counters.sent(queued, frames.len, 0);
         self.counters.volatile_dropped.fetch_add(dropped, Relaxed);
     }
 
     /// Publishes a protocol event (`$joined`, `$left`); a failure is only logged (the
     /// broker counts it).
     pub(crate) fn publish_reserved<T: Serialize>(&self, room: &str, except: &str, event: &str, data: &T) {
-        let result =
-            self.publish(vec![room.to_owned()], vec![except.to_owned()], event, &envelope::to_json(data));
+        let data = Json::plain(envelope::to_json(data));
+        let result = self.publish(vec![room.to_owned()], vec![except.to_owned()], event, data);
         if let Err(error) = result {
             tracing::debug!(%room, %event, %error, "not published");
         }
@@ -82,18 +82,17 @@ impl Core {
     /// Queues a delivered room message on this node's members of its rooms, each once.
     pub(crate) fn deliver(&self, d: &Delivery<'_>) {
         let rooms = d.publication.rooms();
-        let text = d.publication.text(d.epoch, d.offsets);
-        let len = text.len();
-        let frame = zapsocket::encode(Message::from(text));
-        let held = || HeldMessage {
-            offsets: rooms.iter().cloned().zip(d.offsets.iter().copied()).collect(),
-            frame: frame.clone(),
-        };
+        let frames = Frames::new(d.publication.envelope(d.epoch, d.offsets));
         let max_held = self.config.max_resume_buffer;
         let (queued, dropped) = self.fan_out(rooms, d.publication.except(), d.fresh, |socket| {
-            socket.deliver(&frame, &held, max_held)
+            let frame = frames.get(socket.binary);
+            let held = || HeldMessage {
+                offsets: rooms.iter().cloned().zip(d.offsets.iter().copied()).collect(),
+                frame: frame.clone(),
+            };
+            socket.deliver(frame, &held, max_held)
         });
-        self.counters.sent(queued, len, dropped);
+        self.counters.sent(queued, frames.len, dropped);
     }
 
     /// Calls `deliver` for each of this node's members of `rooms`, each once, leaving
@@ -141,10 +140,35 @@ impl Core {
                 }
                 let mine = rooms.iter().filter(|r| registry.contains(r, &socket.sid)).cloned().collect();
                 let data = envelope::to_json(&Resync { rooms: mine, epoch: epoch.to_owned() });
-                self.send_direct(socket, envelope::event("$resync", &data, None));
+                self.send_direct(socket, Json::plain(envelope::event("$resync", &data, None)));
             });
         }
         self.counters.resyncs.fetch_add(told.len() as u64, Relaxed);
+    }
+}
+
+/// A message's frames, each encoded once for all its recipients: one for version 2
+/// sockets and, when it carries byte arrays, another (base64) for version 1 sockets,
+/// made when the first such recipient needs it.
+struct Frames {
+    envelope: Json,
+    /// The size of the message counted in metrics (the version 2 form).
+    len: usize,
+    binary: std::sync::OnceLock<EncodedFrame>,
+    text: std::sync::OnceLock<EncodedFrame>,
+}
+
+impl Frames {
+    fn new(envelope: Json) -> Self {
+        let len = envelope.len();
+        Frames { envelope, len, binary: Default::default(), text: Default::default() }
+    }
+
+    fn get(&self, binary: bool) -> &EncodedFrame {
+        // Without byte arrays both versions get the same text frame.
+        let binary = binary || self.envelope.bins.is_empty();
+        let cell = if binary { &self.binary } else { &self.text };
+        cell.get_or_init(|| zapsocket::encode(self.envelope.message(binary)))
     }
 }
 

@@ -100,7 +100,11 @@ impl Core {
             return Err(unavailable("this connection is that session already"));
         }
         let record = self.take_session(&request.session).await?;
-        let socket = Arc::new(SocketState::with_sid(record.id.as_str().into(), current.sender.clone()));
+        let socket = Arc::new(SocketState::with_sid(
+            record.id.as_str().into(),
+            current.sender.clone(),
+            current.binary,
+        ));
         socket.restore(&record);
         if let Some(private) =
             self.parked.lock().unwrap_or_else(|p| p.into_inner()).remove(record.id.as_str())
@@ -285,9 +289,8 @@ impl Core {
                     entry.publication.rooms().iter().cloned().zip(entry.offsets.iter().copied()).collect();
                 let excepted = entry.publication.except().iter().any(|e| rooms.contains(e));
                 if cursor.take(&offsets) && !excepted {
-                    let frame = zapsocket::encode(zapsocket::Message::from(
-                        entry.publication.text(&epoch, &entry.offsets),
-                    ));
+                    let envelope = entry.publication.envelope(&epoch, &entry.offsets);
+                    let frame = zapsocket::encode(envelope.message(socket.binary));
                     socket.sender.queue_encoded(&frame).await.map_err(unavailable)?;
                     sent += 1;
                 }

@@ -153,9 +153,9 @@ impl Socket {
         R: DeserializeOwned,
     {
         check_event(event)?;
-        let data = serde_json::to_string(data).map_err(|e| ReplyError::bad_payload(e.to_string()))?;
+        let data = crate::binary::to_json(data).map_err(|e| ReplyError::bad_payload(e.to_string()))?;
         let (id, rx) = self.state.add_pending(self.core.config.max_pending_acks)?;
-        self.send_direct(envelope::event(event, &data, Some(id)));
+        self.send_direct(data.wrap(|data| envelope::event(event, data, Some(id))));
         let timeout = self.timeout.unwrap_or(self.core.config.ack_timeout);
         let reply = match zapsocket::time::timeout(timeout, rx).await {
             Ok(Ok(reply)) => reply,
@@ -165,7 +165,8 @@ impl Socket {
                 Err(ReplyError::new(ErrorCode::TIMEOUT, format!("no ack for {event:?} within {timeout:?}")))
             }
         }?;
-        serde_json::from_str(&reply).map_err(|e| ReplyError::bad_payload(format!("ack of {event:?}: {e}")))
+        crate::binary::from_json(&reply.text, &reply.bins)
+            .map_err(|e| ReplyError::bad_payload(format!("ack of {event:?}: {e}")))
     }
 
     /// Whether the request being handled asked for an ack (so its result is the reply).
@@ -197,7 +198,7 @@ impl Socket {
     }
 
     /// Sends a message that is not recorded (a reply, an error, `$hello`).
-    pub(crate) fn send_direct(&self, json: String) {
+    pub(crate) fn send_direct(&self, json: crate::binary::Json) {
         self.core.send_direct(&self.state, json);
     }
 }

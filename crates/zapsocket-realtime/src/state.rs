@@ -35,6 +35,8 @@ pub(crate) struct SocketState {
     public: RwLock<Public>,
     /// Set while a replay runs: room messages then wait in `Inner::held`.
     holding: AtomicBool,
+    /// It speaks version 2 (`zap.v2`): byte arrays go to it in binary frames.
+    pub(crate) binary: bool,
     inner: Mutex<Inner>,
     next_ack: AtomicU64,
     /// Held by room operations (join, leave, the final leave at disconnect), so that one
@@ -102,12 +104,13 @@ pub(crate) struct HeldMessage {
 }
 
 impl SocketState {
-    pub(crate) fn new(sender: WebSocketSender) -> Self {
-        Self::with_sid(crate::random_id("s").into(), sender)
+    pub(crate) fn new(sender: WebSocketSender, binary: bool) -> Self {
+        Self::with_sid(crate::random_id("s").into(), sender, binary)
     }
 
-    pub(crate) fn with_sid(sid: Arc<str>, sender: WebSocketSender) -> Self {
+    pub(crate) fn with_sid(sid: Arc<str>, sender: WebSocketSender, binary: bool) -> Self {
         SocketState {
+            binary,
             room: format!("$s:{sid}"),
             sid,
             sender,

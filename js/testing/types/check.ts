@@ -1,6 +1,8 @@
 // Compile-time checks of zapsocket.d.ts (js/test/types.test.mjs runs tsc on this file).
 // Lines marked @ts-expect-error must fail to type-check; the rest must pass.
-import connect, { connect as named, Socket, ZapError, type Member } from '../../zapsocket.js';
+import connect, {
+  connect as named, Socket, ZapError, type Member, SUBPROTOCOLS, SUBPROTOCOL, parseFrame, isBytes,
+} from '../../zapsocket.js';
 
 // The shape js/types.generated.d.ts has (docs/PROTOCOL.md "TypeScript declarations").
 type ChatMessage = { text: string; room?: string };
@@ -12,15 +14,18 @@ interface ClientEvents {
   chat: { data: ChatMessage; reply: ChatReply };
   echo: { data: unknown; reply: unknown };
   ping: { data: null; reply: string };
+  upload: { data: { name: string; bytes: Uint8Array }; reply: Uint8Array };
 }
 interface ServerEvents {
   chat: ChatRelay;
+  file: { name: string; bytes: Uint8Array };
   $joined: PresenceEvent;
   $left: PresenceEvent;
 }
 interface Procedures {
   add: { input: AddInput; output: number };
   sleep: { input: { ms: number }; output: null };
+  store: { input: { parts: Uint8Array[] }; output: Uint8Array };
 }
 type Api = { ClientEvents: ClientEvents; ServerEvents: ServerEvents; Procedures: Procedures };
 
@@ -68,17 +73,32 @@ export async function typed(WebSocket: any) {
   // @ts-expect-error not a server event
   socket.on('whatever', () => {});
 
+  // Byte arrays (version 2): where a type says Uint8Array, any byte array may be sent.
+  const back: Uint8Array = await socket.emitWithAck('upload', { name: 'a', bytes: new Uint8Array([1]) });
+  socket.emit('upload', { name: 'b', bytes: new ArrayBuffer(2) });
+  socket.emit('upload', { name: 'c', bytes: new DataView(new ArrayBuffer(2)) });
+  const stored: Uint8Array = await socket.call('store', { parts: [new Uint8Array(1), new Float32Array(1).buffer] });
+  // @ts-expect-error not bytes
+  socket.emit('upload', { name: 'd', bytes: 'text' });
+  // @ts-expect-error an array of numbers is not typed as bytes
+  await socket.call('store', { parts: [[1, 2]] });
+  socket.on('file', (f) => {
+    const received: Uint8Array = f.bytes;
+    return received.byteLength + f.name.length;
+  });
+
   const members: Member<{ name: string }>[] = await socket.join('lobby');
   const state: 'connecting' | 'connected' | 'reconnecting' | 'disconnected' = socket.state;
   socket.off('chat');
   socket.close();
-  return [sum, notString, reply, members, state, node];
+  return [sum, notString, reply, members, state, node, back, stored];
 }
 
 export async function untyped(WebSocket: any) {
   const socket: Socket = named('ws://127.0.0.1:1/ws', { WebSocket });
   const anything = await socket.call('whatever', { x: 1 });
   socket.emit('anything', [1, 2, 3]);
+  socket.emit('anything', { bytes: new Uint8Array(3), more: [new ArrayBuffer(1)] });
   socket.on('anything', (data: any) => data.deep.field);
   await socket.emitWithAck('q', 1);
   const m = await socket.members('room');
@@ -89,4 +109,12 @@ export function options() {
   connect({ url: '/ws', reconnection: false, ackTimeout: 500, maxBuffered: 10 });
   // @ts-expect-error unknown option types
   connect('/ws', { reconnection: 'yes' });
+}
+
+export function lowLevel(frame: ArrayBuffer, value: unknown) {
+  const offered: readonly string[] = SUBPROTOCOLS;
+  const v1: 'zap.v1' = SUBPROTOCOL;
+  const env = parseFrame(frame);
+  if (isBytes(value)) void value.byteLength;
+  return [offered, v1, env.kind];
 }

@@ -11,14 +11,19 @@ use zapsocket::{Message, WebSocketReceiver, WebSocketSender};
 
 use super::link::Shared;
 use super::{ConnState, ConnectError, Settings};
+use bytes::Bytes;
+
+use crate::binary::Json;
 use crate::envelope::{self, Envelope, Refused};
 use crate::error::{ErrorCode, ReplyError};
+use crate::handler::Reply;
 
 /// The data of `$hello`.
 #[derive(Clone, Debug, Deserialize)]
 #[non_exhaustive]
 pub struct Hello {
-    /// The protocol version (1).
+    /// The protocol version: 2 when the server chose `zap.v2` (byte arrays as bytes),
+    /// else 1.
     pub version: u32,
     /// The session id.
     pub session: String,
@@ -50,7 +55,8 @@ const ANY_NAME: usize = usize::MAX;
 pub(super) async fn open(
     settings: &Settings,
 ) -> Result<(WebSocketSender, WebSocketReceiver, Hello), ConnectError> {
-    let mut builder = zapsocket::Client::builder().protocol(crate::SUBPROTOCOL);
+    let mut builder =
+        zapsocket::Client::builder().protocol(crate::SUBPROTOCOL_V2).protocol(crate::SUBPROTOCOL);
     if let Some((interval, timeout)) = settings.heartbeat {
         let mut config = zapsocket::WebSocketConfig::default();
         config.protocol = config.protocol.ping_interval(Some(interval)).pong_timeout(timeout);
@@ -92,9 +98,7 @@ async fn read_hello(rx: &mut WebSocketReceiver) -> Result<Hello, ConnectError> {
 pub(super) async fn run(shared: Arc<Shared>, mut rx: WebSocketReceiver) {
     loop {
         while let Some(Ok(message)) = rx.recv().await {
-            if let Message::Text(text) = message {
-                receive(&shared, text.as_str());
-            }
+            read(&message, |text, bins| receive(&shared, text, bins));
         }
         shared.detach().await;
         let code = rx.close_frame().map_or(1006, |f| f.code.0);
@@ -226,23 +230,44 @@ async fn inline_request(
             .await
             .map_err(|_| ReplyError::new(ErrorCode::TIMEOUT, format!("no reply to {event}")))?;
         let Some(Ok(message)) = message else { return Err(super::link::disconnected()) };
-        let Some(text) = message.as_text() else { continue };
-        if let Ok(Envelope::Reply { id: reply, result }) = envelope::parse(text, ANY_NAME)
-            && reply == id
-        {
-            return result.map(str::to_owned);
+        let reply = read(&message, |text, bins| match envelope::parse(text, ANY_NAME) {
+            Ok(Envelope::Reply { id: reply, result }) if reply == id => Some(result.map(str::to_owned)),
+            _ => {
+                receive(shared, text, bins);
+                None
+            }
+        });
+        if let Some(Some(reply)) = reply {
+            return reply;
         }
-        receive(shared, text);
     }
 }
 
-fn receive(shared: &Shared, text: &str) {
+/// Calls `f` with a message's envelope and byte arrays: a text frame, or a version 2
+/// binary frame (a malformed one is logged and skipped).
+fn read<T>(message: &Message, f: impl FnOnce(&str, &[Bytes]) -> T) -> Option<T> {
+    match message {
+        Message::Text(text) => Some(f(text.as_str(), &[])),
+        Message::Binary(data) => match crate::binary::read_frame(data) {
+            Ok(frame) => Some(f(frame.text, &frame.bins)),
+            Err(error) => {
+                tracing::debug!(error = %error.message, "a malformed binary message from the server");
+                None
+            }
+        },
+        _ => None,
+    }
+}
+
+fn receive(shared: &Shared, text: &str, bins: &[Bytes]) {
     let envelope = match envelope::parse(text, ANY_NAME) {
         Ok(envelope) => envelope,
         Err(Refused { ack, error }) => return answer(shared, ack, Err(error)),
     };
     match envelope {
-        Envelope::Reply { id, result } => shared.resolve(id, result.map(str::to_owned)),
+        Envelope::Reply { id, result } => {
+            shared.resolve(id, result.map(|data| Json { text: data.to_owned(), bins: bins.to_vec() }));
+        }
         Envelope::Event { name, data, ack, rooms } => {
             if let Some(offsets) = rooms {
                 let epoch = offsets.epoch.and_then(|e| serde_json::from_str::<String>(e.get()).ok());
@@ -255,7 +280,7 @@ fn receive(shared: &Shared, text: &str) {
                 resync(shared, data);
             }
             let handler = shared.handlers.read().unwrap_or_else(|p| p.into_inner()).get(&*name).cloned();
-            match handler.and_then(|h| h(data)) {
+            match handler.and_then(|h| h(data, bins)) {
                 Some(result) => answer(shared, ack, result),
                 None if ack.is_some() => {
                     let error =
@@ -308,9 +333,10 @@ fn record_offsets(shared: &Shared, rooms: &str) {
     }
 }
 
-fn answer(shared: &Shared, ack: Option<u64>, result: Result<String, ReplyError>) {
-    match (ack, &result) {
-        (Some(id), _) => shared.answer(envelope::reply(id, &result)),
+fn answer(shared: &Shared, ack: Option<u64>, result: Reply) {
+    match (ack, result) {
+        (Some(id), Ok(data)) => shared.answer(data.wrap(|data| envelope::reply(id, Ok(data)))),
+        (Some(id), Err(error)) => shared.answer(Json::plain(envelope::reply(id, Err(&error)))),
         // The server did not ask for an answer: a client reports nothing back.
         (None, Err(error)) => tracing::debug!(%error, "a server event the client could not handle"),
         (None, Ok(_)) => {}

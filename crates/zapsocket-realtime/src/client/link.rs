@@ -6,14 +6,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::{Notify, oneshot, watch};
 use zapsocket::{Message, WebSocketSender};
 
 use super::{ConnState, Hello, Settings};
+use crate::binary::Json;
 use crate::error::{ErrorCode, ReplyError};
 use crate::handler::Reply;
 
-pub(super) type Handler = Arc<dyn Fn(&str) -> Option<Reply> + Send + Sync>;
+pub(super) type Handler = Arc<dyn Fn(&str, &[Bytes]) -> Option<Reply> + Send + Sync>;
 pub(super) type AnyHandler = Arc<dyn Fn(&str, &str) + Send + Sync>;
 
 /// A request awaiting its reply; `sent` once it went out on a connection (a request
@@ -28,7 +30,8 @@ pub(super) struct Pending {
 pub(super) struct Link {
     pub(super) sender: Option<WebSocketSender>,
     /// Envelopes emitted while reconnecting, with their request id if any.
-    pub(super) buffer: VecDeque<(Option<u64>, String)>,
+    /// They are framed when sent, for the protocol version of the connection then.
+    pub(super) buffer: VecDeque<(Option<u64>, Json)>,
 }
 
 pub(crate) struct Shared {
@@ -75,6 +78,11 @@ impl Shared {
             closing: AtomicBool::new(false),
             wake: Notify::new(),
         }
+    }
+
+    /// Whether the connection speaks version 2: byte arrays go as bytes.
+    pub(super) fn binary(&self) -> bool {
+        self.hello.read().unwrap_or_else(|p| p.into_inner()).version >= 2
     }
 
     pub(super) fn hello(&self) -> Hello {
@@ -145,11 +153,11 @@ impl Shared {
 
     /// Sends an envelope now, or keeps it in the offline buffer while reconnecting.
     /// Fails with `disconnected` once closed, `limit` when the buffer is full.
-    pub(super) async fn send(&self, id: Option<u64>, json: String) -> Result<(), ReplyError> {
+    pub(super) async fn send(&self, id: Option<u64>, json: Json) -> Result<(), ReplyError> {
         let mut link = self.link.lock().await;
         if let Some(sender) = &link.sender {
             self.mark_sent(id);
-            return queue(sender, json).await;
+            return queue(sender, json.message(self.binary())).await;
         }
         if *self.state.borrow() == ConnState::Closed {
             return Err(disconnected());
@@ -167,7 +175,7 @@ impl Shared {
         let mut link = self.link.lock().await;
         while let Some((id, json)) = link.buffer.pop_front() {
             self.mark_sent(id);
-            if queue(&sender, json).await.is_err() {
+            if queue(&sender, json.message(self.binary())).await.is_err() {
                 break;
             }
         }
@@ -193,9 +201,9 @@ impl Shared {
     }
 
     /// Queues an answer to the server without waiting (on the driver's task).
-    pub(super) fn answer(&self, json: String) {
+    pub(super) fn answer(&self, json: Json) {
         let sender = self.answer.read().unwrap_or_else(|p| p.into_inner()).clone();
-        match sender.map(|s| s.try_send(Message::from(json))) {
+        match sender.map(|s| s.try_send(json.message(self.binary()))) {
             Some(Ok(())) => {}
             Some(Err(e)) => tracing::debug!(error = %e, "could not queue an answer"),
             None => tracing::debug!("no connection to answer on"),
@@ -204,8 +212,7 @@ impl Shared {
 }
 
 /// Queues without waiting; waits for room only when the send queue is full.
-async fn queue(sender: &WebSocketSender, json: String) -> Result<(), ReplyError> {
-    let message = Message::from(json);
+async fn queue(sender: &WebSocketSender, message: Message) -> Result<(), ReplyError> {
     match sender.try_send(message.clone()) {
         Ok(()) => Ok(()),
         Err(e) if e.is_queue_full() => sender.send(message).await.map_err(|_| disconnected()),

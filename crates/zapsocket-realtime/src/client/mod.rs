@@ -278,9 +278,11 @@ impl Client {
         F: Fn(T) -> O + Send + Sync + 'static,
         O: HandlerOutput,
     {
-        let handler: Handler = Arc::new(move |data: &str| match serde_json::from_str::<T>(data) {
-            Ok(value) => Some(handler(value).into_reply()),
-            Err(e) => Some(Err(ReplyError::bad_payload(e.to_string()))),
+        let handler: Handler = Arc::new(move |data: &str, bins: &[bytes::Bytes]| {
+            match crate::binary::from_json::<T>(data, bins) {
+                Ok(value) => Some(handler(value).into_reply()),
+                Err(e) => Some(Err(ReplyError::bad_payload(e.to_string()))),
+            }
         });
         self.shared.handlers.write().unwrap_or_else(|p| p.into_inner()).insert(event.to_owned(), handler);
     }
@@ -299,8 +301,8 @@ impl Client {
     /// buffer while reconnecting. Fails with `disconnected` once closed, `limit` when the
     /// buffer is full.
     pub async fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), ReplyError> {
-        let data = serde_json::to_string(data).map_err(|e| ReplyError::bad_payload(e.to_string()))?;
-        self.shared.send(None, envelope::event(event, &data, None)).await
+        let data = crate::binary::to_json(data).map_err(|e| ReplyError::bad_payload(e.to_string()))?;
+        self.shared.send(None, data.wrap(|data| envelope::event(event, data, None))).await
     }
 
     /// Sends an event asking for an ack; resolves with the reply's data as `R`.
@@ -309,8 +311,8 @@ impl Client {
         T: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        let data = serde_json::to_string(data).map_err(|e| ReplyError::bad_payload(e.to_string()))?;
-        self.request(|id| envelope::event(event, &data, Some(id))).await
+        let data = crate::binary::to_json(data).map_err(|e| ReplyError::bad_payload(e.to_string()))?;
+        self.request(data, |id, data| envelope::event(event, data, Some(id))).await
     }
 
     /// Calls a procedure: `client.call::<In, Out>("add", &input)`.
@@ -319,8 +321,8 @@ impl Client {
         I: Serialize + ?Sized,
         O: DeserializeOwned,
     {
-        let data = serde_json::to_string(input).map_err(|e| ReplyError::bad_payload(e.to_string()))?;
-        self.request(|id| envelope::call(name, &data, id)).await
+        let data = crate::binary::to_json(input).map_err(|e| ReplyError::bad_payload(e.to_string()))?;
+        self.request(data, |id, data| envelope::call(name, data, id)).await
     }
 
     /// Joins a room; returns its members (this client included) and their count. The
@@ -344,7 +346,7 @@ impl Client {
 
     /// Sends raw text (for tests of what a server does with malformed input).
     pub async fn send_raw(&self, text: &str) -> Result<(), ReplyError> {
-        self.shared.send(None, text.to_owned()).await
+        self.shared.send(None, crate::binary::Json::plain(text.to_owned())).await
     }
 
     /// Closes the connection (1000) for good and waits until it is closed.
@@ -361,10 +363,11 @@ impl Client {
 
     async fn request<R: DeserializeOwned>(
         &self,
-        envelope: impl FnOnce(u64) -> String,
+        data: crate::binary::Json,
+        envelope: impl FnOnce(u64, &str) -> String,
     ) -> Result<R, ReplyError> {
         let (id, rx) = self.shared.register()?;
-        if let Err(e) = self.shared.send(Some(id), envelope(id)).await {
+        if let Err(e) = self.shared.send(Some(id), data.wrap(|data| envelope(id, data))).await {
             self.shared.forget(id);
             return Err(e);
         }
@@ -377,7 +380,8 @@ impl Client {
                 Err(ReplyError::new(ErrorCode::TIMEOUT, format!("no reply within {timeout:?}")))
             }
         }?;
-        serde_json::from_str(&reply).map_err(|e| ReplyError::bad_payload(format!("reply: {e}")))
+        crate::binary::from_json(&reply.text, &reply.bins)
+            .map_err(|e| ReplyError::bad_payload(format!("reply: {e}")))
     }
 }
 

@@ -8,12 +8,17 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use zapsocket::{Message, WebSocket};
 use zapsocket_realtime::client::Client;
-use zapsocket_realtime::{Hub, SUBPROTOCOL};
+use zapsocket_realtime::{Hub, SUBPROTOCOL, SUBPROTOCOL_V2};
 
-/// Serves `hub` on 127.0.0.1, any port; returns `ws://127.0.0.1:PORT/`. The server stops
-/// with the test's runtime.
+/// Serves `hub` on 127.0.0.1, any port, speaking both protocol versions; returns
+/// `ws://127.0.0.1:PORT/`. The server stops with the test's runtime.
 pub async fn serve(hub: &Hub) -> String {
-    let server = zapsocket::Server::builder().subprotocol(SUBPROTOCOL).bind().await.unwrap();
+    let server = zapsocket::Server::builder()
+        .subprotocol(SUBPROTOCOL_V2)
+        .subprotocol(SUBPROTOCOL)
+        .bind()
+        .await
+        .unwrap();
     let url = format!("ws://{}/", server.local_addr());
     let hub = hub.clone();
     tokio::spawn(server.serve(move |ws| hub.clone().handle(ws)));
@@ -78,6 +83,53 @@ pub async fn raw(url: &str) -> (WebSocket, Value) {
     let hello = recv_json(&mut ws).await;
     assert_eq!(hello["event"], "$hello");
     (ws, hello["data"].clone())
+}
+
+/// A raw version 2 WebSocket (`zap.v2`) that has read `$hello`.
+pub async fn raw_v2(url: &str) -> WebSocket {
+    let mut ws = zapsocket::Client::builder().protocol(SUBPROTOCOL_V2).connect(url).await.unwrap();
+    assert_eq!(ws.protocol(), Some(SUBPROTOCOL_V2));
+    let hello = recv_json(&mut ws).await;
+    assert_eq!(hello["data"]["version"], 2, "{hello}");
+    ws
+}
+
+/// A version 2 binary frame, built by hand from docs/PROTOCOL.md: 0x02, the JSON's
+/// length (u32, big-endian), the JSON, then each attachment's length and bytes.
+pub fn frame(json: &Value, attachments: &[&[u8]]) -> Vec<u8> {
+    let json = json.to_string();
+    let mut out = vec![2];
+    out.extend_from_slice(&(json.len() as u32).to_be_bytes());
+    out.extend_from_slice(json.as_bytes());
+    for a in attachments {
+        out.extend_from_slice(&(a.len() as u32).to_be_bytes());
+        out.extend_from_slice(a);
+    }
+    out
+}
+
+/// The next message, within 5 s: a text one as (JSON, no attachments), a binary one
+/// read by hand as (JSON, attachments).
+pub async fn recv_any(ws: &mut WebSocket) -> (Value, Vec<Vec<u8>>) {
+    let message = tokio::time::timeout(Duration::from_secs(5), ws.recv()).await.expect("nothing in 5 s");
+    match message {
+        Some(Ok(Message::Text(text))) => (serde_json::from_str(text.as_str()).unwrap(), Vec::new()),
+        Some(Ok(Message::Binary(bytes))) => {
+            assert_eq!(bytes[0], 2, "the format byte");
+            let n = u32::from_be_bytes(bytes[1..5].try_into().unwrap()) as usize;
+            let json = serde_json::from_slice(&bytes[5..5 + n]).unwrap();
+            let mut at = 5 + n;
+            let mut attachments = Vec::new();
+            while at < bytes.len() {
+                let len = u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+                attachments.push(bytes[at + 4..at + 4 + len].to_vec());
+                at += 4 + len;
+            }
+            assert_eq!(at, bytes.len(), "the lengths add up to the frame");
+            (json, attachments)
+        }
+        other => panic!("expected a message, got {other:?}"),
+    }
 }
 
 /// The next text message as JSON, within 5 s.

@@ -202,7 +202,12 @@ impl Node {
             socket.set_public_data(serde_json::json!({ "name": name }));
             Ok(())
         });
-        let server = zapsocket::Server::builder().subprotocol(SUBPROTOCOL).bind().await.unwrap();
+        let server = zapsocket::Server::builder()
+            .subprotocol(zapsocket_realtime::SUBPROTOCOL_V2)
+            .subprotocol(SUBPROTOCOL)
+            .bind()
+            .await
+            .unwrap();
         let url = format!("ws://{}/", server.local_addr());
         let h = hub.clone();
         let server = tokio::spawn(async move {
