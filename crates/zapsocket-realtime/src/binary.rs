@@ -432,9 +432,9 @@ impl Json {
     /// The message for a client: a text frame without byte arrays; with them, a binary
     /// frame (`binary`: a version 2 client) or a text frame with each as
     /// `{"$base64": ...}` (version 1).
-    pub(crate) fn message(&self, binary: bool) -> Message {
+    pub(crate) fn into_message(self, binary: bool) -> Message {
         match (self.bins.is_empty(), binary) {
-            (true, _) => Message::from(self.text.clone()),
+            (true, _) => Message::from(self.text),
             (false, true) => Message::Binary(self.frame()),
             (false, false) => Message::from(self.base64()),
         }

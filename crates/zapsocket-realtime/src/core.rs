@@ -130,7 +130,7 @@ impl Core {
     /// a binary frame when it has byte arrays and the socket speaks version 2.
     pub(crate) fn send_direct(&self, socket: &SocketState, json: Json) {
         let len = json.len();
-        let frame = zapsocket::encode(json.message(socket.binary));
+        let frame = zapsocket::encode(json.into_message(socket.binary));
         let queued = socket.sender.send_encoded(&frame).unwrap_or(false);
         self.counters.sent(u64::from(queued), len, u64::from(!queued));
     }

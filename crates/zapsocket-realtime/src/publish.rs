@@ -3,8 +3,8 @@
 //! this node, encoded once into one frame that every local recipient shares.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 use zapsocket::EncodedFrame;
@@ -61,11 +61,11 @@ impl Core {
     /// Queues a volatile message on this node's members of its rooms, each once, when
     /// their send queue is empty; the others do not get it (counted).
     pub(crate) fn deliver_volatile(&self, publication: &Publication) {
-        let frames = Frames::new(publication.volatile_envelope());
+        let (frames, len) = Frames::new(publication.volatile_envelope());
         let (queued, dropped) = self.fan_out(publication.rooms(), publication.except(), None, |socket| {
             socket.deliver_volatile(frames.get(socket.binary))
         });
-        self.counters.sent(queued, frames.len, 0);
+        self.counters.sent(queued, len, 0);
         self.counters.volatile_dropped.fetch_add(dropped, Relaxed);
     }
 
@@ -82,7 +82,7 @@ impl Core {
     /// Queues a delivered room message on this node's members of its rooms, each once.
     pub(crate) fn deliver(&self, d: &Delivery<'_>) {
         let rooms = d.publication.rooms();
-        let frames = Frames::new(d.publication.envelope(d.epoch, d.offsets));
+        let (frames, len) = Frames::new(d.publication.envelope(d.epoch, d.offsets));
         let max_held = self.config.max_resume_buffer;
         let (queued, dropped) = self.fan_out(rooms, d.publication.except(), d.fresh, |socket| {
             let frame = frames.get(socket.binary);
@@ -92,7 +92,7 @@ impl Core {
             };
             socket.deliver(frame, &held, max_held)
         });
-        self.counters.sent(queued, frames.len, dropped);
+        self.counters.sent(queued, len, dropped);
     }
 
     /// Calls `deliver` for each of this node's members of `rooms`, each once, leaving
@@ -147,28 +147,35 @@ impl Core {
     }
 }
 
-/// A message's frames, each encoded once for all its recipients: one for version 2
-/// sockets and, when it carries byte arrays, another (base64) for version 1 sockets,
-/// made when the first such recipient needs it.
-struct Frames {
-    envelope: Json,
-    /// The size of the message counted in metrics (the version 2 form).
-    len: usize,
-    binary: std::sync::OnceLock<EncodedFrame>,
-    text: std::sync::OnceLock<EncodedFrame>,
+/// A message's frames, each encoded once for all its recipients. Without byte arrays,
+/// one text frame for every version; with them, one binary frame for version 2 sockets
+/// and one (base64) text frame for version 1 sockets, each made when a recipient first
+/// needs it.
+enum Frames {
+    Plain(EncodedFrame),
+    Bytes { envelope: Json, binary: OnceLock<EncodedFrame>, text: OnceLock<EncodedFrame> },
 }
 
 impl Frames {
-    fn new(envelope: Json) -> Self {
+    /// The frames and the message's size as metrics count it (the version 2 form).
+    fn new(envelope: Json) -> (Self, usize) {
         let len = envelope.len();
-        Frames { envelope, len, binary: Default::default(), text: Default::default() }
+        let frames = if envelope.bins.is_empty() {
+            Frames::Plain(zapsocket::encode(envelope.into_message(true)))
+        } else {
+            Frames::Bytes { envelope, binary: OnceLock::new(), text: OnceLock::new() }
+        };
+        (frames, len)
     }
 
     fn get(&self, binary: bool) -> &EncodedFrame {
-        // Without byte arrays both versions get the same text frame.
-        let binary = binary || self.envelope.bins.is_empty();
-        let cell = if binary { &self.binary } else { &self.text };
-        cell.get_or_init(|| zapsocket::encode(self.envelope.message(binary)))
+        match self {
+            Frames::Plain(frame) => frame,
+            Frames::Bytes { envelope, binary: v2, text: v1 } => {
+                let cell = if binary { v2 } else { v1 };
+                cell.get_or_init(|| zapsocket::encode(envelope.clone().into_message(binary)))
+            }
+        }
     }
 }
 

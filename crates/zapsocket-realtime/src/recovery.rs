@@ -290,7 +290,7 @@ impl Core {
                 let excepted = entry.publication.except().iter().any(|e| rooms.contains(e));
                 if cursor.take(&offsets) && !excepted {
                     let envelope = entry.publication.envelope(&epoch, &entry.offsets);
-                    let frame = zapsocket::encode(envelope.message(socket.binary));
+                    let frame = zapsocket::encode(envelope.into_message(socket.binary));
                     socket.sender.queue_encoded(&frame).await.map_err(unavailable)?;
                     sent += 1;
                 }

@@ -157,7 +157,7 @@ impl Shared {
         let mut link = self.link.lock().await;
         if let Some(sender) = &link.sender {
             self.mark_sent(id);
-            return queue(sender, json.message(self.binary())).await;
+            return queue(sender, json.into_message(self.binary())).await;
         }
         if *self.state.borrow() == ConnState::Closed {
             return Err(disconnected());
@@ -175,7 +175,7 @@ impl Shared {
         let mut link = self.link.lock().await;
         while let Some((id, json)) = link.buffer.pop_front() {
             self.mark_sent(id);
-            if queue(&sender, json.message(self.binary())).await.is_err() {
+            if queue(&sender, json.into_message(self.binary())).await.is_err() {
                 break;
             }
         }
@@ -203,7 +203,7 @@ impl Shared {
     /// Queues an answer to the server without waiting (on the driver's task).
     pub(super) fn answer(&self, json: Json) {
         let sender = self.answer.read().unwrap_or_else(|p| p.into_inner()).clone();
-        match sender.map(|s| s.try_send(json.message(self.binary()))) {
+        match sender.map(|s| s.try_send(json.into_message(self.binary()))) {
             Some(Ok(())) => {}
             Some(Err(e)) => tracing::debug!(error = %e, "could not queue an answer"),
             None => tracing::debug!("no connection to answer on"),
