@@ -35,6 +35,11 @@ pub(crate) struct ServeArgs {
     /// Default: any origin.
     #[arg(long = "allowed-origin", value_name = "ORIGIN")]
     allowed_origins: Vec<String>,
+    /// Trust the reverse proxies at this address or network (`127.0.0.1`, `10.0.0.0/8`;
+    /// repeatable): for their connections the client's address (per-IP limits, the handlers'
+    /// `socket.request().ip()`) is read from `Forwarded` or `X-Forwarded-For`.
+    #[arg(long = "trusted-proxy", value_name = "CIDR")]
+    trusted_proxies: Vec<zapsocket::IpNet>,
     /// A subprotocol to accept when a client offers it (repeatable, in order of
     /// preference), besides the realtime hub's own.
     #[arg(long = "subprotocol", value_name = "NAME")]
@@ -192,6 +197,9 @@ async fn bind(args: &ServeArgs, hub: &Hub) -> zapsocket::Result<Server> {
     }
     for origin in &args.allowed_origins {
         builder = builder.allowed_origin(origin.as_str());
+    }
+    for net in &args.trusted_proxies {
+        builder = builder.trusted_proxy(*net);
     }
     for name in &args.subprotocols {
         builder = builder.subprotocol(name.as_str());

@@ -63,6 +63,14 @@
 //! gives an [`Upgrader`]: [`Upgrader::handle_upgrade`] for any stream, and behind features
 //! `hyper::upgrade` (feature `hyper`) and `axum::WebSocketUpgrade` (feature `axum`).
 //!
+//! ## As a byte stream
+//!
+//! [`WebSocket::into_stream`] turns a connection into a [`WebSocketStream`], tokio's
+//! `AsyncRead + AsyncWrite` (like `ws`'s `createWebSocketStream`): reads give the
+//! payloads of data messages as one stream of bytes, each write sends one binary
+//! message, and `shutdown` closes with 1000. `tokio::io::copy`, `copy_bidirectional`
+//! (a TCP tunnel) and `tokio_util::codec::Framed` then work over a WebSocket.
+//!
 //! ## Limits
 //!
 //! Every buffer a peer can grow is bounded; see [`WebSocketConfig`] and
@@ -87,6 +95,7 @@ mod config;
 mod driver;
 mod error;
 mod extensions;
+mod forwarded;
 mod heartbeat;
 mod joined;
 mod message;
@@ -96,6 +105,7 @@ mod request;
 mod server;
 mod shared;
 mod socket;
+mod stream;
 pub mod time;
 mod tls;
 mod transport;
@@ -107,6 +117,7 @@ pub use clients::{Clients, encode};
 pub use config::{DEFAULT_WRITE_TIMEOUT, ProtocolConfig, SlowConsumer, WebSocketConfig};
 pub use error::{Error, MAX_REFUSAL_BODY, Result};
 pub use extensions::Extensions;
+pub use forwarded::{InvalidIpNet, IpNet};
 pub use message::{Message, Utf8Bytes};
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use rate::{RateLimit, TokenBucket};
@@ -114,6 +125,7 @@ pub use request::Request;
 pub use server::{Accept, HttpResponse, MAX_RATE_ADDRESSES, Server, ServerBuilder, ShutdownHandle};
 pub use shared::ReadyState;
 pub use socket::{WebSocket, WebSocketReceiver, WebSocketSender};
+pub use stream::WebSocketStream;
 pub use tls::{Certificate, Identity};
 pub use upgrade::Upgrader;
 #[cfg(feature = "axum")]

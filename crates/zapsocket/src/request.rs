@@ -8,21 +8,37 @@ use std::net::{IpAddr, SocketAddr};
 pub struct Request {
     inner: zapsocket_proto::handshake::Request,
     peer_addr: SocketAddr,
+    client_ip: IpAddr,
 }
 
 impl Request {
-    pub(crate) fn new(inner: zapsocket_proto::handshake::Request, peer_addr: SocketAddr) -> Self {
-        Request { inner, peer_addr }
+    /// The request from `peer_addr`; with `trusted_proxies`, the client's address is
+    /// read from the forwarding headers when `peer_addr` is one of them.
+    pub(crate) fn new(
+        inner: zapsocket_proto::handshake::Request,
+        peer_addr: SocketAddr,
+        trusted_proxies: &[crate::IpNet],
+    ) -> Self {
+        let header =
+            |name: &'static str| inner.header_all(name).filter_map(|v| std::str::from_utf8(v).ok()).collect();
+        let client_ip = crate::forwarded::client_ip(peer_addr.ip(), trusted_proxies, header);
+        Request { inner, peer_addr, client_ip }
     }
 
-    /// The peer's socket address.
+    /// The peer's socket address: the TCP connection's other end (a proxy, when there
+    /// is one).
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer_addr
     }
 
-    /// The peer's IP address.
+    /// The client's IP address: the peer's, or, when the peer is a trusted proxy
+    /// ([`ServerBuilder::trusted_proxy`](crate::ServerBuilder::trusted_proxy)), the
+    /// address the proxies forwarded (`Forwarded: for=`, else `X-Forwarded-For`), read
+    /// from the nearest hop back to the first address that is not a trusted proxy.
+    /// Without trusted proxies the headers are ignored: anyone can write them. The
+    /// per-IP limits of the server count this address.
     pub fn ip(&self) -> IpAddr {
-        self.peer_addr.ip()
+        self.client_ip
     }
 
     /// The method (always `GET` for an upgrade).

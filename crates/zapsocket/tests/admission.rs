@@ -206,3 +206,61 @@ async fn handshakes_past_the_rate_get_429_with_retry_after_and_come_back() {
     open.push(Client::connect(&url(addr, "/")).await.unwrap());
     assert_eq!(hook_calls.load(std::sync::atomic::Ordering::Relaxed), 4);
 }
+
+/// A server whose handler sends back the client's address as `Request::ip` gives it,
+/// then holds the connection.
+async fn ip_server(builder: zapsocket::ServerBuilder) -> std::net::SocketAddr {
+    let server = builder.bind().await.unwrap();
+    let addr = server.local_addr();
+    tokio::spawn(server.serve(|mut ws: WebSocket| async move {
+        let ip = ws.request().map(|r| r.ip().to_string()).unwrap_or_default();
+        let _ = ws.send(ip).await;
+        while let Some(Ok(_)) = ws.recv().await {}
+    }));
+    addr
+}
+
+async fn ip_seen(addr: std::net::SocketAddr, headers: &[(&str, &str)]) -> Result<String, zapsocket::Error> {
+    let mut builder = Client::builder();
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let mut ws = builder.connect(&url(addr, "/")).await?;
+    let message = ws.recv().await.unwrap().unwrap();
+    Ok(message.as_text().unwrap().to_owned())
+}
+
+/// Behind a trusted proxy the client's address comes from the forwarding headers, read
+/// from the nearest hop; from anyone else the headers are ignored. The per-IP cap counts
+/// the forwarded address.
+#[tokio::test]
+async fn the_client_address_comes_from_forwarding_headers_only_through_trusted_proxies() {
+    let spoof = [("X-Forwarded-For", "198.51.100.1, 203.0.113.7")];
+    let untrusting = ip_server(Server::builder()).await;
+    assert_eq!(ip_seen(untrusting, &spoof).await.unwrap(), "127.0.0.1");
+
+    let builder = Server::builder()
+        .trusted_proxy("127.0.0.0/8".parse().unwrap())
+        .trusted_proxy("10.0.0.0/8".parse().unwrap())
+        .max_connections_per_ip(1);
+    let trusting = ip_server(builder).await;
+    // 198.51.100.1 is what the client wrote; 203.0.113.7 what the first proxy saw.
+    let chain = [("X-Forwarded-For", "198.51.100.1, 203.0.113.7, 10.1.2.3")];
+    let forwarded = [("Forwarded", "for=\"[2001:db8::7]:4711\";proto=https, for=10.9.9.9")];
+    let mut held = Vec::new();
+    for (headers, expected) in
+        [(&chain[..], "203.0.113.7"), (&forwarded[..], "2001:db8::7"), (&[][..], "127.0.0.1")]
+    {
+        let mut builder = Client::builder();
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let mut ws = builder.connect(&url(trusting, "/")).await.unwrap();
+        assert_eq!(ws.recv().await.unwrap().unwrap().as_text(), Some(expected));
+        held.push(ws);
+    }
+    // One connection per client address: a second from 203.0.113.7 is refused, though
+    // every connection comes from 127.0.0.1.
+    let err = ip_seen(trusting, &chain).await.unwrap_err();
+    assert_eq!(err.status(), Some(503), "{err}");
+}

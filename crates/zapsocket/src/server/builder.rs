@@ -32,6 +32,8 @@ pub(crate) struct Settings {
     pub(crate) subprotocols: Vec<String>,
     pub(crate) select_subprotocol: Option<SelectProtocol>,
     pub(crate) allowed_origins: Vec<String>,
+    /// Peers whose forwarding headers give the client's address (`Request::ip`).
+    pub(crate) trusted_proxies: Vec<crate::IpNet>,
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) authorize: Option<Authorize>,
     pub(crate) max_connections: Option<usize>,
@@ -70,6 +72,7 @@ impl Settings {
             subprotocols: Vec::new(),
             select_subprotocol: None,
             allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
             headers: Vec::new(),
             authorize: None,
             max_connections: None,
@@ -176,6 +179,25 @@ impl ServerBuilder {
     /// without `Origin` (not from a browser) are let through. Default: any origin.
     pub fn allowed_origin(mut self, origin: impl Into<String>) -> Self {
         self.settings.allowed_origins.push(origin.into());
+        self
+    }
+
+    /// Trusts the reverse proxies in `net` (may be given several times): for a
+    /// connection from one of them, [`Request::ip`] is the client's address the proxies
+    /// forwarded in `Forwarded` (RFC 7239) or `X-Forwarded-For`, not the proxy's, and
+    /// the per-IP limits count it. The chain is read from the nearest hop back, to the
+    /// first address that is not a trusted proxy, so a client cannot pass itself off as
+    /// another by writing the header itself. Default: none (the headers are ignored).
+    ///
+    /// ```
+    /// # fn f() -> Result<(), zapsocket::InvalidIpNet> {
+    /// let builder = zapsocket::Server::builder()
+    ///     .trusted_proxy("127.0.0.1".parse()?)   // a proxy on this machine
+    ///     .trusted_proxy("10.0.0.0/8".parse()?); // the load balancers' network
+    /// # Ok(()) }
+    /// ```
+    pub fn trusted_proxy(mut self, net: crate::IpNet) -> Self {
+        self.settings.trusted_proxies.push(net);
         self
     }
 

@@ -121,7 +121,7 @@ where
             return None;
         }
     };
-    let request = Request::new(request, peer);
+    let request = Request::new(request, peer, &settings.trusted_proxies);
     let admitted = match crate::time::timeout_at(deadline, admit(&request, settings)).await {
         Ok(Ok(admitted)) => admitted,
         Ok(Err(refusal)) => {

@@ -100,7 +100,7 @@ fn parse_head(
     head.extend_from_slice(b"\r\n");
     let mut parser = zapsocket_proto::handshake::RequestParser::new(settings.limits.clone());
     match parser.feed(&head).map_err(Refusal::Handshake)? {
-        Some(request) => Ok(crate::Request::new(request, peer)),
+        Some(request) => Ok(crate::Request::new(request, peer, &settings.trusted_proxies)),
         None => Err(Refusal::Response(crate::HttpResponse::text(400, "incomplete request head"))),
     }
 }
