@@ -1,6 +1,7 @@
-//! `zap connect`: a client like wscat. Interactive on a terminal (a prompt, commands),
-//! line by line when stdin is piped (each line out as a text message, each text message
-//! in as a line).
+//! `zap connect`: a client like wscat. With `-x` (and `--hex`, `--file`), it sends
+//! those messages, prints what arrives for `-w` seconds and closes (for scripts).
+//! Otherwise interactive on a terminal (a prompt, commands), or line by line when stdin
+//! is piped (each line out as a text message, each message in as a line).
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
@@ -31,12 +32,64 @@ pub(crate) struct ConnectArgs {
     /// are trusted too).
     #[arg(long, value_name = "PATH")]
     ca: Option<std::path::PathBuf>,
+    /// For wss://: do not check the server's certificate (a self-signed test server).
+    /// Dangerous: anyone on the way can read and change the traffic.
+    #[arg(long)]
+    no_check: bool,
+    /// Send this text message once connected (repeatable, sent in the order given with
+    /// --hex and --file), print what arrives for --wait seconds, then close (wscat's -x).
+    #[arg(short = 'x', long = "execute", value_name = "TEXT")]
+    execute: Vec<String>,
+    /// Send a binary message given in hex (`68656c6c6f`, `68 65 6c`), like -x.
+    #[arg(long = "hex", value_name = "HEX")]
+    hex: Vec<String>,
+    /// Send a binary message with this file's bytes, like -x.
+    #[arg(long = "file", value_name = "PATH")]
+    file: Vec<std::path::PathBuf>,
+    /// With -x, --hex or --file: how long to wait for answers before closing, in seconds.
+    #[arg(short = 'w', long = "wait", value_name = "SECS", default_value_t = 2.0)]
+    wait: f64,
+    /// The messages of -x, --hex and --file, in command-line order.
+    #[arg(skip)]
+    sends: Vec<Outgoing>,
+}
+
+/// A message to send given on the command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Outgoing {
+    Text(String),
+    Hex(String),
+    File(std::path::PathBuf),
+}
+
+impl ConnectArgs {
+    /// Puts the messages of -x, --hex and --file in the order they were given (`matches`
+    /// are the subcommand's; clap keeps each option's values apart).
+    pub(crate) fn order_sends(&mut self, matches: Option<&clap::ArgMatches>) {
+        let indices = |id: &str| -> Vec<usize> {
+            matches.and_then(|m| m.indices_of(id)).map(Iterator::collect).unwrap_or_default()
+        };
+        let mut sends: Vec<(usize, Outgoing)> = Vec::new();
+        let texts = self.execute.iter().cloned().map(Outgoing::Text);
+        let hexes = self.hex.iter().cloned().map(Outgoing::Hex);
+        let files = self.file.iter().cloned().map(Outgoing::File);
+        for (id, values) in
+            [("execute", texts.collect::<Vec<_>>()), ("hex", hexes.collect()), ("file", files.collect())]
+        {
+            let at = indices(id);
+            for (i, value) in values.into_iter().enumerate() {
+                sends.push((at.get(i).copied().unwrap_or(usize::MAX), value));
+            }
+        }
+        sends.sort_by_key(|(at, _)| *at);
+        self.sends = sends.into_iter().map(|(_, send)| send).collect();
+    }
 }
 
 /// How long piped mode waits, after stdin ends, for the answers to what it sent.
 const PIPE_LINGER: Duration = Duration::from_secs(2);
-/// The most bytes of a binary message shown in hex.
-const HEX_PREVIEW: usize = 16;
+/// The most bytes of a binary message shown.
+const HEX_PREVIEW: usize = 32;
 
 /// Connects, then talks interactively or pipes stdin, depending on stdin.
 pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
@@ -48,13 +101,81 @@ pub(crate) async fn run(args: ConnectArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if !args.sends.is_empty() {
+        return execute(ws, &args.sends, args.wait).await;
+    }
     let lines = stdin_lines();
     if std::io::stdin().is_terminal() { interactive(ws, lines).await } else { piped(ws, lines).await }
 }
 
+/// The message of an [`Outgoing`]; `Err` is the message to show.
+fn outgoing(send: &Outgoing) -> Result<Message, String> {
+    match send {
+        Outgoing::Text(text) => Ok(Message::from(text.as_str())),
+        Outgoing::Hex(hex) => parse_hex(hex).map(Message::from),
+        Outgoing::File(path) => {
+            std::fs::read(path).map(Message::from).map_err(|e| format!("--file {}: {e}", path.display()))
+        }
+    }
+}
+
+/// Bytes from hex digits, spaces allowed between them.
+fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
+    let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    if digits.len() % 2 != 0 {
+        return Err(format!("bad hex {text:?}: an odd number of digits"));
+    }
+    digits
+        .chunks(2)
+        .map(|pair| {
+            std::str::from_utf8(pair)
+                .ok()
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                .ok_or_else(|| format!("bad hex {text:?}"))
+        })
+        .collect()
+}
+
+/// Sends `sends`, prints every message that arrives for `wait` seconds (or until the
+/// server closes), then closes with 1000.
+async fn execute(ws: WebSocket, sends: &[Outgoing], wait: f64) -> ExitCode {
+    let (tx, mut rx) = ws.split();
+    for send in sends {
+        let sent = match outgoing(send) {
+            Ok(message) => tx.send(message).await.map_err(|e| e.to_string()),
+            Err(message) => Err(message),
+        };
+        if let Err(message) = sent {
+            eprintln!("error: {message}");
+            let _ = tx.close(CloseCode::NORMAL, "").await;
+            return ExitCode::FAILURE;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs_f64(wait.clamp(0.0, 86_400.0));
+    loop {
+        tokio::select! {
+            () = zapsocket::time::sleep_until(deadline) => break,
+            message = rx.recv() => match message {
+                Some(Ok(message)) => print_line(&message),
+                Some(Err(e)) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+                None => {
+                    eprintln!("{}", disconnected(&rx));
+                    return ExitCode::SUCCESS;
+                }
+            }
+        }
+    }
+    let _ = zapsocket::time::timeout(Duration::from_secs(2), tx.close(CloseCode::NORMAL, "")).await;
+    ExitCode::SUCCESS
+}
+
 /// Connects with the headers and subprotocols asked for; `Err` is the message to show.
 async fn open(args: &ConnectArgs) -> Result<WebSocket, String> {
-    let builder = client_builder(&args.headers, &args.protocols, !args.no_deflate, args.ca.as_deref())?;
+    let builder = client_builder(&args.headers, &args.protocols, !args.no_deflate, args.ca.as_deref())?
+        .danger_accept_invalid_certs(args.no_check);
     builder.connect(&args.url).await.map_err(|e| match e.is_handshake() {
         true => e.to_string(),
         false => format!("cannot connect to {}: {e}", args.url),
@@ -182,9 +303,20 @@ async fn command(tx: &WebSocketSender, line: &str, screen: &Screen) -> Flow {
         }
         "/help" => {
             screen.say(
-                "/ping [payload]   send a ping\n/close [CODE [REASON]]   close (default 1000)\n/quit   leave",
+                "/ping [payload]   send a ping\n/binary HEX   send a binary message\n/file PATH   send a file as a binary message\n/close [CODE [REASON]]   close (default 1000)\n/quit   leave",
             );
             Ok(())
+        }
+        "/binary" | "/file" => {
+            let send =
+                if word == "/binary" { Outgoing::Hex(rest.to_owned()) } else { Outgoing::File(rest.into()) };
+            match outgoing(&send) {
+                Ok(message) => tx.send(message).await,
+                Err(message) => {
+                    screen.say(&format!("error: {message}"));
+                    Ok(())
+                }
+            }
         }
         _ => tx.send(line.strip_prefix('/').filter(|l| l.starts_with('/')).unwrap_or(line)).await,
     };
@@ -215,14 +347,23 @@ fn describe(message: &Message) -> Option<String> {
     }
 }
 
-/// `[binary N bytes] 00 01 ff…`: the length and the first bytes in hex.
+/// `[binary N bytes] 68 69 00 ff |hi..|`: the length, then the first bytes in hex and
+/// as text (`.` for what is not printable ASCII).
 fn binary_summary(data: &[u8]) -> String {
     let mut out = format!("[binary {} bytes]", data.len());
-    for byte in data.iter().take(HEX_PREVIEW) {
+    let shown = &data[..data.len().min(HEX_PREVIEW)];
+    for byte in shown {
         out.push_str(&format!(" {byte:02x}"));
     }
     if data.len() > HEX_PREVIEW {
         out.push('…');
+    }
+    if !shown.is_empty() {
+        let text: String = shown
+            .iter()
+            .map(|b| if b.is_ascii_graphic() || *b == b' ' { char::from(*b) } else { '.' })
+            .collect();
+        out.push_str(&format!(" |{text}|"));
     }
     out
 }
@@ -325,11 +466,13 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// A received message as one line of stdout: text as is, binary as its length.
+/// A received message as one line of stdout: text as is, binary as its length and first
+/// bytes (pings and pongs are not shown).
 fn print_line(message: &Message) {
     let mut out = std::io::stdout().lock();
     let _ = match message {
         Message::Text(text) => writeln!(out, "{text}"),
-        _ => writeln!(out, "[binary {} bytes]", message.len()),
+        Message::Binary(data) => writeln!(out, "{}", binary_summary(data)),
+        Message::Ping(_) | Message::Pong(_) => Ok(()),
     };
 }

@@ -53,7 +53,14 @@ fn main() -> ExitCode {
             "zap: cannot start jemalloc's background thread ({e}); freed memory is returned more slowly"
         );
     }
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let mut cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    if let Command::Connect(args) = &mut cli.command {
+        args.order_sends(matches.subcommand_matches("connect"));
+    }
     // The Redis client (redis-rs) times its commands with tokio's timer.
     let timers = matches!(&cli.command, Command::Serve(args) if args.uses_redis());
     let runtime = match runtime(timers) {

@@ -187,6 +187,86 @@ fn connect_pipes_stdin_lines_to_the_server_and_replies_to_stdout() {
     assert_eq!(stdout.lines().collect::<Vec<_>>(), lines);
 }
 
+/// wscat's -x/-w: the messages given (text, hex, a file) go out in command-line order,
+/// what arrives within the wait is printed (binary readably), then a clean close.
+#[test]
+fn connect_executes_messages_in_order_and_prints_the_answers() {
+    let serve = Serve::start(&[]);
+    let file = std::env::temp_dir().join(format!("zap-connect-x-{}.bin", std::process::id()));
+    std::fs::write(&file, b"file\x00\x01").expect("write");
+    let output = Command::new(ZAP)
+        .args(["connect", &serve.url("/echo"), "-x", "hello", "--hex", "68 69 ff", "-x", "bye", "--file"])
+        .arg(&file)
+        .args(["-w", "1"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run zap connect");
+    let _ = std::fs::remove_file(&file);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        ["hello", "[binary 3 bytes] 68 69 ff |hi.|", "bye", "[binary 6 bytes] 66 69 6c 65 00 01 |file..|"]
+    );
+    let bad = Command::new(ZAP)
+        .args(["connect", &serve.url("/echo"), "--hex", "6g"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run zap connect");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("bad hex"), "{bad:?}");
+}
+
+/// The interactive mode, under a pseudo-terminal (`script` from util-linux): the prompt,
+/// a text echoed, a binary message from hex, a ping's pong, `/quit`.
+#[test]
+fn connect_is_interactive_on_a_terminal() {
+    let serve = Serve::start(&[]);
+    let command = format!("{ZAP} connect {}", serve.url("/echo"));
+    let mut child = Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn script (util-linux)");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(String::from_utf8_lossy(&buf[..n]).into_owned()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut screen = String::new();
+    let mut wait_for = |needle: &str| {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while !screen.contains(needle) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(chunk) => screen.push_str(&chunk),
+                Err(_) => panic!("{needle:?} not on the terminal in time:\n{screen}"),
+            }
+        }
+    };
+    let mut stdin = child.stdin.take().expect("stdin");
+    wait_for("connected");
+    for (line, answer) in [
+        ("hello there", "< hello there"),
+        ("/binary 68 69 00", "< [binary 3 bytes] 68 69 00 |hi.|"),
+        ("/ping abc", "< pong: abc"),
+        ("/help", "/binary HEX"),
+    ] {
+        stdin.write_all(format!("{line}\n").as_bytes()).expect("type");
+        wait_for(answer);
+    }
+    stdin.write_all(b"/quit\n").expect("type");
+    let status = wait_exit(&mut child);
+    assert!(status.success(), "{status}");
+}
+
 #[test]
 fn connect_fails_with_a_clear_message() {
     let serve = Serve::start(&[]);

@@ -139,6 +139,23 @@ async fn serve_speaks_wss_to_clients_that_trust_its_ca() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success() && stdout.contains("over wss"), "{stdout}");
 
+    // zap connect --no-check: the test CA is not trusted, and the server is reached
+    // anyway; without the flag, a clear refusal.
+    let output = Command::new(ZAP)
+        .args(["connect", &url, "-x", "unchecked", "-w", "1", "--no-check"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("zap connect --no-check");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success() && stdout.contains("unchecked"), "{stdout}");
+    let output = Command::new(ZAP)
+        .args(["connect", &url, "-x", "x"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("zap connect");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("UnknownIssuer"), "{stderr}");
+
     node_client_over_wss(&url, &ca);
     let _ = std::fs::remove_dir_all(dir);
 }

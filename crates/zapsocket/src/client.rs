@@ -1,5 +1,6 @@
 //! The client: connect to a `ws://` or `wss://` URL.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -14,7 +15,7 @@ use crate::error::{Error, Kind, Result};
 use crate::server::next_id;
 use crate::shared::Shared;
 use crate::socket::{Info, WebSocket};
-use crate::tls::Certificate;
+use crate::tls::{Certificate, ClientTls};
 
 /// Opens client connections.
 ///
@@ -46,6 +47,8 @@ impl Client {
             deflate: Some(DeflateConfig::default()),
             roots: Vec::new(),
             builtin_roots: true,
+            tls_config: None,
+            accept_invalid_certs: false,
         }
     }
 }
@@ -60,6 +63,8 @@ pub struct ClientBuilder {
     deflate: Option<DeflateConfig>,
     roots: Vec<Certificate>,
     builtin_roots: bool,
+    tls_config: Option<Arc<rustls::ClientConfig>>,
+    accept_invalid_certs: bool,
 }
 
 impl ClientBuilder {
@@ -100,6 +105,40 @@ impl ClientBuilder {
     /// false, only those given to [`ClientBuilder::add_root_certificate`] are trusted.
     pub fn tls_built_in_root_certs(mut self, trust: bool) -> Self {
         self.builtin_roots = trust;
+        self
+    }
+
+    /// Uses this rustls configuration for `wss://`, as it is: client certificates
+    /// (mutual TLS), one's own certificate verification, protocol versions, ALPN (offer
+    /// `http/1.1`, or nothing). Replaces [`ClientBuilder::add_root_certificate`] and
+    /// [`ClientBuilder::tls_built_in_root_certs`]. `zapsocket::rustls` is the rustls this
+    /// crate uses.
+    ///
+    /// ```no_run
+    /// # fn f(roots: zapsocket::rustls::RootCertStore,
+    /// #      chain: Vec<zapsocket::rustls::pki_types::CertificateDer<'static>>,
+    /// #      key: zapsocket::rustls::pki_types::PrivateKeyDer<'static>) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::sync::Arc;
+    /// use zapsocket::rustls;
+    /// let provider = Arc::new(rustls::crypto::ring::default_provider());
+    /// let config = rustls::ClientConfig::builder_with_provider(provider)
+    ///     .with_safe_default_protocol_versions()?
+    ///     .with_root_certificates(roots)
+    ///     .with_client_auth_cert(chain, key)?; // mutual TLS
+    /// let builder = zapsocket::Client::builder().tls_config(Arc::new(config));
+    /// # Ok(()) }
+    /// ```
+    pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls_config = Some(config);
+        self
+    }
+
+    /// **Dangerous**: accepts any certificate for `wss://`, whoever it names and
+    /// whoever signed it (a self-signed test server; `zap connect --no-check`). Anyone
+    /// on the path can then read and change the traffic. Default: false. Overrides the
+    /// other TLS settings.
+    pub fn danger_accept_invalid_certs(mut self, accept: bool) -> Self {
+        self.accept_invalid_certs = accept;
         self
     }
 
@@ -147,7 +186,12 @@ impl ClientBuilder {
         let _ = stream.set_nodelay(true);
         let peer_addr = stream.peer_addr().ok();
         if secure {
-            let tls = crate::tls::connect(stream, connect_host, self.builtin_roots, &self.roots).await?;
+            let tls = match (&self.tls_config, self.accept_invalid_certs) {
+                (_, true) => ClientTls::NoCheck,
+                (Some(config), false) => ClientTls::Config(config.clone()),
+                (None, false) => ClientTls::Roots { builtin: self.builtin_roots, extra: self.roots.clone() },
+            };
+            let tls = crate::tls::connect(stream, connect_host, &tls).await?;
             self.handshake(tls, peer_addr, host_header, target).await
         } else {
             self.handshake(stream, peer_addr, host_header, target).await

@@ -122,6 +122,8 @@ pub use message::{Message, Utf8Bytes};
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use rate::{RateLimit, TokenBucket};
 pub use request::Request;
+/// The rustls this crate uses, for [`ClientBuilder::tls_config`].
+pub use rustls;
 pub use server::{Accept, HttpResponse, MAX_RATE_ADDRESSES, Server, ServerBuilder, ShutdownHandle};
 pub use shared::ReadyState;
 pub use socket::{WebSocket, WebSocketReceiver, WebSocketSender};

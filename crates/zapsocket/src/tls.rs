@@ -109,32 +109,99 @@ fn native_roots() -> &'static [CertificateDer<'static>] {
     })
 }
 
-/// Opens TLS to `host` over `stream`, verifying its certificate against the system roots
-/// (if `builtin_roots`) and `extra` roots.
+/// How a client checks the server's certificate.
+#[derive(Clone, Debug)]
+pub(crate) enum ClientTls {
+    /// Against the system roots (if `builtin`) and `extra` roots.
+    Roots { builtin: bool, extra: Vec<Certificate> },
+    /// As the application's own rustls configuration says.
+    Config(Arc<rustls::ClientConfig>),
+    /// Not at all (`danger_accept_invalid_certs`): any certificate, any name. The
+    /// handshake's signatures are still checked, so the peer holds the key of the
+    /// certificate it showed.
+    NoCheck,
+}
+
+/// Opens TLS to `host` over `stream`, checking its certificate as `tls` says.
 pub(crate) async fn connect(
     stream: TcpStream,
     host: &str,
-    builtin_roots: bool,
-    extra: &[Certificate],
+    tls: &ClientTls,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
-    let mut roots = RootCertStore::empty();
-    if builtin_roots {
-        roots.add_parsable_certificates(native_roots().iter().cloned());
-    }
-    for cert in extra.iter().flat_map(|c| &c.certs) {
-        roots.add(cert.clone()).map_err(|e| Error::tls(format!("root certificate: {e}")))?;
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let config = match tls {
+        ClientTls::Config(config) => config.clone(),
+        ClientTls::Roots { builtin, extra } => {
+            let mut roots = RootCertStore::empty();
+            if *builtin {
+                roots.add_parsable_certificates(native_roots().iter().cloned());
+            }
+            for cert in extra.iter().flat_map(|c| &c.certs) {
+                roots.add(cert.clone()).map_err(|e| Error::tls(format!("root certificate: {e}")))?;
+            }
+            let mut config = rustls::ClientConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| Error::tls(e.to_string()))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Arc::new(config)
+        }
+        ClientTls::NoCheck => {
+            let provider = provider();
+            let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| Error::tls(e.to_string()))?
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoCheck(provider)))
+                .with_no_client_auth();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Arc::new(config)
+        }
+    };
     let name =
         ServerName::try_from(host.to_owned()).map_err(|e| Error::invalid(format!("host {host:?}: {e}")))?;
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connector = tokio_rustls::TlsConnector::from(config);
     connector.connect(name, stream).await.map_err(|e| match e.get_ref() {
         Some(inner) if inner.is::<rustls::Error>() => Error::tls(inner.to_string()),
         _ => e.into(),
     })
+}
+
+/// Accepts any server certificate, but checks the handshake's signatures with it.
+#[derive(Debug)]
+struct NoCheck(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoCheck {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }

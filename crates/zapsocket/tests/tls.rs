@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // Test helpers: a failed step is a failed test.
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedKey, IsCa, KeyPair};
+use zapsocket::rustls::pki_types::pem::PemObject;
 use zapsocket::{Certificate, Client, Identity, Server, WebSocket};
 
 /// A CA, and a certificate for `localhost`/127.0.0.1 it signed: (CA PEM, cert PEM, key PEM).
@@ -132,4 +133,43 @@ fn bad_pem_is_a_tls_error() {
     assert!(
         Identity::from_pem(cert.pem().as_bytes(), other_key.serialize_pem().as_bytes()).unwrap_err().is_tls()
     );
+}
+
+/// The application's own rustls configuration is used as it is (here: only the test CA
+/// trusted), and `danger_accept_invalid_certs` lets a client through to a server whose
+/// certificate nothing vouches for, where the defaults refuse it.
+#[tokio::test]
+async fn a_clients_own_rustls_config_and_the_no_check_option() {
+    use std::sync::Arc;
+    use zapsocket::rustls;
+    let (ca, cert, key) = test_pki();
+    let port = tls_echo_server(&cert, &key).await;
+    let url = format!("wss://localhost:{port}/");
+
+    let mut roots = rustls::RootCertStore::empty();
+    let ca_der = rustls::pki_types::CertificateDer::from_pem_slice(ca.as_bytes()).unwrap();
+    roots.add(ca_der).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut ws = Client::builder().tls_config(Arc::new(config)).connect(&url).await.unwrap();
+    ws.send("own config").await.unwrap();
+    assert_eq!(ws.recv().await.unwrap().unwrap().as_text(), Some("own config"));
+
+    let empty = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let refused = Client::builder().tls_config(Arc::new(empty)).connect(&url).await.unwrap_err();
+    assert!(refused.to_string().contains("UnknownIssuer"), "{refused}");
+    let refused = Client::connect(&url).await.unwrap_err();
+    assert!(refused.to_string().contains("UnknownIssuer"), "the defaults do not know the CA: {refused}");
+
+    let mut ws = Client::builder().danger_accept_invalid_certs(true).connect(&url).await.unwrap();
+    ws.send("no check").await.unwrap();
+    assert_eq!(ws.recv().await.unwrap().unwrap().as_text(), Some("no check"));
 }
