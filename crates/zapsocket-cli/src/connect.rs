@@ -122,7 +122,7 @@ fn outgoing(send: &Outgoing) -> Result<Message, String> {
 /// Bytes from hex digits, spaces allowed between them.
 fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
     let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return Err(format!("bad hex {text:?}: an odd number of digits"));
     }
     digits

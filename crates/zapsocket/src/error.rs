@@ -151,6 +151,28 @@ impl Error {
     }
 }
 
+impl Error {
+    /// This error as an [`io::Error`] with itself inside, of the kind that fits (the
+    /// table in [`crate::WebSocketStream`]'s docs).
+    pub(crate) fn into_io(self) -> io::Error {
+        use zapsocket_proto::Error as Proto;
+        let kind = match &*self.kind {
+            Kind::Io(kind, _) => *kind,
+            Kind::Protocol(Proto::ConnectionReset) => io::ErrorKind::UnexpectedEof,
+            Kind::Protocol(Proto::KeepaliveTimeout | Proto::CloseTimeout) | Kind::Timeout(_) => {
+                io::ErrorKind::TimedOut
+            }
+            Kind::Protocol(_) => io::ErrorKind::InvalidData,
+            Kind::Closed => io::ErrorKind::BrokenPipe,
+            Kind::Terminated => io::ErrorKind::ConnectionAborted,
+            Kind::QueueFull => io::ErrorKind::WouldBlock,
+            Kind::Invalid(_) => io::ErrorKind::InvalidInput,
+            Kind::Handshake(..) | Kind::Tls(_) => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, self)
+    }
+}
+
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("Error").field(&self.kind).finish()
