@@ -47,9 +47,13 @@ pub(crate) struct ServeArgs {
     /// Serve wss:// with this PEM certificate chain (needs --tls-key).
     #[arg(long, value_name = "PATH", requires = "tls_key")]
     tls_cert: Option<std::path::PathBuf>,
-    /// The PEM private key of --tls-cert.
+    /// The PEM private key of --tls-cert. On SIGHUP both files are read again: a renewed
+    /// certificate serves the next handshakes, without a restart.
     #[arg(long, value_name = "PATH", requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
+    /// Mutual TLS: require a client certificate signed by a CA in this PEM file.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    tls_client_ca: Option<std::path::PathBuf>,
     /// On SIGINT or SIGTERM: seconds to wait for clients to answer the 1001 close before
     /// they are dropped.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
@@ -193,7 +197,9 @@ async fn bind(args: &ServeArgs, hub: &Hub) -> zapsocket::Result<Server> {
         builder = builder.deflate(DeflateConfig::default());
     }
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        builder = builder.tls(zapsocket::Identity::from_pem_files(cert, key)?);
+        let identity = tls_identity(cert, key, args.tls_client_ca.as_deref())?;
+        reload_on_sighup(identity.clone(), args);
+        builder = builder.tls(identity);
     }
     for origin in &args.allowed_origins {
         builder = builder.allowed_origin(origin.as_str());
@@ -304,6 +310,73 @@ async fn relay(mut ws: WebSocket, broadcast: &Clients) -> zapsocket::Result<Opti
     .await;
     broadcast.remove(ws.id());
     result
+}
+
+/// The server's TLS identity from PEM files; with `client_ca`, client certificates
+/// signed by it are required (mutual TLS).
+fn tls_identity(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    client_ca: Option<&std::path::Path>,
+) -> zapsocket::Result<zapsocket::Identity> {
+    use std::sync::Arc;
+    use zapsocket::rustls::{
+        self, pki_types::CertificateDer, pki_types::PrivateKeyDer, pki_types::pem::PemObject,
+    };
+    let Some(client_ca) = client_ca else { return zapsocket::Identity::from_pem_files(cert, key) };
+    let fail = |what: &str, e: &dyn std::fmt::Display| {
+        zapsocket::Error::from(std::io::Error::other(format!("{what}: {e}")))
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_file_iter(client_ca).map_err(|e| fail("--tls-client-ca", &e))? {
+        roots.add(ca.map_err(|e| fail("--tls-client-ca", &e))?).map_err(|e| fail("--tls-client-ca", &e))?;
+    }
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .map_err(|e| fail("--tls-client-ca", &e))?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| fail("--tls-cert", &e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| fail("--tls-cert", &e))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| fail("--tls-key", &e))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| fail("TLS", &e))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| fail("--tls-cert and --tls-key", &e))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(zapsocket::Identity::from_config(Arc::new(config)))
+}
+
+/// On SIGHUP, reads the certificate, key (and client CA) files again and serves the
+/// next handshakes with them; a file that does not load leaves the old ones in place.
+fn reload_on_sighup(identity: zapsocket::Identity, args: &ServeArgs) {
+    #[cfg(unix)]
+    {
+        let (Some(cert), Some(key)) = (args.tls_cert.clone(), args.tls_key.clone()) else { return };
+        let client_ca = args.tls_client_ca.clone();
+        let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            return;
+        };
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                match tls_identity(&cert, &key, client_ca.as_deref()) {
+                    Ok(fresh) => {
+                        identity.replace(&fresh);
+                        tracing::info!("SIGHUP: TLS certificate reloaded from {}", cert.display());
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "SIGHUP: TLS certificate not reloaded, the old one stays")
+                    }
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = (identity, args);
 }
 
 /// Waits for Ctrl-C (SIGINT) or SIGTERM. The handlers are installed when this is created,

@@ -203,3 +203,94 @@ async fn serve_accepts_a_subprotocol_given_on_the_command_line() {
     let ws = Client::builder().protocol("chat.v1").protocol("chat.v2").connect(&url).await.expect("connect");
     assert_eq!(ws.protocol(), Some("chat.v2"));
 }
+
+/// A client that trusts `ca` (a PEM file), with a client certificate if given.
+fn trusting(ca: &std::path::Path, identity: Option<(&str, &str)>) -> zapsocket::ClientBuilder {
+    use std::sync::Arc;
+    use zapsocket::rustls::{
+        self, pki_types::CertificateDer, pki_types::PrivateKeyDer, pki_types::pem::PemObject,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_file(ca).expect("ca")).expect("root");
+    let builder =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots);
+    let config = match identity {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(cert.as_bytes()).expect("cert")],
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key"),
+            )
+            .expect("client auth"),
+        None => builder.with_no_client_auth(),
+    };
+    Client::builder().tls_config(Arc::new(config))
+}
+
+/// SIGHUP reads the certificate files again: the next handshakes get the new
+/// certificate, without a restart.
+#[tokio::test]
+async fn serve_reloads_its_certificate_on_sighup() {
+    let (dir, old_ca, cert, key) = test_pki("reload");
+    let (new_dir, new_ca, new_cert, new_key) = test_pki("reload-new");
+    let serve = Serve::start(&[
+        "--tls-cert",
+        cert.to_str().unwrap_or_default(),
+        "--tls-key",
+        key.to_str().unwrap_or_default(),
+    ]);
+    let url = format!("wss://localhost:{}/echo", serve.port());
+    trusting(&old_ca, None).connect(&url).await.expect("the first certificate");
+    std::fs::copy(&new_cert, &cert).expect("renew cert");
+    std::fs::copy(&new_key, &key).expect("renew key");
+    assert!(Command::new("kill").args(["-HUP", &serve.pid()]).status().expect("kill").success());
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while trusting(&new_ca, None).connect(&url).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "the renewed certificate was not served");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let err = trusting(&old_ca, None).connect(&url).await.expect_err("the old certificate is gone");
+    assert!(err.is_tls(), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(new_dir);
+}
+
+/// --tls-client-ca: a client certificate signed by that CA is required.
+#[tokio::test]
+async fn serve_requires_client_certificates_with_a_client_ca() {
+    let (dir, ca, cert, key) = test_pki("mtls");
+    let client_ca_key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::new(Vec::new()).expect("params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, "zapsocket client CA");
+    let client_ca = params.self_signed(&client_ca_key).expect("client ca");
+    let client_ca_path = dir.join("client-ca.pem");
+    std::fs::write(&client_ca_path, client_ca.pem()).expect("write");
+    let client_key = KeyPair::generate().expect("key");
+    let client_cert = CertificateParams::new(vec!["ada".into()])
+        .expect("params")
+        .signed_by(&client_key, &client_ca, &client_ca_key)
+        .expect("client cert");
+    let serve = Serve::start(&[
+        "--tls-cert",
+        cert.to_str().unwrap_or_default(),
+        "--tls-key",
+        key.to_str().unwrap_or_default(),
+        "--tls-client-ca",
+        client_ca_path.to_str().unwrap_or_default(),
+    ]);
+    let url = format!("wss://localhost:{}/echo", serve.port());
+    let (pem, key_pem) = (client_cert.pem(), client_key.serialize_pem());
+    let mut ws =
+        trusting(&ca, Some((&pem, &key_pem))).connect(&url).await.expect("with a client certificate");
+    ws.send("mutual").await.expect("send");
+    assert_eq!(data(&mut ws).await.and_then(|m| m.as_text().map(str::to_owned)).as_deref(), Some("mutual"));
+    let without = match trusting(&ca, None).connect(&url).await {
+        Err(e) => e.to_string(),
+        Ok(mut ws) => format!("{:?}", ws.recv().await), // TLS 1.3: the alert may come after
+    };
+    assert!(without.contains("CertificateRequired") || without.contains("certificate"), "{without}");
+    let _ = std::fs::remove_dir_all(dir);
+}

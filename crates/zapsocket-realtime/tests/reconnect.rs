@@ -269,3 +269,53 @@ async fn an_http_refusal_on_reconnection_stops_the_client() {
     assert_eq!(refusals.load(Ordering::SeqCst), tried, "no attempt after the client closed");
     assert!(tried <= 1, "{tried} attempts refused with 401");
 }
+
+/// With `retry_first_connect`, a client started before its server keeps trying with the
+/// reconnection's backoff and connects once the server is up; without it, the first
+/// failure is the answer. A refusal (404) is final either way.
+#[tokio::test]
+async fn the_first_connection_retries_when_asked() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("ws://127.0.0.1:{port}/");
+    assert!(Client::builder().reconnect(Some(fast())).connect(&url).await.is_err(), "no server yet");
+    let early = tokio::spawn({
+        let url = url.clone();
+        async move { Client::builder().reconnect(Some(fast())).retry_first_connect(true).connect(&url).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let hub = Hub::new();
+    let (_, _server) = serve_on(&hub, port).await;
+    let client = tokio::time::timeout(PATIENCE, early).await.expect("in time").unwrap().expect("connected");
+    assert_eq!(client.state(), ConnState::Connected);
+
+    let only_chat = zapsocket::Server::builder().path("/chat").bind().await.unwrap();
+    let missing = format!("ws://{}/nope", only_chat.local_addr());
+    let hub = hub.clone();
+    tokio::spawn(only_chat.serve(move |ws| hub.clone().handle(ws)));
+    let started = std::time::Instant::now();
+    let refused = Client::builder().reconnect(Some(fast())).retry_first_connect(true).connect(&missing).await;
+    assert!(refused.is_err() && started.elapsed() < Duration::from_secs(1), "a 404 is not retried");
+}
+
+/// The realtime client takes the WebSocket client's TLS options: here the no-check one,
+/// against a wss:// hub whose certificate nothing vouches for.
+#[tokio::test]
+async fn the_realtime_client_takes_tls_options() {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap().self_signed(&key).unwrap();
+    let identity =
+        zapsocket::Identity::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes()).unwrap();
+    let server = zapsocket::Server::builder().tls(identity).subprotocol(SUBPROTOCOL).bind().await.unwrap();
+    let url = format!("wss://localhost:{}/", server.local_addr().port());
+    let hub = Hub::new();
+    hub.procedure("add", |_: Socket, (a, b): (i64, i64)| async move { Ok::<_, ReplyError>(a + b) });
+    let h = hub.clone();
+    tokio::spawn(server.serve(move |ws| h.clone().handle(ws)));
+    assert!(Client::builder().reconnect(None).connect(&url).await.is_err(), "self-signed: refused");
+    let client =
+        Client::builder().reconnect(None).danger_accept_invalid_certs(true).connect(&url).await.unwrap();
+    assert_eq!(client.call::<_, i64>("add", &(2, 3)).await.unwrap(), 5);
+    let trusted = zapsocket::Certificate::from_pem(cert.pem().as_bytes()).unwrap();
+    let client = Client::builder().reconnect(None).add_root_certificate(trusted).connect(&url).await.unwrap();
+    assert_eq!(client.call::<_, i64>("add", &(4, 5)).await.unwrap(), 9);
+}

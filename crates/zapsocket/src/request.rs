@@ -9,6 +9,7 @@ pub struct Request {
     inner: zapsocket_proto::handshake::Request,
     peer_addr: SocketAddr,
     client_ip: IpAddr,
+    peer_certificates: Option<crate::server::PeerCertificates>,
 }
 
 impl Request {
@@ -22,7 +23,20 @@ impl Request {
         let header =
             |name: &'static str| inner.header_all(name).filter_map(|v| std::str::from_utf8(v).ok()).collect();
         let client_ip = crate::forwarded::client_ip(peer_addr.ip(), trusted_proxies, header);
-        Request { inner, peer_addr, client_ip }
+        Request { inner, peer_addr, client_ip, peer_certificates: None }
+    }
+
+    pub(crate) fn with_peer_certificates(mut self, certs: Option<crate::server::PeerCertificates>) -> Self {
+        self.peer_certificates = certs;
+        self
+    }
+
+    /// The certificates the client presented over TLS (mutual TLS: an
+    /// [`Identity::from_config`](crate::Identity::from_config) whose configuration asks
+    /// for them), leaf first, already verified by that configuration; `None` without TLS
+    /// or without a client certificate.
+    pub fn peer_certificates(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
+        self.peer_certificates.as_deref()
     }
 
     /// The peer's socket address: the TCP connection's other end (a proxy, when there

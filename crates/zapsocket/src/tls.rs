@@ -22,9 +22,13 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// let server = zapsocket::Server::builder().port(8443).tls(identity).bind().await?;
 /// # Ok(()) }
 /// ```
+///
+/// Clones share one certificate slot: [`Identity::replace`] on any clone changes the
+/// certificate of every server built with it, for its next TLS handshakes (a renewed
+/// certificate without a restart; `zap serve` does it on SIGHUP).
 #[derive(Clone)]
 pub struct Identity {
-    config: Arc<rustls::ServerConfig>,
+    config: Arc<std::sync::RwLock<Arc<rustls::ServerConfig>>>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -46,7 +50,29 @@ impl Identity {
             .with_single_cert(certs, key)
             .map_err(|e| Error::tls(format!("certificate and key: {e}")))?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Identity { config: Arc::new(config) })
+        Ok(Identity::from_config(Arc::new(config)))
+    }
+
+    /// From a rustls configuration of one's own: client certificates required or
+    /// optional (mutual TLS, with rustls' `WebPkiClientVerifier`), protocol versions,
+    /// several certificates by name. Set its ALPN to `http/1.1` (or leave it empty).
+    /// The client's certificates are then in [`Request::peer_certificates`](crate::Request::peer_certificates),
+    /// for the [`authorize`](crate::ServerBuilder::authorize) hook and handlers.
+    pub fn from_config(config: Arc<rustls::ServerConfig>) -> Identity {
+        Identity { config: Arc::new(std::sync::RwLock::new(config)) }
+    }
+
+    /// Makes this identity's certificate (and whole configuration) `other`'s, for the
+    /// TLS handshakes that start from now on; connections already open keep theirs.
+    /// Every clone of this identity, and every server built with one, sees the change.
+    pub fn replace(&self, other: &Identity) {
+        let config = other.current();
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
+    }
+
+    /// The configuration in use now.
+    fn current(&self) -> Arc<rustls::ServerConfig> {
+        self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// From PEM files: the certificate chain and the private key.
@@ -59,8 +85,9 @@ impl Identity {
         Identity::from_pem(&certs, &key)
     }
 
+    /// An acceptor with the configuration in use now.
     pub(crate) fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        tokio_rustls::TlsAcceptor::from(self.config.clone())
+        tokio_rustls::TlsAcceptor::from(self.current())
     }
 }
 

@@ -55,22 +55,37 @@ const ANY_NAME: usize = usize::MAX;
 pub(super) async fn open(
     settings: &Settings,
 ) -> Result<(WebSocketSender, WebSocketReceiver, Hello), ConnectError> {
-    let mut builder =
-        zapsocket::Client::builder().protocol(crate::SUBPROTOCOL_V2).protocol(crate::SUBPROTOCOL);
-    if let Some((interval, timeout)) = settings.heartbeat {
-        let mut config = zapsocket::WebSocketConfig::default();
-        config.protocol = config.protocol.ping_interval(Some(interval)).pong_timeout(timeout);
-        builder = builder.config(config);
-    }
-    for (name, value) in &settings.headers {
-        builder = builder.header(name.as_str(), value.as_str());
-    }
-    let ws = builder.connect(&settings.url).await.map_err(ConnectError::WebSocket)?;
+    let ws = settings.websocket().connect(&settings.url).await.map_err(ConnectError::WebSocket)?;
     let (sender, mut rx) = ws.split();
     let hello = zapsocket::time::timeout(settings.hello_timeout, read_hello(&mut rx))
         .await
         .map_err(|_| ConnectError::Protocol("no $hello in time".into()))??;
     Ok((sender, rx, hello))
+}
+
+/// The first connection: [`open`], tried again with the reconnection's backoff when
+/// `retry_first_connect` asks for it and the failure is not a refusal.
+pub(super) async fn open_first(
+    settings: &Settings,
+) -> Result<(WebSocketSender, WebSocketReceiver, Hello), ConnectError> {
+    let policy = settings.reconnect.clone().filter(|_| settings.retry_first);
+    let mut attempt = 0;
+    loop {
+        let error = match open(settings).await {
+            Ok(opened) => return Ok(opened),
+            Err(error) => error,
+        };
+        let final_refusal = match &error {
+            ConnectError::Refused(_) => true,
+            ConnectError::WebSocket(e) => e.status().is_some_and(refusal_is_final),
+            ConnectError::Protocol(_) => false,
+        };
+        attempt += 1;
+        let more = |p: &&super::Reconnect| !final_refusal && p.max_attempts.is_none_or(|max| attempt < max);
+        let Some(policy) = policy.as_ref().filter(more) else { return Err(error) };
+        tracing::debug!(attempt, %error, "first connection failed, trying again");
+        zapsocket::time::sleep(backoff(policy, attempt)).await;
+    }
 }
 
 async fn read_hello(rx: &mut WebSocketReceiver) -> Result<Hello, ConnectError> {

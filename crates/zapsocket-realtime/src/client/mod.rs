@@ -136,6 +136,37 @@ pub(crate) struct Settings {
     recovery: bool,
     /// WebSocket pings: (interval, how long the server may stay silent after one).
     heartbeat: Option<(Duration, Duration)>,
+    /// For `wss://`: roots to trust besides the system's.
+    roots: Vec<zapsocket::Certificate>,
+    /// For `wss://`: the application's own rustls configuration.
+    tls_config: Option<Arc<zapsocket::rustls::ClientConfig>>,
+    /// For `wss://`: no certificate check at all.
+    accept_invalid_certs: bool,
+    /// The first connection retries with the reconnection's backoff.
+    retry_first: bool,
+}
+
+impl Settings {
+    /// The WebSocket client these settings make (subprotocols, heartbeat, headers, TLS).
+    pub(super) fn websocket(&self) -> zapsocket::ClientBuilder {
+        let mut builder =
+            zapsocket::Client::builder().protocol(crate::SUBPROTOCOL_V2).protocol(crate::SUBPROTOCOL);
+        if let Some((interval, timeout)) = self.heartbeat {
+            let mut config = zapsocket::WebSocketConfig::default();
+            config.protocol = config.protocol.ping_interval(Some(interval)).pong_timeout(timeout);
+            builder = builder.config(config);
+        }
+        for (name, value) in &self.headers {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        for root in &self.roots {
+            builder = builder.add_root_certificate(root.clone());
+        }
+        if let Some(config) = &self.tls_config {
+            builder = builder.tls_config(config.clone());
+        }
+        builder.danger_accept_invalid_certs(self.accept_invalid_certs)
+    }
 }
 
 impl Default for ClientBuilder {
@@ -151,6 +182,10 @@ impl Default for ClientBuilder {
                 reconnect: Some(Reconnect::default()),
                 recovery: true,
                 heartbeat: Some((Duration::from_secs(25), Duration::from_secs(20))),
+                roots: Vec::new(),
+                tls_config: None,
+                accept_invalid_certs: false,
+                retry_first: false,
             },
         }
     }
@@ -212,10 +247,42 @@ impl ClientBuilder {
         self
     }
 
-    /// Connects to `url` (`ws://host/path`), offering `zap.v1`, and waits for `$hello`.
+    /// For `wss://`: trusts `cert` (your own CA) besides the system's roots, as
+    /// [`zapsocket::ClientBuilder::add_root_certificate`].
+    pub fn add_root_certificate(mut self, cert: zapsocket::Certificate) -> Self {
+        self.settings.roots.push(cert);
+        self
+    }
+
+    /// For `wss://`: the application's own rustls configuration (client certificates
+    /// for mutual TLS, one's own verification), as [`zapsocket::ClientBuilder::tls_config`].
+    pub fn tls_config(mut self, config: Arc<zapsocket::rustls::ClientConfig>) -> Self {
+        self.settings.tls_config = Some(config);
+        self
+    }
+
+    /// **Dangerous**: for `wss://`, accepts any server certificate, as
+    /// [`zapsocket::ClientBuilder::danger_accept_invalid_certs`]. Default: false.
+    pub fn danger_accept_invalid_certs(mut self, accept: bool) -> Self {
+        self.settings.accept_invalid_certs = accept;
+        self
+    }
+
+    /// Whether the first connection, too, is tried again with the reconnection's backoff
+    /// ([`ClientBuilder::reconnect`]) when it fails (the server is not up yet, a 503 while
+    /// it restarts), instead of failing at once. A refusal still fails at once (a
+    /// connect middleware's `$error`, or a 4xx other than 408 and 429), and so does the
+    /// last attempt when `max_attempts` run out. Default: false.
+    pub fn retry_first_connect(mut self, retry: bool) -> Self {
+        self.settings.retry_first = retry;
+        self
+    }
+
+    /// Connects to `url` (`ws://host/path` or `wss://`), offering `zap.v2` and `zap.v1`,
+    /// and waits for `$hello`.
     pub async fn connect(mut self, url: &str) -> Result<Client, ConnectError> {
         self.settings.url = url.to_owned();
-        let (sender, rx, hello) = driver::open(&self.settings).await?;
+        let (sender, rx, hello) = driver::open_first(&self.settings).await?;
         let shared = Arc::new(Shared::new(self.settings, hello, sender));
         tokio::spawn(driver::run(shared.clone(), rx));
         Ok(Client { _guard: Arc::new(CloseOnDrop(Arc::downgrade(&shared))), shared })

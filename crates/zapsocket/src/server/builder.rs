@@ -51,7 +51,7 @@ pub(crate) struct Settings {
     /// Every open connection (for graceful shutdown), shown as `Server::clients` when
     /// `track_clients` is on.
     pub(crate) clients: Clients,
-    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
+    pub(crate) tls: Option<Identity>,
     pub(crate) deflate: Option<DeflateConfig>,
     /// Connections open with context takeover on the server's side (each keeps a
     /// compressor), bounded by `DeflateConfig::max_context_takeover_connections`.
@@ -279,7 +279,7 @@ impl ServerBuilder {
 
     /// Serves `wss://` with this certificate and key. Default: plain `ws://`.
     pub fn tls(mut self, identity: Identity) -> Self {
-        self.settings.tls = Some(identity.acceptor());
+        self.settings.tls = Some(identity);
         self
     }
 

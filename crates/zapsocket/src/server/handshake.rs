@@ -77,6 +77,7 @@ pub(crate) struct Admitted {
 pub(crate) async fn serve_stream<S, F, Fut>(
     stream: S,
     peer: SocketAddr,
+    peer_certificates: Option<PeerCertificates>,
     settings: Arc<Settings>,
     handler: Arc<F>,
 ) where
@@ -86,18 +87,22 @@ pub(crate) async fn serve_stream<S, F, Fut>(
 {
     // The handshake's state (its read buffer, the hook's future...) is boxed and freed
     // once it is done: in the task it would stay allocated for the connection's life.
-    if let Some((ws, driver)) = Box::pin(handshake(stream, peer, &settings)).await {
+    if let Some((ws, driver)) = Box::pin(handshake(stream, peer, peer_certificates, &settings)).await {
         // A task of its own: every poll of the connection goes straight to `Joined`,
         // not through the layers of this function and the accept loop's task.
         tokio::spawn(Joined::new(driver, handler(ws)));
     }
 }
 
+/// The certificates a TLS client presented, leaf first.
+pub(crate) type PeerCertificates = Arc<[rustls::pki_types::CertificateDer<'static>]>;
+
 /// Reads and answers the opening handshake; on success returns the socket and its
 /// driver.
 pub(crate) async fn handshake<S>(
     mut stream: S,
     peer: SocketAddr,
+    peer_certificates: Option<PeerCertificates>,
     settings: &Arc<Settings>,
 ) -> Option<(WebSocket, Driver)>
 where
@@ -121,7 +126,8 @@ where
             return None;
         }
     };
-    let request = Request::new(request, peer, &settings.trusted_proxies);
+    let request =
+        Request::new(request, peer, &settings.trusted_proxies).with_peer_certificates(peer_certificates);
     let admitted = match crate::time::timeout_at(deadline, admit(&request, settings)).await {
         Ok(Ok(admitted)) => admitted,
         Ok(Err(refusal)) => {

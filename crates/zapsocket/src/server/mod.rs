@@ -19,9 +19,9 @@ use tokio::task::JoinHandle;
 pub use admission::{Accept, MAX_RATE_ADDRESSES};
 pub use builder::ServerBuilder;
 pub(crate) use builder::Settings;
-pub(crate) use handshake::handshake;
 #[cfg(feature = "hyper")]
 pub(crate) use handshake::{Admitted, Refusal, admit, count, open};
+pub(crate) use handshake::{PeerCertificates, handshake};
 pub use response::HttpResponse;
 pub use shutdown::ShutdownHandle;
 
@@ -203,13 +203,14 @@ where
         let _ = stream.set_nodelay(true);
         let (settings, handler) = (settings.clone(), handler.clone());
         tokio::spawn(async move {
-            match settings.tls.clone() {
-                None => handshake::serve_stream(stream, peer, settings, handler).await,
+            match settings.tls.as_ref().map(crate::tls::Identity::acceptor) {
+                None => handshake::serve_stream(stream, peer, None, settings, handler).await,
                 // Boxed: a TLS connection's state would otherwise size every task.
                 Some(acceptor) => {
                     Box::pin(async move {
                         if let Some(tls) = tls_accept(&acceptor, stream, peer, &settings).await {
-                            handshake::serve_stream(tls, peer, settings, handler).await;
+                            let certs = tls.get_ref().1.peer_certificates().map(Arc::from);
+                            handshake::serve_stream(tls, peer, certs, settings, handler).await;
                         }
                     })
                     .await

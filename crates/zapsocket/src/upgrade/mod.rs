@@ -62,7 +62,7 @@ impl Upgrader {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         // Once shut down, the request is still read and answered (503, by `admit`).
-        let (ws, driver) = crate::server::handshake(stream, peer, &self.settings)
+        let (ws, driver) = crate::server::handshake(stream, peer, None, &self.settings)
             .await
             .ok_or_else(|| Error::new(Kind::Closed))?;
         tokio::spawn(driver);
