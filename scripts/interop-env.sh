@@ -10,8 +10,9 @@
 #                                (headless Chromium: "$ZAPSOCKET_NODE" "$DIR/browser/echo_client.mjs"
 #                                  URL [PAGE_URL], with playwright-core in browser/node_modules and
 #                                  /usr/bin/chromium, or $CHROMIUM)
-#   ZAPSOCKET_PYTHON             a python that imports `websockets`:
-#                                  "$ZAPSOCKET_PYTHON" "$DIR/python/echo_server.py" 0
+#   ZAPSOCKET_PYTHON             a python that imports `websockets` and `prometheus_client`:
+#                                  "$ZAPSOCKET_PYTHON" "$DIR/python/echo_server.py" 0,
+#                                  "$ZAPSOCKET_PYTHON" "$DIR/python/openmetrics_parse.py" < TEXT
 # Values already set in the environment are kept. Changes nothing else; never cds.
 
 _zs_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

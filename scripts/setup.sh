@@ -4,9 +4,9 @@
 # Usage: scripts/setup.sh [--no-peers] [--no-autobahn]
 #   Node `ws` for the interop peers   npm ci in tests/interop/node (when node_modules is
 #                                     missing or older than package-lock.json)
-#   Python `websockets`               tests/interop/python/.venv (python3 -m venv), or when
-#                                     venv is unavailable pip --target tests/interop/python/site
-#                                     with the wrapper tests/interop/python/site/python
+#   Python `websockets`, and          tests/interop/python/.venv (python3 -m venv), or when
+#   `prometheus-client` (the          venv is unavailable pip --target tests/interop/python/site
+#   OpenMetrics parser for /metrics)  with the wrapper tests/interop/python/site/python
 #   JS client deps                    npm ci in js/ when js/package-lock.json exists
 #   playwright-core for the browser   npm ci in tests/interop/browser (with the peers)
 #   Chromium (browser tests)          apt-get install chromium when /usr/bin/chromium is missing
@@ -70,7 +70,8 @@ setup_node() {
 py_stamp() { { cat "$PY_DIR/requirements.txt"; "$HOST_PYTHON" -c 'import sys; print(sys.executable, sys.version)'; } | cksum; }
 
 py_ok() { # py_ok PYTHON STAMPFILE
-  [ -x "$1" ] && [ -f "$2" ] && [ "$(cat "$2")" = "$(py_stamp)" ] && "$1" -c 'import websockets' 2> /dev/null
+  [ -x "$1" ] && [ -f "$2" ] && [ "$(cat "$2")" = "$(py_stamp)" ] \
+    && "$1" -c 'import websockets, prometheus_client' 2> /dev/null
 }
 
 setup_python() {
@@ -103,8 +104,8 @@ EOF
     py_stamp > "$site/.zapsocket-stamp"
     py="$site/python"
   fi
-  "$py" -c 'import websockets' || die "$py cannot import websockets"
-  done_list+=("python websockets $("$py" -c 'import websockets; print(websockets.__version__)') (${py#"$ROOT"/})")
+  "$py" -c 'import websockets, prometheus_client' || die "$py cannot import websockets and prometheus_client"
+  done_list+=("python websockets $("$py" -c 'import websockets; print(websockets.__version__)') + prometheus-client (${py#"$ROOT"/})")
 }
 
 setup_autobahn() {

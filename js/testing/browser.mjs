@@ -13,14 +13,17 @@ const ARGS = [
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
 ];
 
-/** Starts Chromium with a fresh profile; `close()` ends it and removes the profile. */
-export async function launchBrowser() {
+/**
+ * Starts Chromium with a fresh profile (and `args` besides this machine's flags);
+ * `close()` ends it and removes the profile.
+ */
+export async function launchBrowser({ args = [] } = {}) {
   assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: run scripts/setup.sh (apt-get install chromium)`);
   // A fresh profile: launchPersistentContext is how Playwright takes --user-data-dir.
   const profile = mkdtempSync(path.join(tmpdir(), 'zap-chromium-'));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
-    args: ARGS,
+    args: [...ARGS, ...args],
     headless: true,
     timeout: 30000,
   });

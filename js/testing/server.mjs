@@ -46,7 +46,7 @@ export async function startServer({ args = [], port = 0 } = {}) {
       const timer = setTimeout(() => reject(new Error(`zap serve did not say "listening on" within 20 s:\n${server.log}`)), 20000);
       const onData = (chunk) => {
         server.log += chunk;
-        const m = /listening on ws:\/\/([^\s/]+):(\d+)/.exec(server.log);
+        const m = /listening on wss?:\/\/([^\s/]+):(\d+)/.exec(server.log);
         if (m) {
           clearTimeout(timer);
           resolve(Number(m[2]));

@@ -36,6 +36,18 @@ pub(crate) struct ConnectArgs {
     /// Dangerous: anyone on the way can read and change the traffic.
     #[arg(long)]
     no_check: bool,
+    /// Connect through this HTTP proxy, `http://[user:password@]host:port` (CONNECT
+    /// tunnel). Default: the environment's, as curl reads it (HTTPS_PROXY for wss://,
+    /// HTTP_PROXY for ws://, ALL_PROXY, NO_PROXY).
+    #[arg(long, value_name = "URL", conflicts_with = "no_proxy")]
+    proxy: Option<String>,
+    /// Connect directly, ignoring HTTP_PROXY, HTTPS_PROXY and ALL_PROXY.
+    #[arg(long)]
+    no_proxy: bool,
+    /// Follow redirects (301, 302, 303, 307, 308) of the upgrade, up to 10 (wscat's -L).
+    /// Authorization and Cookie headers are not sent to another origin.
+    #[arg(short = 'L', long = "follow-redirects", visible_alias = "location")]
+    follow_redirects: bool,
     /// Send this text message once connected (repeatable, sent in the order given with
     /// --hex and --file), print what arrives for --wait seconds, then close (wscat's -x).
     #[arg(short = 'x', long = "execute", value_name = "TEXT")]
@@ -86,6 +98,8 @@ impl ConnectArgs {
     }
 }
 
+/// How many redirects `-L` follows (as Node's `ws` with `followRedirects`).
+const MAX_REDIRECTS: usize = 10;
 /// How long piped mode waits, after stdin ends, for the answers to what it sent.
 const PIPE_LINGER: Duration = Duration::from_secs(2);
 /// The most bytes of a binary message shown.
@@ -174,11 +188,23 @@ async fn execute(ws: WebSocket, sends: &[Outgoing], wait: f64) -> ExitCode {
 
 /// Connects with the headers and subprotocols asked for; `Err` is the message to show.
 async fn open(args: &ConnectArgs) -> Result<WebSocket, String> {
-    let builder = client_builder(&args.headers, &args.protocols, !args.no_deflate, args.ca.as_deref())?
+    let mut builder = client_builder(&args.headers, &args.protocols, !args.no_deflate, args.ca.as_deref())?
         .danger_accept_invalid_certs(args.no_check);
-    builder.connect(&args.url).await.map_err(|e| match e.is_handshake() {
-        true => e.to_string(),
-        false => format!("cannot connect to {}: {e}", args.url),
+    if let Some(proxy) = &args.proxy {
+        builder = builder.proxy(proxy);
+    }
+    if args.no_proxy {
+        builder = builder.no_proxy();
+    }
+    if args.follow_redirects {
+        builder = builder.follow_redirects(MAX_REDIRECTS);
+    }
+    builder.connect(&args.url).await.map_err(|e| match e.status() {
+        Some(300..400) if e.is_handshake() && !args.follow_redirects => {
+            format!("{e} (a redirect: -L follows it)")
+        }
+        _ if e.is_handshake() => e.to_string(),
+        _ => format!("cannot connect to {}: {e}", args.url),
     })
 }
 

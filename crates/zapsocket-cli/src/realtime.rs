@@ -1,8 +1,15 @@
 //! The realtime side of `zap serve`: the hub at `/ws` (docs/PROTOCOL.md, *zap serve's
 //! built-in chat*), the demo chat page at `/`, the JS client at `/zapsocket.js` (with
 //! the two modules it imports, under `/zapsocket/`) and the metrics at `/metrics`
-//! (Prometheus text format: the hub's, the WebSocket layer's, the memory budget's).
+//! (OpenMetrics text format, with prometheus-client: the hub's, the WebSocket layer's,
+//! the memory budget's, the runtime's and the allocator's).
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use zapsocket::openmetrics::{
+    self, Families,
+    Value::{self, Counter, Gauge},
+};
 use zapsocket::{HttpResponse, MemoryBudget, Request};
 use zapsocket_realtime::{Adapter, Hub, HubConfig, RateLimit, demo};
 
@@ -59,108 +66,121 @@ pub(crate) fn http(
     match request.path() {
         "/" => Some(HttpResponse::html(DEMO_HTML)),
         "/metrics" => {
-            let mut text = hub.metrics().to_prometheus();
-            text.push_str(&server.to_prometheus());
-            if let Some(budget) = budget {
-                text.push_str(&budget_metrics(budget));
-            }
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                let tasks = runtime.metrics().num_alive_tasks() as u64;
-                let help = "Tasks alive in the server's runtime now.";
-                write_metric(&mut text, "runtime_alive_tasks", "gauge", help, tasks);
-            }
-            text.push_str(&allocator_metrics());
-            Some(HttpResponse::bytes("text/plain; version=0.0.4; charset=utf-8", text))
+            // One exposition (one `# EOF`): the hub's, the WebSocket layer's, then zap serve's.
+            let text = openmetrics::encode(vec![
+                Box::new(hub.metrics()),
+                Box::new(server.snapshot()),
+                Box::new(ServeMetrics::read(budget)),
+            ]);
+            Some(HttpResponse::bytes(openmetrics::CONTENT_TYPE, text))
         }
         _ => None,
     }
 }
 
-/// What the allocator holds, in Prometheus text format: with jemalloc (the `jemalloc`
-/// feature), the bytes the program has allocated and not freed, and the bytes of memory
-/// jemalloc keeps for them (resident: in RAM; retained: mapped but given back to the
-/// system). A heap that stays level while RSS grows is the allocator's, not a leak.
-#[cfg(feature = "jemalloc")]
-fn allocator_metrics() -> String {
-    use tikv_jemalloc_ctl::{epoch, stats};
-    // The statistics are a snapshot taken when the epoch advances.
-    if epoch::advance().is_err() {
-        return String::new();
-    }
-    let rows = [
-        ("allocated", "Bytes the program has allocated and not yet freed.", stats::allocated::read()),
-        ("active", "Bytes in the allocator's pages that hold allocations.", stats::active::read()),
-        (
-            "resident",
-            "Bytes of the allocator's memory in RAM, its own metadata included.",
-            stats::resident::read(),
-        ),
-        (
-            "retained",
-            "Bytes the allocator keeps mapped but has given back to the system.",
-            stats::retained::read(),
-        ),
-    ];
-    let mut text = String::new();
-    for (name, help, value) in rows {
-        let Ok(value) = value else { continue };
-        write_metric(&mut text, &format!("allocator_{name}_bytes"), "gauge", help, value as u64);
-    }
-    text
+/// zap serve's own families, read at one scrape: the memory budget for incoming data,
+/// the runtime's tasks, the allocator's figures.
+#[derive(Debug, Default)]
+struct ServeMetrics {
+    rows: Vec<(&'static str, &'static str, Value)>,
 }
 
-/// Without jemalloc, the system's allocator has no statistics to show.
-#[cfg(not(feature = "jemalloc"))]
-fn allocator_metrics() -> String {
-    String::new()
-}
-
-/// The memory budget for incoming data, in Prometheus text format.
-fn budget_metrics(budget: &MemoryBudget) -> String {
-    let rows = [
-        (
-            "incoming_budget_bytes",
-            "gauge",
-            "The limit on incoming data held across connections.",
-            budget.limit() as u64,
-        ),
-        (
-            "incoming_budget_used_bytes",
-            "gauge",
-            "Incoming data charged to the budget now.",
-            budget.used() as u64,
-        ),
-        (
-            "incoming_budget_paused_connections",
-            "gauge",
-            "Connections not being read now because the budget is spent.",
-            budget.paused_connections() as u64,
-        ),
-        (
-            "incoming_budget_pauses_total",
-            "counter",
-            "Times a connection was paused for the budget.",
-            budget.pauses(),
-        ),
-        (
-            "incoming_budget_refused_total",
-            "counter",
-            "Connections failed with 1013 after waiting for the budget.",
-            budget.refused_connections(),
-        ),
-    ];
-    let mut text = String::new();
-    for (name, kind, help, value) in rows {
-        write_metric(&mut text, name, kind, help, value);
+impl ServeMetrics {
+    fn read(budget: Option<&MemoryBudget>) -> ServeMetrics {
+        let mut metrics = ServeMetrics::default();
+        if let Some(budget) = budget {
+            metrics.budget(budget);
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let tasks = runtime.metrics().num_alive_tasks() as u64;
+            let help = "Tasks alive in the server's runtime now.";
+            metrics.rows.push(("zapsocket_runtime_alive_tasks", help, Gauge(tasks)));
+        }
+        metrics.allocator();
+        metrics
     }
-    text
+
+    /// The memory budget for incoming data.
+    fn budget(&mut self, budget: &MemoryBudget) {
+        self.rows.extend([
+            (
+                "zapsocket_incoming_budget_bytes",
+                "The limit on incoming data held across connections.",
+                Gauge(budget.limit() as u64),
+            ),
+            (
+                "zapsocket_incoming_budget_used_bytes",
+                "Incoming data charged to the budget now.",
+                Gauge(budget.used() as u64),
+            ),
+            (
+                "zapsocket_incoming_budget_paused_connections",
+                "Connections not being read now because the budget is spent.",
+                Gauge(budget.paused_connections() as u64),
+            ),
+            (
+                "zapsocket_incoming_budget_pauses",
+                "Times a connection was paused for the budget.",
+                Counter(budget.pauses()),
+            ),
+            (
+                "zapsocket_incoming_budget_refused",
+                "Connections failed with 1013 after waiting for the budget.",
+                Counter(budget.refused_connections()),
+            ),
+        ]);
+    }
+
+    /// What the allocator holds: with jemalloc (the `jemalloc` feature), the bytes the
+    /// program has allocated and not freed, and the bytes of memory jemalloc keeps for
+    /// them (resident: in RAM; retained: mapped but given back to the system). A heap that
+    /// stays level while RSS grows is the allocator's, not a leak.
+    #[cfg(feature = "jemalloc")]
+    fn allocator(&mut self) {
+        use tikv_jemalloc_ctl::{epoch, stats};
+        // The statistics are a snapshot taken when the epoch advances.
+        if epoch::advance().is_err() {
+            return;
+        }
+        let rows = [
+            (
+                "zapsocket_allocator_allocated_bytes",
+                "Bytes the program has allocated and not yet freed.",
+                stats::allocated::read(),
+            ),
+            (
+                "zapsocket_allocator_active_bytes",
+                "Bytes in the allocator's pages that hold allocations.",
+                stats::active::read(),
+            ),
+            (
+                "zapsocket_allocator_resident_bytes",
+                "Bytes of the allocator's memory in RAM, its own metadata included.",
+                stats::resident::read(),
+            ),
+            (
+                "zapsocket_allocator_retained_bytes",
+                "Bytes the allocator keeps mapped but has given back to the system.",
+                stats::retained::read(),
+            ),
+        ];
+        for (name, help, value) in rows {
+            let Ok(value) = value else { continue };
+            self.rows.push((name, help, Gauge(value as u64)));
+        }
+    }
+
+    /// Without jemalloc, the system's allocator has no statistics to show.
+    #[cfg(not(feature = "jemalloc"))]
+    fn allocator(&mut self) {}
 }
 
-/// Appends one metric, `zapsocket_NAME`, in Prometheus text format.
-fn write_metric(text: &mut String, name: &str, kind: &str, help: &str, value: u64) {
-    use std::fmt::Write;
-    let _ = write!(
-        text,
-        "# HELP zapsocket_{name} {help}\n# TYPE zapsocket_{name} {kind}\nzapsocket_{name} {value}\n"
-    );
+impl Collector for ServeMetrics {
+    fn encode(&self, encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let mut out = Families::new(encoder);
+        for (name, help, value) in &self.rows {
+            out.value(name, help, *value)?;
+        }
+        Ok(())
+    }
 }

@@ -3,6 +3,7 @@
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -278,6 +279,101 @@ fn connect_fails_with_a_clear_message() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("error: handshake failed (404)"), "{stderr}");
+}
+
+/// An HTTP CONNECT proxy on port 0 that tunnels every request to `to`, whatever name it
+/// asks for, and records the authorities asked for; and a server that answers every
+/// request with a 301 to `location`. Both run on the caller's runtime.
+async fn proxy_and_redirector(to: String, location: String) -> (String, String, Arc<Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn read_head(stream: &mut tokio::net::TcpStream) -> String {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && stream.read_exact(&mut byte).await.is_ok() {
+            head.push(byte[0]);
+        }
+        String::from_utf8_lossy(&head).into_owned()
+    }
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let redirector = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let proxy_url = format!("http://{}", proxy.local_addr().expect("address"));
+    let redirector_url = format!("ws://{}/old", redirector.local_addr().expect("address"));
+    let targets = Arc::new(Mutex::new(Vec::new()));
+    let seen = targets.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = proxy.accept().await {
+            let (to, seen) = (to.clone(), seen.clone());
+            tokio::spawn(async move {
+                let head = read_head(&mut client).await;
+                seen.lock().expect("lock").push(head.split(' ').nth(1).unwrap_or_default().to_owned());
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(&to).await else { return };
+                if client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await.is_ok() {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
+            });
+        }
+    });
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = redirector.accept().await {
+            let _ = read_head(&mut client).await;
+            let answer = format!(
+                "HTTP/1.1 301 Moved Permanently\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n"
+            );
+            let _ = client.write_all(answer.as_bytes()).await;
+        }
+    });
+    (proxy_url, redirector_url, targets)
+}
+
+/// `zap connect` with the proxy variables of the environment set to `env` only.
+fn zap_connect(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = Command::new(ZAP);
+    for name in [
+        "http_proxy",
+        "HTTP_PROXY",
+        "https_proxy",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+        "no_proxy",
+        "NO_PROXY",
+    ] {
+        command.env_remove(name);
+    }
+    command.arg("connect").args(args).envs(env.iter().copied()).stdin(Stdio::null());
+    command.output().expect("run zap connect")
+}
+
+/// `zap connect --proxy URL`; `HTTP_PROXY` from the environment, to a name only the
+/// proxy resolves; `--no-proxy` ignoring it; `-L` following a redirect, and without it,
+/// the 301 with a hint.
+#[test]
+fn connect_goes_through_a_proxy_and_follows_redirects_with_l() {
+    let serve = Serve::start(&[]);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let (proxy, redirector, targets) =
+        runtime.block_on(proxy_and_redirector(serve.addr.clone(), serve.url("/echo")));
+    let stdout = |output: &std::process::Output| String::from_utf8_lossy(&output.stdout).trim().to_owned();
+
+    let output = zap_connect(&[&serve.url("/echo"), "--proxy", &proxy, "-x", "via --proxy", "-w", "1"], &[]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(stdout(&output), "via --proxy");
+
+    let env = [("HTTP_PROXY", proxy.as_str())];
+    let output = zap_connect(&["ws://echo.invalid/echo", "-x", "via HTTP_PROXY", "-w", "1"], &env);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(stdout(&output), "via HTTP_PROXY");
+    let output = zap_connect(&["ws://echo.invalid/echo", "--no-proxy", "-x", "direct", "-w", "1"], &env);
+    assert!(!output.status.success(), "echo.invalid does not resolve: {output:?}");
+    assert_eq!(*targets.lock().expect("lock"), [serve.addr.clone(), "echo.invalid:80".to_owned()]);
+
+    let output = zap_connect(&[&redirector, "-x", "redirected", "-w", "1"], &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("handshake failed (301)") && stderr.contains("-L follows it"), "{stderr}");
+    let output = zap_connect(&[&redirector, "-L", "-x", "redirected", "-w", "1"], &[]);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(stdout(&output), "redirected");
 }
 
 /// Regression: fragments already assembled used to count against the read-ahead limit,

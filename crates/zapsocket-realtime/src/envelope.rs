@@ -227,7 +227,7 @@ fn into_string(bytes: Vec<u8>) -> String {
 /// The envelope parser for the fuzz targets in `fuzz/` (cargo feature `fuzzing`).
 ///
 /// **Not part of the API**: hidden from the docs, outside semver, and free to change or
-/// vanish in any release. It mirrors [`parse`] with public types so that a fuzz target
+/// vanish in any release. It mirrors `parse` with public types so that a fuzz target
 /// can check what the parser promises (docs/FUZZING.md).
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing {

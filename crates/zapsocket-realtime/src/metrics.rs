@@ -1,7 +1,15 @@
-//! Counters of a hub and of its broker, and their Prometheus text rendering.
+//! Counters of a hub and of its broker, and their OpenMetrics text (with
+//! `zapsocket::openmetrics`, on prometheus-client).
 
-use std::fmt::Write;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use zapsocket::openmetrics::{
+    self, Families,
+    Value::{self, Counter, Gauge},
+};
 
 use crate::broker::BrokerMetrics;
 
@@ -67,7 +75,8 @@ impl Counters {
 pub struct Metrics {
     /// Sockets connected to this node now.
     pub connections: u64,
-    /// Sockets connected since the hub started.
+    /// Sockets connected since the hub started (`zapsocket_connections_opened_total` in
+    /// the OpenMetrics text: the `zapsocket_connections` family is the gauge above).
     pub connections_total: u64,
     /// Rooms with at least one member on this node now (not counting `$all` and
     /// sockets' own rooms).
@@ -108,133 +117,139 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// The Prometheus text exposition format (version 0.0.4), for `/metrics`.
+    /// The OpenMetrics text format (what Prometheus scrapes; serve it with
+    /// [`zapsocket::openmetrics::CONTENT_TYPE`]), for `/metrics`, ending with `# EOF`.
+    /// To serve it with other families in one response (`zap serve` adds the WebSocket
+    /// layer's), give it (a prometheus-client [`Collector`]) to
+    /// [`zapsocket::openmetrics::encode`] with them.
     pub fn to_prometheus(&self) -> String {
+        openmetrics::encode(vec![Box::new(*self)])
+    }
+}
+
+/// The `zapsocket_*` families of the hub and `zapsocket_broker_*` of its broker.
+impl Collector for Metrics {
+    fn encode(&self, encoder: DescriptorEncoder<'_>) -> fmt::Result {
         let b = &self.broker;
-        let rows: [(&str, &str, &str, u64); 25] = [
-            ("zapsocket_connections", "gauge", "Sockets connected now.", self.connections),
+        // Counter families are named without `_total`, which their samples get.
+        let rows: [(&str, &str, Value); 25] = [
+            ("zapsocket_connections", "Sockets connected now.", Gauge(self.connections)),
+            // Not `zapsocket_connections`: the gauge above has that family name.
             (
-                "zapsocket_connections_total",
-                "counter",
+                "zapsocket_connections_opened",
                 "Sockets connected since start.",
-                self.connections_total,
+                Counter(self.connections_total),
             ),
-            ("zapsocket_rooms", "gauge", "Rooms with members on this node now.", self.rooms),
-            ("zapsocket_messages_received_total", "counter", "Text messages received.", self.messages_in),
-            ("zapsocket_received_bytes_total", "counter", "Bytes of text messages received.", self.bytes_in),
-            ("zapsocket_messages_sent_total", "counter", "Messages queued to sockets.", self.messages_out),
-            ("zapsocket_sent_bytes_total", "counter", "Bytes queued to sockets.", self.bytes_out),
-            ("zapsocket_drops_total", "counter", "Messages dropped: full send queue or closing.", self.drops),
+            ("zapsocket_rooms", "Rooms with members on this node now.", Gauge(self.rooms)),
+            ("zapsocket_messages_received", "Text messages received.", Counter(self.messages_in)),
+            ("zapsocket_received_bytes", "Bytes of text messages received.", Counter(self.bytes_in)),
+            ("zapsocket_messages_sent", "Messages queued to sockets.", Counter(self.messages_out)),
+            ("zapsocket_sent_bytes", "Bytes queued to sockets.", Counter(self.bytes_out)),
+            ("zapsocket_drops", "Messages dropped: full send queue or closing.", Counter(self.drops)),
             (
-                "zapsocket_volatile_dropped_total",
-                "counter",
+                "zapsocket_volatile_dropped",
                 "Volatile messages dropped: the socket's send queue was not empty.",
-                self.volatile_dropped,
+                Counter(self.volatile_dropped),
             ),
+            ("zapsocket_errors_sent", "Error replies and $error events sent.", Counter(self.errors_out)),
+            ("zapsocket_broadcasts", "Room messages published (once each).", Counter(self.broadcasts)),
+            ("zapsocket_resumed", "Sessions resumed on this node.", Counter(self.resumed)),
+            ("zapsocket_resyncs", "Sockets told to resync after a loss.", Counter(self.resyncs)),
             (
-                "zapsocket_errors_sent_total",
-                "counter",
-                "Error replies and $error events sent.",
-                self.errors_out,
-            ),
-            (
-                "zapsocket_broadcasts_total",
-                "counter",
-                "Room messages published (once each).",
-                self.broadcasts,
-            ),
-            ("zapsocket_resumed_total", "counter", "Sessions resumed on this node.", self.resumed),
-            ("zapsocket_resyncs_total", "counter", "Sockets told to resync after a loss.", self.resyncs),
-            (
-                "zapsocket_violation_closes_total",
-                "counter",
+                "zapsocket_violation_closes",
                 "Sockets closed with 1008 for too many malformed messages.",
-                self.violation_closes,
+                Counter(self.violation_closes),
             ),
             (
-                "zapsocket_rate_limited_total",
-                "counter",
+                "zapsocket_rate_limited",
                 "Messages that waited for the message rate.",
-                self.rate_limited,
+                Counter(self.rate_limited),
             ),
-            ("zapsocket_broker_published_total", "counter", "Publications sent to the broker.", b.published),
+            ("zapsocket_broker_published", "Publications sent to the broker.", Counter(b.published)),
             (
-                "zapsocket_broker_publish_failures_total",
-                "counter",
+                "zapsocket_broker_publish_failures",
                 "Publications failed or unknown.",
-                b.publish_failures,
+                Counter(b.publish_failures),
             ),
             (
                 "zapsocket_broker_queued_bytes",
-                "gauge",
                 "Bytes waiting to go to the broker's store.",
-                b.queued_bytes,
+                Gauge(b.queued_bytes),
             ),
-            (
-                "zapsocket_broker_received_total",
-                "counter",
-                "Room messages received from the store.",
-                b.received,
-            ),
-            ("zapsocket_broker_gaps_total", "counter", "Gaps found in what was received.", b.gaps),
-            ("zapsocket_broker_repaired_total", "counter", "Gaps repaired from the history.", b.repaired),
-            ("zapsocket_broker_lost_total", "counter", "Gaps that could not be repaired.", b.lost),
-            (
-                "zapsocket_broker_disconnects_total",
-                "counter",
-                "Times the link to the store was lost.",
-                b.disconnects,
-            ),
+            ("zapsocket_broker_received", "Room messages received from the store.", Counter(b.received)),
+            ("zapsocket_broker_gaps", "Gaps found in what was received.", Counter(b.gaps)),
+            ("zapsocket_broker_repaired", "Gaps repaired from the history.", Counter(b.repaired)),
+            ("zapsocket_broker_lost", "Gaps that could not be repaired.", Counter(b.lost)),
+            ("zapsocket_broker_disconnects", "Times the link to the store was lost.", Counter(b.disconnects)),
             (
                 "zapsocket_broker_connected",
-                "gauge",
                 "Whether the store is reachable (1) or not (0).",
-                b.connected,
+                Gauge(b.connected),
             ),
-            (
-                "zapsocket_broker_reaped_nodes_total",
-                "counter",
-                "Dead nodes removed from presence.",
-                b.reaped_nodes,
-            ),
+            ("zapsocket_broker_reaped_nodes", "Dead nodes removed from presence.", Counter(b.reaped_nodes)),
         ];
-        let mut out = String::new();
-        for (name, kind, help, value) in rows {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        let mut out = Families::new(encoder);
+        for (name, help, value) in rows {
+            out.value(name, help, value)?;
         }
-        let name = "zapsocket_broker_publish_latency_seconds";
-        let help = "From publish until the broker's store took the publication.";
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (i, n) in b.publish_latency.iter().enumerate() {
-            cumulative += n;
-            let le = crate::PUBLISH_LATENCY_BUCKETS_US
-                .get(i)
-                .map_or("+Inf".to_owned(), |us| (*us as f64 / 1e6).to_string());
-            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
-        }
-        let sum = b.publish_latency_sum_us as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cumulative}");
-        out
+        out.histogram(
+            "zapsocket_broker_publish_latency_seconds",
+            "From publish until the broker's store took the publication.",
+            &crate::PUBLISH_LATENCY_BUCKETS_US.map(|us| us as f64 / 1e6),
+            &b.publish_latency,
+            b.publish_latency_sum_us as f64 / 1e6,
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn renders_prometheus_text() {
-        let m = super::Metrics { connections: 3, drops: 1, ..Default::default() };
+    fn renders_openmetrics_text() {
+        let mut m = super::Metrics { connections: 3, connections_total: 5, drops: 1, ..Default::default() };
+        m.broker.publish_latency[1] = 2;
+        m.broker.publish_latency_sum_us = 1_500;
         let text = m.to_prometheus();
-        assert!(text.contains("# TYPE zapsocket_connections gauge\nzapsocket_connections 3\n"));
-        assert!(text.contains("zapsocket_drops_total 1\n"));
+        assert!(
+            text.starts_with(
+                "# HELP zapsocket_connections Sockets connected now.\n\
+                 # TYPE zapsocket_connections gauge\nzapsocket_connections 3\n\
+                 # HELP zapsocket_connections_opened Sockets connected since start.\n\
+                 # TYPE zapsocket_connections_opened counter\nzapsocket_connections_opened_total 5\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "# HELP zapsocket_drops Messages dropped: full send queue or closing.\n\
+                 # TYPE zapsocket_drops counter\nzapsocket_drops_total 1\n"
+            ),
+            "{text}"
+        );
         assert_eq!(
             text.lines().filter(|l| !l.starts_with('#')).count(),
             25 + 11,
-            "and the latency histogram"
+            "and the latency histogram: {text}"
         );
         assert!(
-            text.contains("zapsocket_broker_publish_latency_seconds_bucket{le=\"0.00025\"} 0\n"),
+            text.ends_with(
+                "# HELP zapsocket_broker_publish_latency_seconds From publish until the broker's store took the publication.\n\
+                 # TYPE zapsocket_broker_publish_latency_seconds histogram\n\
+                 zapsocket_broker_publish_latency_seconds_sum 0.0015\n\
+                 zapsocket_broker_publish_latency_seconds_count 2\n\
+                 zapsocket_broker_publish_latency_seconds_bucket{le=\"0.00025\"} 0\n\
+                 zapsocket_broker_publish_latency_seconds_bucket{le=\"0.001\"} 2\n\
+                 zapsocket_broker_publish_latency_seconds_bucket{le=\"0.0025\"} 2\n\
+                 zapsocket_broker_publish_latency_seconds_bucket{le=\"0.01\"} 2\n\
+                 zapsocket_broker_publish_latency_seconds_bucket{le=\"0.025\"} 2\n\
+                 zapsocket_broker_publish_latency_seconds_bucket{le=\"0.1\"} 2\n\
+                 zapsocket_broker_publish_latency_seconds_bucket{le=\"0.25\"} 2\n\
+                 zapsocket_broker_publish_latency_seconds_bucket{le=\"1.0\"} 2\n\
+                 zapsocket_broker_publish_latency_seconds_bucket{le=\"+Inf\"} 2\n\
+                 # EOF\n"
+            ),
             "{text}"
         );
+        assert_eq!(text.matches("# EOF").count(), 1);
     }
 }

@@ -297,6 +297,67 @@ async fn the_first_connection_retries_when_asked() {
     assert!(refused.is_err() && started.elapsed() < Duration::from_secs(1), "a 404 is not retried");
 }
 
+/// A CONNECT proxy on port 0 that answers `status` to every CONNECT (200: tunnels to the
+/// target asked for); returns its URL and the targets asked for.
+async fn connect_proxy(status: &'static str) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let targets = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = targets.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && client.read_exact(&mut byte).await.is_ok() {
+                    head.push(byte[0]);
+                }
+                let target = String::from_utf8_lossy(&head).split(' ').nth(1).unwrap_or_default().to_owned();
+                seen.lock().unwrap().push(target.clone());
+                let answer = format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
+                let _ = client.write_all(answer.as_bytes()).await;
+                if status.starts_with("200") {
+                    let mut upstream = tokio::net::TcpStream::connect(target).await.unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
+            });
+        }
+    });
+    (url, targets)
+}
+
+/// `proxy(url)` and `no_proxy()` pass through to the WebSocket client; a proxy's 407 is a
+/// refusal, final like a server's 4xx.
+#[tokio::test]
+async fn the_realtime_client_goes_through_a_proxy() {
+    let hub = Hub::new();
+    let (port, _server) = serve_on(&hub, 0).await;
+    let url = format!("ws://127.0.0.1:{port}/");
+    let (proxy, targets) = connect_proxy("200 Connection established").await;
+    let client = Client::builder().proxy(&proxy).connect(&url).await.expect("through the proxy");
+    assert_eq!(client.state(), ConnState::Connected);
+    assert_eq!(*targets.lock().unwrap(), [format!("127.0.0.1:{port}")]);
+    let direct = Client::builder().proxy(&proxy).no_proxy().connect(&url).await.expect("direct");
+    assert_eq!(direct.state(), ConnState::Connected);
+    assert_eq!(targets.lock().unwrap().len(), 1, "no_proxy() went direct");
+
+    let (refusing, asked) = connect_proxy("407 Proxy Authentication Required").await;
+    let started = std::time::Instant::now();
+    let refused = Client::builder()
+        .reconnect(Some(fast()))
+        .retry_first_connect(true)
+        .proxy(&refusing)
+        .connect(&url)
+        .await;
+    let Err(zapsocket_realtime::client::ConnectError::WebSocket(error)) = refused else {
+        panic!("refused by the proxy: {refused:?}")
+    };
+    assert!(error.is_proxy() && error.status() == Some(407), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(1) && asked.lock().unwrap().len() == 1, "not retried");
+}
+
 /// The realtime client takes the WebSocket client's TLS options: here the no-check one,
 /// against a wss:// hub whose certificate nothing vouches for.
 #[tokio::test]

@@ -40,6 +40,12 @@ pub(crate) enum Kind {
     Invalid(String),
     /// TLS failed: a bad certificate or key, or a peer's certificate not trusted.
     Tls(String),
+    /// An HTTP proxy did not open the tunnel: its status (anything but 2xx), or none
+    /// when its answer was not HTTP or too long.
+    Proxy(Option<u16>, String),
+    /// A redirect (its 3xx status) could not be followed: too many, or a `Location`
+    /// that is not a `ws`, `wss`, `http` or `https` URL.
+    Redirect(u16, String),
 }
 
 impl Error {
@@ -62,9 +68,19 @@ impl Error {
         matches!(*self.kind, Kind::Protocol(_))
     }
 
-    /// The opening handshake failed (see [`Error::status`]).
+    /// The opening handshake failed (see [`Error::status`]), or a redirect could not
+    /// be followed ([`ClientBuilder::follow_redirects`](crate::ClientBuilder::follow_redirects):
+    /// too many, or to a URL that is not `ws`, `wss`, `http` or `https`).
     pub fn is_handshake(&self) -> bool {
-        matches!(*self.kind, Kind::Handshake(..))
+        matches!(*self.kind, Kind::Handshake(..) | Kind::Redirect(..))
+    }
+
+    /// An HTTP proxy did not open the tunnel ([`ClientBuilder::proxy`](crate::ClientBuilder::proxy)):
+    /// it refused `CONNECT` ([`Error::status`] has its status: 407 for missing or wrong
+    /// credentials, 403, 502…), or answered what is not HTTP. A proxy that cannot be
+    /// reached at all is an I/O error ([`Error::is_io`]) naming it.
+    pub fn is_proxy(&self) -> bool {
+        matches!(*self.kind, Kind::Proxy(..))
     }
 
     /// The connection is closing or closed, so the operation could not be done.
@@ -112,10 +128,14 @@ impl Error {
         }
     }
 
-    /// The HTTP status of a failed handshake (the one we answered, or the server's).
+    /// The HTTP status of a failed handshake (the one we answered, or the server's; a
+    /// redirect's 3xx when it was not followed), or of a proxy's refusal to open the
+    /// tunnel (then [`Error::is_proxy`] is true).
     pub fn status(&self) -> Option<u16> {
         match &*self.kind {
             Kind::Handshake(e, _) => Some(e.status()),
+            Kind::Proxy(status, _) => *status,
+            Kind::Redirect(status, _) => Some(*status),
             _ => None,
         }
     }
@@ -167,7 +187,7 @@ impl Error {
             Kind::Terminated => io::ErrorKind::ConnectionAborted,
             Kind::QueueFull => io::ErrorKind::WouldBlock,
             Kind::Invalid(_) => io::ErrorKind::InvalidInput,
-            Kind::Handshake(..) | Kind::Tls(_) => io::ErrorKind::Other,
+            Kind::Handshake(..) | Kind::Tls(_) | Kind::Proxy(..) | Kind::Redirect(..) => io::ErrorKind::Other,
         };
         io::Error::new(kind, self)
     }
@@ -203,6 +223,8 @@ impl fmt::Display for Error {
             Kind::Timeout(what) => write!(f, "{what} timed out"),
             Kind::Invalid(msg) => write!(f, "invalid argument: {msg}"),
             Kind::Tls(msg) => write!(f, "TLS error: {msg}"),
+            Kind::Proxy(_, msg) => f.write_str(msg),
+            Kind::Redirect(status, msg) => write!(f, "handshake failed ({status}): {msg}"),
         }
     }
 }
@@ -236,6 +258,19 @@ impl From<HandshakeError> for Error {
 impl Error {
     pub(crate) fn refused(e: HandshakeError, body: bytes::Bytes) -> Self {
         Error::new(Kind::Handshake(e, Some(body)))
+    }
+
+    /// A transport error, with what it concerned (`proxy 10.0.0.1:3128: connection refused`).
+    pub(crate) fn io_about(e: &io::Error, about: impl fmt::Display) -> Self {
+        Error::new(Kind::Io(e.kind(), format!("{about}: {e}")))
+    }
+
+    /// A server's redirect a client may follow: its status and `Location`.
+    pub(crate) fn redirect(&self) -> Option<(u16, &str)> {
+        match &*self.kind {
+            Kind::Handshake(e, _) => Some((e.status(), crate::redirect::location(e)?)),
+            _ => None,
+        }
     }
 }
 

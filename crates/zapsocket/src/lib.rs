@@ -63,6 +63,15 @@
 //! gives an [`Upgrader`]: [`Upgrader::handle_upgrade`] for any stream, and behind features
 //! `hyper::upgrade` (feature `hyper`) and `axum::WebSocketUpgrade` (feature `axum`).
 //!
+//! ## Proxies and redirects
+//!
+//! The [`Client`] goes through the HTTP proxy the environment names (`HTTPS_PROXY`,
+//! `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`, as curl reads them) or the one given to
+//! [`ClientBuilder::proxy`], with `CONNECT` (TLS stays end to end); a proxy's refusal is
+//! an error with its status ([`Error::is_proxy`]). Redirects are followed only when
+//! [`ClientBuilder::follow_redirects`] asks for it, as in `ws`, without the
+//! `Authorization` and `Cookie` headers on another origin.
+//!
 //! ## As a byte stream
 //!
 //! [`WebSocket::into_stream`] turns a connection into a [`WebSocketStream`], tokio's
@@ -100,7 +109,10 @@ mod heartbeat;
 mod joined;
 mod message;
 mod metrics;
+pub mod openmetrics;
+mod proxy;
 mod rate;
+mod redirect;
 mod request;
 mod server;
 mod shared;

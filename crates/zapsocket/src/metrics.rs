@@ -1,4 +1,4 @@
-//! Server-wide metrics of the WebSocket layer, for `/metrics` (Prometheus text format):
+//! Server-wide metrics of the WebSocket layer, for `/metrics` (OpenMetrics text format):
 //! handshakes by status, connections, data messages and bytes each way with their
 //! sizes, close codes sent and received, why connections ended (heartbeat, slow
 //! consumer, write timeout...), messages dropped, bytes waiting in send queues.
@@ -9,17 +9,24 @@
 //! totals when it ends, and a snapshot adds the live ones.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write;
+use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
 use zapsocket_proto::{Counts, SIZE_BUCKETS};
 
+use crate::openmetrics::{
+    self, Families,
+    Value::{Counter, Gauge},
+};
 use crate::shared::{Inner as Conn, Shared};
 
 /// The metrics of one or more servers (clone it to share). Give it to
 /// [`ServerBuilder::metrics`](crate::ServerBuilder::metrics) (and to an
 /// [`Upgrader`](crate::Upgrader) the same way), then read [`Metrics::snapshot`] or serve
-/// [`Metrics::to_prometheus`].
+/// [`Metrics::to_prometheus`] (the OpenMetrics text, written with prometheus-client; it
+/// is a [`Collector`] too).
 ///
 /// ```no_run
 /// # async fn f() -> zapsocket::Result<()> {
@@ -28,7 +35,7 @@ use crate::shared::{Inner as Conn, Shared};
 /// let server = zapsocket::Server::builder()
 ///     .metrics(&metrics)
 ///     .http(move |request| (request.path() == "/metrics").then(|| zapsocket::HttpResponse::bytes(
-///         "text/plain; version=0.0.4", m.to_prometheus())))
+///         zapsocket::openmetrics::CONTENT_TYPE, m.to_prometheus())))
 ///     .bind()
 ///     .await?;
 /// # Ok(()) }
@@ -56,8 +63,9 @@ struct Inner {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct MetricsSnapshot {
-    /// Opening handshakes answered, by HTTP status: 101 for an upgrade, else the
-    /// refusal's status (400, 403, 404, 408, 429, 503...).
+    /// Opening handshakes answered, by HTTP status: 101 for an upgrade (200 for an
+    /// extended CONNECT over HTTP/2), else the refusal's status (400, 403, 404, 408,
+    /// 429, 503...).
     pub handshakes: BTreeMap<u16, u64>,
     /// Connections open now.
     pub open: u64,
@@ -92,9 +100,10 @@ impl Metrics {
         *self.totals().handshakes.entry(status).or_default() += 1;
     }
 
-    /// A connection opened (its 101 counted).
-    pub(crate) fn opened(&self, shared: &Arc<Shared>) {
-        self.handshake(101);
+    /// A connection opened, its handshake answered with `status` (counted): 101 over
+    /// HTTP/1.1, 200 for an extended CONNECT over HTTP/2.
+    pub(crate) fn opened(&self, shared: &Arc<Shared>, status: u16) {
+        self.handshake(status);
         let mut live = self.inner.live.lock().unwrap_or_else(|p| p.into_inner());
         live.insert(shared.id, Arc::downgrade(shared));
     }
@@ -136,76 +145,86 @@ impl Metrics {
         snapshot
     }
 
-    /// The snapshot in the Prometheus text exposition format (version 0.0.4), every
-    /// name starting with `zapsocket_ws_`.
+    /// The snapshot in the OpenMetrics text format (what Prometheus scrapes; serve it with
+    /// [`openmetrics::CONTENT_TYPE`]), every name starting with `zapsocket_ws_`, ending
+    /// with `# EOF`. To serve it with other families in one response, give a snapshot (or
+    /// this, which takes one at each scrape: both are prometheus-client
+    /// [`Collector`]s) to [`openmetrics::encode`] or to your own `Registry`.
     pub fn to_prometheus(&self) -> String {
         self.snapshot().to_prometheus()
     }
 }
 
-impl MetricsSnapshot {
-    /// This snapshot in the Prometheus text exposition format (version 0.0.4).
-    pub fn to_prometheus(&self) -> String {
-        let mut out = String::new();
-        let c = &self.counts;
-        family(&mut out, "handshakes_total", "counter", "Opening handshakes answered, by HTTP status.");
-        for (status, n) in &self.handshakes {
-            let _ = writeln!(out, "zapsocket_ws_handshakes_total{{status=\"{status}\"}} {n}");
-        }
-        single(&mut out, "connections", "gauge", "WebSocket connections open now.", self.open);
-        let flows = [
-            ("messages_received_total", "counter", "Data messages received.", c.messages_in),
-            ("received_bytes_total", "counter", "Payload bytes of the data messages received.", c.bytes_in),
-            ("messages_sent_total", "counter", "Data messages queued to send.", c.messages_out),
-            (
-                "sent_bytes_total",
-                "counter",
-                "Payload bytes of the data messages queued to send.",
-                c.bytes_out,
-            ),
-            (
-                "messages_dropped_total",
-                "counter",
-                "Data messages not queued: a full send queue with the drop policy.",
-                c.dropped_out,
-            ),
-            ("send_queue_bytes", "gauge", "Bytes waiting in send queues now.", self.send_queue_bytes),
-        ];
-        for (name, kind, help, value) in flows {
-            single(&mut out, name, kind, help, value);
-        }
-        let name = "message_size_bytes_received";
-        family(&mut out, name, "histogram", "Sizes of the data messages received.");
-        let mut cumulative = 0;
-        for (i, n) in c.sizes_in.iter().enumerate() {
-            cumulative += n;
-            let le = SIZE_BUCKETS.get(i).map_or("+Inf".to_owned(), u64::to_string);
-            let _ = writeln!(out, "zapsocket_ws_{name}_bucket{{le=\"{le}\"}} {cumulative}");
-        }
-        let sum = c.bytes_in;
-        let _ = writeln!(out, "zapsocket_ws_{name}_sum {sum}\nzapsocket_ws_{name}_count {cumulative}");
-        for (name, help, codes) in [
-            ("close_codes_received_total", "Close codes received from peers.", &self.close_received),
-            ("close_codes_sent_total", "Close codes sent.", &self.close_sent),
-        ] {
-            family(&mut out, name, "counter", help);
-            for (code, n) in codes {
-                let _ = writeln!(out, "zapsocket_ws_{name}{{code=\"{code}\"}} {n}");
-            }
-        }
-        family(&mut out, "connections_ended_total", "counter", "Connections ended, by cause.");
-        for (cause, n) in &self.ended {
-            let _ = writeln!(out, "zapsocket_ws_connections_ended_total{{cause=\"{cause}\"}} {n}");
-        }
-        out
+/// Takes a [`Metrics::snapshot`] at each scrape.
+impl Collector for Metrics {
+    fn encode(&self, encoder: DescriptorEncoder<'_>) -> fmt::Result {
+        self.snapshot().encode(encoder)
     }
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP zapsocket_ws_{name} {help}\n# TYPE zapsocket_ws_{name} {kind}");
+impl MetricsSnapshot {
+    /// This snapshot in the OpenMetrics text format, ending with `# EOF` (see
+    /// [`Metrics::to_prometheus`]).
+    pub fn to_prometheus(&self) -> String {
+        openmetrics::encode(vec![Box::new(self.clone())])
+    }
 }
 
-fn single(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
-    family(out, name, kind, help);
-    let _ = writeln!(out, "zapsocket_ws_{name} {value}");
+/// The `zapsocket_ws_*` families.
+impl Collector for MetricsSnapshot {
+    fn encode(&self, encoder: DescriptorEncoder<'_>) -> fmt::Result {
+        let mut out = Families::new(encoder);
+        let c = &self.counts;
+        let handshakes = self.handshakes.iter().map(|(status, n)| (*status, *n));
+        let help = "Opening handshakes answered, by HTTP status.";
+        out.labelled_counters("zapsocket_ws_handshakes", help, "status", handshakes)?;
+        out.gauge("zapsocket_ws_connections", "WebSocket connections open now.", self.open)?;
+        let flows = [
+            ("zapsocket_ws_messages_received", "Data messages received.", Counter(c.messages_in)),
+            (
+                "zapsocket_ws_received_bytes",
+                "Payload bytes of the data messages received.",
+                Counter(c.bytes_in),
+            ),
+            ("zapsocket_ws_messages_sent", "Data messages queued to send.", Counter(c.messages_out)),
+            (
+                "zapsocket_ws_sent_bytes",
+                "Payload bytes of the data messages queued to send.",
+                Counter(c.bytes_out),
+            ),
+            (
+                "zapsocket_ws_messages_dropped",
+                "Data messages not queued: a full send queue with the drop policy.",
+                Counter(c.dropped_out),
+            ),
+            (
+                "zapsocket_ws_send_queue_bytes",
+                "Bytes waiting in send queues now.",
+                Gauge(self.send_queue_bytes),
+            ),
+        ];
+        for (name, help, value) in flows {
+            out.value(name, help, value)?;
+        }
+        out.histogram(
+            "zapsocket_ws_message_size_bytes_received",
+            "Sizes of the data messages received.",
+            &SIZE_BUCKETS.map(|bytes| bytes as f64),
+            &c.sizes_in,
+            c.bytes_in as f64,
+        )?;
+        for (name, help, codes) in [
+            ("zapsocket_ws_close_codes_received", "Close codes received from peers.", &self.close_received),
+            ("zapsocket_ws_close_codes_sent", "Close codes sent.", &self.close_sent),
+        ] {
+            out.labelled_counters(name, help, "code", codes.iter().map(|(code, n)| (*code, *n)))?;
+        }
+        let ended = self.ended.iter().map(|(cause, n)| (*cause, *n));
+        out.labelled_counters(
+            "zapsocket_ws_connections_ended",
+            "Connections ended, by cause.",
+            "cause",
+            ended,
+        )
+    }
 }

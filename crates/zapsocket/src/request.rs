@@ -10,6 +10,7 @@ pub struct Request {
     peer_addr: SocketAddr,
     client_ip: IpAddr,
     peer_certificates: Option<crate::server::PeerCertificates>,
+    http2: bool,
 }
 
 impl Request {
@@ -23,7 +24,23 @@ impl Request {
         let header =
             |name: &'static str| inner.header_all(name).filter_map(|v| std::str::from_utf8(v).ok()).collect();
         let client_ip = crate::forwarded::client_ip(peer_addr.ip(), trusted_proxies, header);
-        Request { inner, peer_addr, client_ip, peer_certificates: None }
+        Request { inner, peer_addr, client_ip, peer_certificates: None, http2: false }
+    }
+
+    /// Marks a request that came over HTTP/2 (an extended CONNECT, RFC 8441).
+    #[cfg(any(feature = "hyper", feature = "http2"))]
+    pub(crate) fn with_http2(mut self) -> Self {
+        self.http2 = true;
+        self
+    }
+
+    /// Whether the request came over HTTP/2: a WebSocket opened by an extended CONNECT
+    /// on a stream of an HTTP/2 connection (RFC 8441), as browsers do when they already
+    /// have one to the site. Its [`method`](Self::method) then reads `GET`, and its
+    /// headers are those of the CONNECT, with `Upgrade`, `Connection` and a placeholder
+    /// `Sec-WebSocket-Key` that HTTP/2 has no use for.
+    pub fn is_http2(&self) -> bool {
+        self.http2
     }
 
     pub(crate) fn with_peer_certificates(mut self, certs: Option<crate::server::PeerCertificates>) -> Self {

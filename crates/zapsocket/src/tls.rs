@@ -49,13 +49,14 @@ impl Identity {
             .with_no_client_auth()
             .with_single_cert(certs, key)
             .map_err(|e| Error::tls(format!("certificate and key: {e}")))?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = server_alpn();
         Ok(Identity::from_config(Arc::new(config)))
     }
 
     /// From a rustls configuration of one's own: client certificates required or
     /// optional (mutual TLS, with rustls' `WebPkiClientVerifier`), protocol versions,
-    /// several certificates by name. Set its ALPN to `http/1.1` (or leave it empty).
+    /// several certificates by name. Set its ALPN to `h2` and `http/1.1` (WebSockets
+    /// over HTTP/2 too, with the `http2` feature), `http/1.1`, or leave it empty.
     /// The client's certificates are then in [`Request::peer_certificates`](crate::Request::peer_certificates),
     /// for the [`authorize`](crate::ServerBuilder::authorize) hook and handlers.
     pub fn from_config(config: Arc<rustls::ServerConfig>) -> Identity {
@@ -134,6 +135,17 @@ fn native_roots() -> &'static [CertificateDer<'static>] {
         }
         loaded.certs
     })
+}
+
+/// The ALPN protocols a server offers, preferred first: `h2` with the `http2` feature
+/// (WebSockets over HTTP/2, RFC 8441), and `http/1.1`.
+pub(crate) fn server_alpn() -> Vec<Vec<u8>> {
+    let mut alpn = Vec::new();
+    if cfg!(feature = "http2") {
+        alpn.push(b"h2".to_vec());
+    }
+    alpn.push(b"http/1.1".to_vec());
+    alpn
 }
 
 /// How a client checks the server's certificate.

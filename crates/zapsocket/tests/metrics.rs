@@ -1,6 +1,6 @@
 //! Server metrics (`ServerBuilder::metrics`) through real sockets: handshakes by
 //! status, open connections, messages and bytes each way with their sizes, close codes
-//! both ways, why connections ended, and the Prometheus text.
+//! both ways, why connections ended, and the OpenMetrics text.
 
 #![allow(clippy::unwrap_used)] // Test helpers: a failed step is a failed test.
 
@@ -76,19 +76,32 @@ async fn handshakes_messages_close_codes_and_endings_are_counted() {
 
     let text = metrics.to_prometheus();
     for line in [
+        "# HELP zapsocket_ws_handshakes Opening handshakes answered, by HTTP status.",
+        "# TYPE zapsocket_ws_handshakes counter",
         "zapsocket_ws_handshakes_total{status=\"101\"} 2",
         "zapsocket_ws_handshakes_total{status=\"404\"} 1",
+        "# TYPE zapsocket_ws_connections gauge",
         "zapsocket_ws_connections 0",
+        "# TYPE zapsocket_ws_messages_received counter",
         "zapsocket_ws_messages_received_total 4",
-        "zapsocket_ws_message_size_bytes_received_bucket{le=\"64\"} 2",
+        "zapsocket_ws_message_size_bytes_received_bucket{le=\"64.0\"} 2",
         "zapsocket_ws_message_size_bytes_received_bucket{le=\"+Inf\"} 4",
         "zapsocket_ws_message_size_bytes_received_count 4",
         "zapsocket_ws_close_codes_received_total{code=\"4000\"} 1",
+        "zapsocket_ws_close_codes_sent_total{code=\"4000\"} 1",
         "zapsocket_ws_connections_ended_total{cause=\"terminated\"} 1",
         "# TYPE zapsocket_ws_message_size_bytes_received histogram",
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
     }
+    // The bounds are SIZE_BUCKETS', each bucket cumulative, and one `# EOF`, at the end.
+    let le: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("zapsocket_ws_message_size_bytes_received_bucket{le=\""))
+        .filter_map(|l| l.split_once('"').map(|(le, _)| le))
+        .collect();
+    assert_eq!(le, ["64.0", "512.0", "4096.0", "32768.0", "262144.0", "2097152.0", "+Inf"], "{text}");
+    assert!(text.ends_with("\n# EOF\n") && text.matches("# EOF").count() == 1, "{text}");
 }
 
 #[tokio::test]

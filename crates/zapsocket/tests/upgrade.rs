@@ -155,3 +155,100 @@ async fn handle_upgrade_takes_any_stream() {
     let (_p, head) = RawPeer::request(addr, upgrade_request("/elsewhere")).await;
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
 }
+
+/// An HTTP/2 cleartext client (prior knowledge) that opens a WebSocket on `path` with
+/// an extended CONNECT (RFC 8441); returns its first text message after the echo of
+/// "over h2" was checked.
+async fn websocket_over_h2c(addr: SocketAddr, path: &str) -> String {
+    use bytes::{Buf, BufMut, Bytes, BytesMut};
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut send = send.ready().await.unwrap();
+    for _ in 0..200 {
+        if send.is_extended_connect_protocol_enabled() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(send.is_extended_connect_protocol_enabled(), "the server allows extended CONNECT");
+    let mut request = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(format!("http://{addr}{path}"))
+        .header("sec-websocket-version", "13")
+        .body(())
+        .unwrap();
+    request.extensions_mut().insert(h2::ext::Protocol::from("websocket"));
+    let (response, mut stream) = send.send_request(request, false).unwrap();
+    let response = response.await.unwrap();
+    assert_eq!(response.status(), 200, "RFC 8441: 200, not 101");
+    assert!(response.headers().get("sec-websocket-accept").is_none());
+    let mut body = response.into_body();
+    let mut buffered = BytesMut::new();
+    let mut next_text = async || loop {
+        if buffered.len() >= 2 && buffered.len() >= 2 + usize::from(buffered[1]) {
+            let len = usize::from(buffered[1]);
+            buffered.advance(2);
+            return String::from_utf8(buffered.split_to(len).to_vec()).unwrap();
+        }
+        let data = body.data().await.unwrap().unwrap();
+        let _ = body.flow_control().release_capacity(data.len());
+        buffered.extend_from_slice(&data);
+    };
+    let first = next_text().await;
+    let mut frame = BytesMut::new();
+    frame.put_slice(&[0x81, 0x80 | 7, 1, 2, 3, 4]);
+    frame.extend(b"over h2".iter().enumerate().map(|(i, b)| b ^ [1, 2, 3, 4][i % 4]));
+    stream.send_data(Bytes::from(frame), false).unwrap();
+    assert_eq!(next_text().await, "over h2");
+    first
+}
+
+/// axum served over HTTP/2 (cleartext, as `axum::serve` does): the extractor takes the
+/// extended CONNECT (route with `any`, CONNECT is not GET) and the WebSocket runs on the
+/// stream.
+#[tokio::test]
+async fn axum_takes_websockets_over_http2() {
+    let app = Router::new().route("/ws", axum::routing::any(ws_route));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    assert_eq!(websocket_over_h2c(addr, "/ws").await, "hello anonymous");
+}
+
+/// hyper's HTTP/2 server with extended CONNECT on: `zapsocket::hyper::upgrade` answers
+/// 200 and runs the WebSocket on the stream.
+#[tokio::test]
+async fn hyper_takes_websockets_over_http2() {
+    use hyper::service::service_fn;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let upgrader = Upgrader::default();
+    tokio::spawn(async move {
+        let (tcp, peer) = listener.accept().await.unwrap();
+        let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let upgrader = upgrader.clone();
+            async move {
+                Ok::<_, std::convert::Infallible>(
+                    zapsocket::hyper::upgrade(&upgrader, req, peer, |mut ws| async move {
+                        let how = if ws.request().is_some_and(|r| r.is_http2()) { "h2" } else { "h1" };
+                        let _ = ws.send(how).await;
+                        while let Some(Ok(msg)) = ws.recv().await {
+                            if msg.is_data() && ws.send(msg).await.is_err() {
+                                break;
+                            }
+                        }
+                    })
+                    .await,
+                )
+            }
+        });
+        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        builder.enable_connect_protocol();
+        let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
+    });
+    assert_eq!(websocket_over_h2c(addr, "/").await, "h2");
+}

@@ -152,7 +152,8 @@ pub(super) fn cpu_per(before: Option<u64>, after: Option<u64>, units: u64) -> Va
 pub(super) fn builder(common: &Common) -> Result<ClientBuilder, String> {
     let ca = common.ca.as_deref();
     let builder = crate::connect::client_builder(&common.headers, &common.protocols, common.deflate, ca)?;
-    Ok(builder.connect_timeout(patience()))
+    // Direct, whatever HTTP_PROXY says: a bench measures the server, not a proxy.
+    Ok(builder.no_proxy().connect_timeout(patience()))
 }
 
 /// Opens `n` connections to `url`, `concurrency` handshakes at a time, recording each

@@ -96,3 +96,31 @@ pub fn http_get(addr: &str, path: &str) -> String {
     stream.read_to_string(&mut response).expect("read to end");
     response
 }
+
+/// The interop Python (`tests/interop/python`, installed by `scripts/setup.sh`) when it
+/// can import `module`, with the folder of its scripts. As for the interop peers: with
+/// `ZAPSOCKET_INTEROP=1` a missing one fails the test; without it, the test says so and
+/// passes.
+pub fn python_with(module: &str) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+    use std::path::PathBuf;
+    let dir = std::env::var_os("ZAPSOCKET_INTEROP_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop"));
+    let python = std::env::var_os("ZAPSOCKET_PYTHON")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| Some(dir.join("python/.venv/bin/python")).filter(|p| p.exists()))
+        .or_else(|| Some(dir.join("python/site/python")).filter(|p| p.exists()))
+        .filter(|python| {
+            Command::new(python)
+                .args(["-c", &format!("import {module}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+    if python.is_none() {
+        let required = std::env::var("ZAPSOCKET_INTEROP").as_deref() == Ok("1");
+        assert!(!required, "python with {module} not installed: run scripts/setup.sh");
+        eprintln!("skipped: python with {module} not installed (scripts/setup.sh installs it)");
+    }
+    python.map(|python| (python, dir.join("python")))
+}

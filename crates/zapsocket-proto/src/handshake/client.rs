@@ -151,13 +151,13 @@ impl ClientHandshake {
         }
         let status = res.code.unwrap_or(0);
         if status != 101 {
-            let content_length = res
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok());
+            let header = |name: &str| {
+                let value = res.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name))?.value;
+                std::str::from_utf8(value).ok().map(str::trim)
+            };
             let mut error = HandshakeError::new(status, format!("server answered {status} instead of 101"));
-            error.content_length = content_length;
+            error.content_length = header("content-length").and_then(|v| v.parse().ok());
+            error.location = header("location").filter(|_| (300..400).contains(&status)).map(str::to_owned);
             error.refusal = true;
             return Err(error);
         }

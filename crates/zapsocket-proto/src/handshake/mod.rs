@@ -70,6 +70,7 @@ pub struct HandshakeError {
     close_code: Option<CloseCode>,
     pub(crate) content_length: Option<usize>,
     pub(crate) refusal: bool,
+    pub(crate) location: Option<String>,
 }
 
 impl HandshakeError {
@@ -80,6 +81,7 @@ impl HandshakeError {
             close_code: None,
             content_length: None,
             refusal: false,
+            location: None,
         }
     }
 
@@ -92,6 +94,7 @@ impl HandshakeError {
             close_code: Some(CloseCode::MANDATORY_EXTENSION),
             content_length: None,
             refusal: false,
+            location: None,
         }
     }
 
@@ -118,6 +121,12 @@ impl HandshakeError {
     /// one (the body itself follows the head: `ClientHandshake::take_leftover`).
     pub fn content_length(&self) -> Option<usize> {
         self.content_length
+    }
+
+    /// For a client refused with a redirect (a 3xx status): the answer's `Location`
+    /// header as sent (absolute or relative, RFC 9110 §10.2.2), if it had one.
+    pub fn location(&self) -> Option<&str> {
+        self.location.as_deref()
     }
 
     /// What was wrong, in words.

@@ -91,8 +91,9 @@ pub enum ConnState {
 /// `max_delay`, each delay shortened by up to `jitter` (a fraction) at random.
 ///
 /// A refusal ends it (the client goes [`ConnState::Closed`]): a connect middleware's
-/// `$error`, or an HTTP 4xx answer to the upgrade (401 expired token, 403, 404), except
-/// 408 and 429; 5xx answers (a node shutting down answers 503) are retried.
+/// `$error`, or an HTTP 4xx answer to the upgrade (401 expired token, 403, 404) or to a
+/// proxy's `CONNECT` (407), except 408 and 429; 5xx answers (a node shutting down answers
+/// 503, a proxy that cannot reach it 502) are retried.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Reconnect {
@@ -144,6 +145,31 @@ pub(crate) struct Settings {
     accept_invalid_certs: bool,
     /// The first connection retries with the reconnection's backoff.
     retry_first: bool,
+    /// The HTTP proxy every connection goes through.
+    proxy: ProxySetting,
+}
+
+/// Which HTTP proxy the WebSocket client uses; its `Debug` hides the URL, which may
+/// hold credentials.
+#[derive(Clone, Default)]
+enum ProxySetting {
+    /// The environment's (`HTTPS_PROXY`…), as [`zapsocket::ClientBuilder::proxy`] says.
+    #[default]
+    Environment,
+    /// None.
+    Direct,
+    /// This URL's.
+    Url(String),
+}
+
+impl std::fmt::Debug for ProxySetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProxySetting::Environment => f.write_str("Environment"),
+            ProxySetting::Direct => f.write_str("Direct"),
+            ProxySetting::Url(_) => f.write_str("Url(..)"),
+        }
+    }
 }
 
 impl Settings {
@@ -165,6 +191,11 @@ impl Settings {
         if let Some(config) = &self.tls_config {
             builder = builder.tls_config(config.clone());
         }
+        builder = match &self.proxy {
+            ProxySetting::Environment => builder,
+            ProxySetting::Direct => builder.no_proxy(),
+            ProxySetting::Url(url) => builder.proxy(url),
+        };
         builder.danger_accept_invalid_certs(self.accept_invalid_certs)
     }
 }
@@ -186,6 +217,7 @@ impl Default for ClientBuilder {
                 tls_config: None,
                 accept_invalid_certs: false,
                 retry_first: false,
+                proxy: ProxySetting::Environment,
             },
         }
     }
@@ -265,6 +297,24 @@ impl ClientBuilder {
     /// [`zapsocket::ClientBuilder::danger_accept_invalid_certs`]. Default: false.
     pub fn danger_accept_invalid_certs(mut self, accept: bool) -> Self {
         self.settings.accept_invalid_certs = accept;
+        self
+    }
+
+    /// Connects (and reconnects) through the HTTP proxy at `url`,
+    /// `http://[user:password@]host[:port]`, as [`zapsocket::ClientBuilder::proxy`] does;
+    /// a proxy's refusal (407 for bad credentials, 403) ends the client like a server's
+    /// 4xx. Default: the proxy the environment names (`HTTPS_PROXY` for `wss://`,
+    /// `HTTP_PROXY` for `ws://`, `ALL_PROXY`, `NO_PROXY`), read at each connection.
+    /// Replaces [`ClientBuilder::no_proxy`].
+    pub fn proxy(mut self, url: &str) -> Self {
+        self.settings.proxy = ProxySetting::Url(url.to_owned());
+        self
+    }
+
+    /// Connects directly, whatever the environment says, as
+    /// [`zapsocket::ClientBuilder::no_proxy`]. Replaces [`ClientBuilder::proxy`].
+    pub fn no_proxy(mut self) -> Self {
+        self.settings.proxy = ProxySetting::Direct;
         self
     }
 

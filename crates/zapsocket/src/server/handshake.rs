@@ -230,7 +230,7 @@ where
     let alone = conn.compress_alone();
     let shared = Shared::new(next_id(), conn, &settings.config, stream);
     if let Some(metrics) = &settings.metrics {
-        metrics.opened(&shared);
+        metrics.opened(&shared, if request.is_http2() { 200 } else { 101 });
         shared.lock().metrics = Some(metrics.clone());
     }
     let peer = request.peer_addr();

@@ -2,6 +2,8 @@
 
 mod admission;
 mod builder;
+#[cfg(feature = "http2")]
+mod h2;
 mod handshake;
 mod response;
 mod shutdown;
@@ -19,8 +21,10 @@ use tokio::task::JoinHandle;
 pub use admission::{Accept, MAX_RATE_ADDRESSES};
 pub use builder::ServerBuilder;
 pub(crate) use builder::Settings;
+#[cfg(any(feature = "hyper", feature = "http2"))]
+pub(crate) use handshake::Refusal;
 #[cfg(feature = "hyper")]
-pub(crate) use handshake::{Admitted, Refusal, admit, count, open};
+pub(crate) use handshake::{Admitted, admit, count, open};
 pub(crate) use handshake::{PeerCertificates, handshake};
 pub use response::HttpResponse;
 pub use shutdown::ShutdownHandle;
@@ -210,6 +214,10 @@ where
                     Box::pin(async move {
                         if let Some(tls) = tls_accept(&acceptor, stream, peer, &settings).await {
                             let certs = tls.get_ref().1.peer_certificates().map(Arc::from);
+                            #[cfg(feature = "http2")]
+                            if tls.get_ref().1.alpn_protocol() == Some(h2::ALPN) {
+                                return h2::serve(tls, peer, certs, settings, handler).await;
+                            }
                             handshake::serve_stream(tls, peer, certs, settings, handler).await;
                         }
                     })

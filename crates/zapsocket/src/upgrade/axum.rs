@@ -64,7 +64,7 @@ impl WebSocketUpgrade {
         F: FnOnce(WebSocket) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let response = switching_protocols(&self.admitted);
+        let response = switching_protocols(&self.request, &self.admitted);
         spawn_connection(
             self.upgrader.settings.clone(),
             self.on_upgrade,

@@ -72,7 +72,7 @@ where
     let Some(on_upgrade) = on_upgrade else {
         return text(StatusCode::UPGRADE_REQUIRED, "this connection cannot be upgraded");
     };
-    let response = switching_protocols(&admitted);
+    let response = switching_protocols(&request, &admitted);
     spawn_connection(upgrader.settings.clone(), on_upgrade, request, admitted, handler);
     response
 }
@@ -127,15 +127,21 @@ pub(crate) fn spawn_connection<F, Fut>(
     });
 }
 
-/// The 101 answer for an admitted request.
-pub(crate) fn switching_protocols(admitted: &Admitted) -> Response<String> {
+/// The answer that opens an admitted request: 101 for an HTTP/1.1 upgrade; 200 for an
+/// extended CONNECT over HTTP/2 (RFC 8441: no `Upgrade`, no `Sec-WebSocket-Accept`).
+pub(crate) fn switching_protocols(request: &Request, admitted: &Admitted) -> Response<String> {
     let mut response = Response::new(String::new());
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
-    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
-    headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    let mut pairs = Vec::new();
+    if !request.is_http2() {
+        headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        pairs.push(("sec-websocket-accept", admitted.accept.as_str()));
+    }
+    *response.status_mut() =
+        if request.is_http2() { StatusCode::OK } else { StatusCode::SWITCHING_PROTOCOLS };
+    let headers = response.headers_mut();
     let answer = &admitted.response;
-    let mut pairs = vec![("sec-websocket-accept", admitted.accept.as_str())];
     pairs.extend(answer.protocol.as_deref().map(|p| ("sec-websocket-protocol", p)));
     pairs.extend(answer.extensions.as_deref().map(|e| ("sec-websocket-extensions", e)));
     pairs.extend(answer.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));

@@ -81,26 +81,68 @@ impl Upgrader {
 }
 
 /// The request line and headers of an HTTP request that another server parsed, as the
-/// protocol layer parses them, with the same limits.
+/// protocol layer parses them, with the same limits. An extended CONNECT of HTTP/2 for a
+/// WebSocket (RFC 8441, `websocket`) is read as the HTTP/1.1 upgrade it stands for: a
+/// GET with `Upgrade`, `Connection` and a placeholder key (HTTP/2 has no key and no
+/// `Sec-WebSocket-Accept`), so that every check and limit is the same.
 #[cfg(feature = "hyper")]
 fn parse_head(
     parts: &http::request::Parts,
     peer: SocketAddr,
     settings: &Settings,
 ) -> Result<crate::Request, crate::server::Refusal> {
+    let websocket = parts.method == http::Method::CONNECT
+        && parts
+            .extensions
+            .get::<::hyper::ext::Protocol>()
+            .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"));
+    let request =
+        crate::Request::new(read_head(parts, websocket, settings)?, peer, &settings.trusted_proxies);
+    Ok(if websocket { request.with_http2() } else { request })
+}
+
+/// The placeholder `Sec-WebSocket-Key` of an extended CONNECT read as an upgrade.
+#[cfg(any(feature = "hyper", feature = "http2"))]
+const PLACEHOLDER_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+/// Reads `parts` as an HTTP/1.1 head (see [`parse_head`]); with `websocket`, an extended
+/// CONNECT as the upgrade it stands for.
+#[cfg(any(feature = "hyper", feature = "http2"))]
+pub(crate) fn read_head(
+    parts: &http::request::Parts,
+    websocket: bool,
+    settings: &Settings,
+) -> Result<zapsocket_proto::handshake::Request, crate::server::Refusal> {
     use crate::server::Refusal;
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut head = format!("{} {} HTTP/1.1\r\n", parts.method, target).into_bytes();
-    for (name, value) in &parts.headers {
-        head.extend_from_slice(name.as_str().as_bytes());
+    let method = if websocket { "GET" } else { parts.method.as_str() };
+    let mut head = format!("{method} {target} HTTP/1.1\r\n").into_bytes();
+    let mut line = |name: &str, value: &[u8]| {
+        head.extend_from_slice(name.as_bytes());
         head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(value);
         head.extend_from_slice(b"\r\n");
+    };
+    // HTTP/2 has `:authority` where HTTP/1.1 has `Host`.
+    let authority = parts.uri.authority().filter(|_| !parts.headers.contains_key(http::header::HOST));
+    if let Some(authority) = authority {
+        line("host", authority.as_str().as_bytes());
+    }
+    if websocket {
+        line("upgrade", b"websocket");
+        line("connection", b"Upgrade");
+        line("sec-websocket-key", PLACEHOLDER_KEY.as_bytes());
+    }
+    for (name, value) in &parts.headers {
+        let name = name.as_str();
+        if !(websocket && ["upgrade", "connection", "sec-websocket-key"].contains(&name)) {
+            line(name, value.as_bytes());
+        }
     }
     head.extend_from_slice(b"\r\n");
     let mut parser = zapsocket_proto::handshake::RequestParser::new(settings.limits.clone());
     match parser.feed(&head).map_err(Refusal::Handshake)? {
-        Some(request) => Ok(crate::Request::new(request, peer, &settings.trusted_proxies)),
+        Some(request) => Ok(request),
         None => Err(Refusal::Response(crate::HttpResponse::text(400, "incomplete request head"))),
     }
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 pub mod peers;
+pub mod proxy;
 
 use std::net::SocketAddr;
 use std::time::Duration;

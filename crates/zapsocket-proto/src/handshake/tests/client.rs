@@ -139,6 +139,21 @@ fn a_status_other_than_101_is_refused_with_that_status() {
 }
 
 #[test]
+fn a_redirect_keeps_its_location() {
+    let mut client = ClientHandshake::new("h", "/", &[], &[]);
+    let bytes = b"HTTP/1.1 301 Moved Permanently\r\nLocation:  /elsewhere?x=1 \r\nContent-Length: 0\r\n\r\n";
+    let error = client.feed(bytes).unwrap_err();
+    assert_eq!((error.status(), error.location()), (301, Some("/elsewhere?x=1")));
+    assert!(error.is_refusal());
+    let mut client = ClientHandshake::new("h", "/", &[], &[]);
+    let error = client.feed(b"HTTP/1.1 302 Found\r\n\r\n").unwrap_err();
+    assert_eq!((error.status(), error.location()), (302, None));
+    let mut client = ClientHandshake::new("h", "/", &[], &[]);
+    let error = client.feed(b"HTTP/1.1 201 Created\r\nLocation: /new\r\n\r\n").unwrap_err();
+    assert_eq!(error.location(), None, "only a redirect's Location is kept");
+}
+
+#[test]
 fn header_injection_is_not_possible() {
     let headers = [("X-Evil".to_owned(), "a\r\nInjected: yes".to_owned())];
     let client = ClientHandshake::new("h", "/", &headers, &[]);
