@@ -135,6 +135,12 @@ if { [ -f "$ROOT/js/test/browser.test.mjs" ] || { [ "$PEERS" = 1 ] && [ -d "$ROO
   done_list+=("chromium")
 fi
 
+# openssl makes the test certificate of js/test/h2.test.mjs (Chromium over HTTP/2).
+if [ -f "$ROOT/js/test/h2.test.mjs" ] && ! command -v openssl > /dev/null; then
+  apt_install openssl || die "openssl is needed for the HTTP/2 browser test (apt-get install -y openssl, as root)"
+  done_list+=("openssl")
+fi
+
 # A real Redis for the zapsocket-redis and `zap serve --redis` tests (Debian's package;
 # each test starts its own redis-server on a free port, without persistence).
 if [ -d "$ROOT/crates/zapsocket-redis" ] && ! command -v redis-server > /dev/null; then
