@@ -8,7 +8,15 @@ use std::net::{IpAddr, SocketAddr};
 pub struct Request {
     inner: zapsocket_proto::handshake::Request,
     peer_addr: SocketAddr,
-    client_ip: IpAddr,
+    /// What few requests have, boxed: every connection keeps its request.
+    extra: Option<Box<Extra>>,
+}
+
+/// The rarer facts of a request.
+#[derive(Clone, Debug, Default)]
+struct Extra {
+    /// The client's address, when trusted proxies forwarded one other than the peer's.
+    client_ip: Option<IpAddr>,
     peer_certificates: Option<crate::server::PeerCertificates>,
     http2: bool,
 }
@@ -24,14 +32,22 @@ impl Request {
         let header =
             |name: &'static str| inner.header_all(name).filter_map(|v| std::str::from_utf8(v).ok()).collect();
         let client_ip = crate::forwarded::client_ip(peer_addr.ip(), trusted_proxies, header);
-        Request { inner, peer_addr, client_ip, peer_certificates: None, http2: false }
+        let request = Request { inner, peer_addr, extra: None };
+        if client_ip == peer_addr.ip() {
+            return request;
+        }
+        request.with(|extra| extra.client_ip = Some(client_ip))
+    }
+
+    fn with(mut self, f: impl FnOnce(&mut Extra)) -> Self {
+        f(self.extra.get_or_insert_with(Box::default));
+        self
     }
 
     /// Marks a request that came over HTTP/2 (an extended CONNECT, RFC 8441).
     #[cfg(any(feature = "hyper", feature = "http2"))]
-    pub(crate) fn with_http2(mut self) -> Self {
-        self.http2 = true;
-        self
+    pub(crate) fn with_http2(self) -> Self {
+        self.with(|extra| extra.http2 = true)
     }
 
     /// Whether the request came over HTTP/2: a WebSocket opened by an extended CONNECT
@@ -40,12 +56,14 @@ impl Request {
     /// headers are those of the CONNECT, with `Upgrade`, `Connection` and a placeholder
     /// `Sec-WebSocket-Key` that HTTP/2 has no use for.
     pub fn is_http2(&self) -> bool {
-        self.http2
+        self.extra.as_ref().is_some_and(|extra| extra.http2)
     }
 
-    pub(crate) fn with_peer_certificates(mut self, certs: Option<crate::server::PeerCertificates>) -> Self {
-        self.peer_certificates = certs;
-        self
+    pub(crate) fn with_peer_certificates(self, certs: Option<crate::server::PeerCertificates>) -> Self {
+        match certs {
+            Some(certs) => self.with(|extra| extra.peer_certificates = Some(certs)),
+            None => self,
+        }
     }
 
     /// The certificates the client presented over TLS (mutual TLS: an
@@ -53,7 +71,7 @@ impl Request {
     /// for them), leaf first, already verified by that configuration; `None` without TLS
     /// or without a client certificate.
     pub fn peer_certificates(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
-        self.peer_certificates.as_deref()
+        self.extra.as_ref()?.peer_certificates.as_deref()
     }
 
     /// The peer's socket address: the TCP connection's other end (a proxy, when there
@@ -69,7 +87,7 @@ impl Request {
     /// Without trusted proxies the headers are ignored: anyone can write them. The
     /// per-IP limits of the server count this address.
     pub fn ip(&self) -> IpAddr {
-        self.client_ip
+        self.extra.as_ref().and_then(|extra| extra.client_ip).unwrap_or(self.peer_addr.ip())
     }
 
     /// The method (always `GET` for an upgrade).
