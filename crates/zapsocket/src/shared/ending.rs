@@ -71,10 +71,7 @@ impl Inner {
         self.conn.outbound().clear();
         self.account.close(false);
         self.wake_recv();
-        for (_, w) in self.write_waiters.drain(..) {
-            w.wake();
-        }
-        for w in self.space_waiters.drain(..).chain(self.done_waiters.drain(..)) {
+        for w in self.waiters.drain(..) {
             w.wake();
         }
     }
@@ -85,12 +82,12 @@ impl Inner {
 
     /// The peer's close frame, or our own record of why the connection ended.
     pub(crate) fn close_frame(&self) -> Option<CloseFrame> {
-        self.conn.close_frame().cloned().or_else(|| self.local_close.clone())
+        self.conn.close_frame().cloned().or_else(|| self.local_close.as_deref().cloned())
     }
 
     pub(crate) fn set_local_close(&mut self, code: CloseCode, reason: &str) {
         if self.local_close.is_none() {
-            self.local_close = Some(CloseFrame::new(code, reason));
+            self.local_close = Some(Box::new(CloseFrame::new(code, reason)));
         }
     }
 }

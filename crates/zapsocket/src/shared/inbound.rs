@@ -33,7 +33,7 @@ impl Inner {
     /// Whether the driver decodes what arrives (see `drain`), so it must see readiness
     /// even while a `recv()` waits.
     pub(crate) fn drain_wanted(&self) -> bool {
-        !self.receiver_alive || self.conn.state() == State::CloseSent || !self.done_waiters.is_empty()
+        !self.receiver_alive || self.conn.state() == State::CloseSent || self.waits_for_end()
     }
 
     /// Decodes the next message for the reader (or reports the end of the stream), or
@@ -214,7 +214,7 @@ impl Inner {
     /// [`Inner::take_back_ahead`] (decoding stops at it).
     pub(crate) fn drain(&mut self, ahead: bool) -> (bool, Option<Lent>) {
         let closing = self.closing();
-        if !closing && (self.conn.read_buffer().is_empty() || (self.done_waiters.is_empty() && !ahead)) {
+        if !closing && (self.conn.read_buffer().is_empty() || (!self.waits_for_end() && !ahead)) {
             return (false, None);
         }
         let mut any = false;

@@ -99,6 +99,26 @@ pub(crate) enum Life {
     Done,
 }
 
+/// A task waiting on a connection. The three kinds share one list: they are rare, and an
+/// idle connection keeps a single empty `Vec`.
+#[derive(Debug)]
+enum Waiter {
+    /// For everything up to this offset of the send queue to be written.
+    Written(u64, Waker),
+    /// For room in the send queue.
+    Space(Waker),
+    /// For the connection's end.
+    Done(Waker),
+}
+
+impl Waiter {
+    fn wake(self) {
+        match self {
+            Waiter::Written(_, waker) | Waiter::Space(waker) | Waiter::Done(waker) => waker.wake(),
+        }
+    }
+}
+
 /// One connection's shared state: the protocol state machine, wakers, and counters.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -126,9 +146,8 @@ pub(crate) struct Inner {
     pub(crate) socket: Socket,
     /// An I/O error met outside the driver, for the driver to end the connection with.
     pub(crate) io_error: Option<Error>,
-    write_waiters: Vec<(u64, Waker)>,
-    space_waiters: Vec<Waker>,
-    done_waiters: Vec<Waker>,
+    /// Tasks waiting for a write, for room in the send queue, or for the end.
+    waiters: Vec<Waiter>,
     /// Whether the socket is read: on, paused for the read limit, or at its end.
     pub(crate) reading: Reading,
     /// Running, terminating, or done.
@@ -138,7 +157,7 @@ pub(crate) struct Inner {
     /// The receiving handle is alive; if not, the driver decodes and discards.
     pub(crate) receiver_alive: bool,
     /// Our own record of why the connection ended, when no close frame was exchanged.
-    local_close: Option<CloseFrame>,
+    local_close: Option<Box<CloseFrame>>,
     /// Messages the driver decoded for `recv()` (see `Inner::drain`).
     inbound: VecDeque<Result<Message>>,
     inbound_bytes: usize,
@@ -169,9 +188,7 @@ impl Shared {
                 recv_calls: 0,
                 socket: Socket::new(stream),
                 io_error: None,
-                write_waiters: Vec::new(),
-                space_waiters: Vec::new(),
-                done_waiters: Vec::new(),
+                waiters: Vec::new(),
                 reading: Reading::On,
                 life: Life::Running,
                 error: None,
@@ -218,7 +235,7 @@ impl Shared {
         inner.check_open()?;
         let queued = inner.conn.outbound().cost();
         if queued > 0 && queued >= inner.max_send_queue {
-            inner.space_waiters.push(cx.waker().clone());
+            inner.waiters.push(Waiter::Space(cx.waker().clone()));
             return Poll::Pending;
         }
         let Some(f) = f.take() else { return Poll::Ready(Err(Error::new(Kind::Closed))) };
@@ -253,7 +270,8 @@ impl Shared {
                     Ok(false)
                 }
                 _ => {
-                    inner.local_close = Some(CloseFrame::new(CloseCode::POLICY_VIOLATION, "send queue full"));
+                    inner.local_close =
+                        Some(Box::new(CloseFrame::new(CloseCode::POLICY_VIOLATION, "send queue full")));
                     inner.ending.get_or_insert(Ending::SlowConsumer);
                     inner.terminate();
                     Err(Error::new(Kind::Terminated))
@@ -273,7 +291,7 @@ impl Shared {
         if inner.is_done() {
             return Poll::Ready(Err(inner.terminal_error()));
         }
-        inner.write_waiters.push((offset, cx.waker().clone()));
+        inner.waiters.push(Waiter::Written(offset, cx.waker().clone()));
         Poll::Pending
     }
 
@@ -285,8 +303,9 @@ impl Shared {
         if inner.is_done() {
             return Poll::Ready(());
         }
-        if !inner.done_waiters.iter().any(|w| w.will_wake(cx.waker())) {
-            inner.done_waiters.push(cx.waker().clone());
+        let known = inner.waiters.iter().any(|w| matches!(w, Waiter::Done(d) if d.will_wake(cx.waker())));
+        if !known {
+            inner.waiters.push(Waiter::Done(cx.waker().clone()));
             inner.socket.set_driver_wants(true);
             inner.wake_driver();
         }
@@ -511,22 +530,27 @@ impl Inner {
     }
 
     pub(crate) fn wake_written(&mut self) {
-        if self.write_waiters.is_empty() && self.space_waiters.is_empty() {
+        if self.waiters.is_empty() {
             return;
         }
         let written = self.conn.outbound().written_offset();
-        self.write_waiters.retain(|(offset, waker)| {
-            if *offset <= written {
+        let room = self.conn.outbound().cost() < self.max_send_queue;
+        self.waiters.retain(|w| match w {
+            Waiter::Written(offset, waker) if *offset <= written => {
                 waker.wake_by_ref();
                 false
-            } else {
-                true
             }
+            Waiter::Space(waker) if room => {
+                waker.wake_by_ref();
+                false
+            }
+            _ => true,
         });
-        if self.conn.outbound().cost() < self.max_send_queue {
-            for w in self.space_waiters.drain(..) {
-                w.wake();
-            }
-        }
+    }
+
+    /// Whether a task waits for the end (`closed()`): the driver then decodes what
+    /// arrives (see `drain`).
+    pub(crate) fn waits_for_end(&self) -> bool {
+        self.waiters.iter().any(|w| matches!(w, Waiter::Done(_)))
     }
 }
