@@ -15,8 +15,8 @@ use crate::error::{Error, Kind, Result};
 use crate::proxy::ProxyChoice;
 use crate::redirect;
 use crate::server::next_id;
-use crate::shared::Shared;
-use crate::socket::{Info, WebSocket};
+use crate::shared::{Info, Shared};
+use crate::socket::WebSocket;
 use crate::tls::{Certificate, ClientTls};
 
 /// Opens client connections.
@@ -324,7 +324,6 @@ impl ClientBuilder {
             conn.set_deflate(params, config);
         }
         conn.feed(&handshake.take_leftover());
-        let shared = Shared::new(next_id(), conn, &self.config, stream);
         let info = Info {
             request: None,
             protocol: response.protocol,
@@ -333,7 +332,8 @@ impl ClientBuilder {
             extensions: Default::default(),
             alone: None, // a client masks each frame: nothing to share or make ahead
         };
-        let ws = WebSocket::new(shared.clone(), info);
+        let shared = Shared::new(next_id(), conn, &self.config, stream, info);
+        let ws = WebSocket::new(shared.clone());
         tokio::spawn(Driver::new(shared));
         Ok(ws)
     }

@@ -7,7 +7,7 @@ use zapsocket_proto::{EncodedFrame, OpCode};
 
 use crate::message::Message;
 use crate::shared::Shared;
-use crate::socket::{Info, WebSocketSender};
+use crate::socket::WebSocketSender;
 
 /// A set of connections, cheap to clone, to iterate and broadcast to.
 ///
@@ -37,7 +37,6 @@ pub struct Clients {
 #[derive(Clone, Debug)]
 struct Member {
     shared: Arc<Shared>,
-    info: Arc<Info>,
 }
 
 impl Clients {
@@ -49,7 +48,7 @@ impl Clients {
     /// Adds a connection (by a sending handle). The set does not keep the connection
     /// open: it leaves the set once closed.
     pub fn insert(&self, sender: &WebSocketSender) {
-        let member = Member { shared: sender.shared().clone(), info: sender.info().clone() };
+        let member = Member { shared: sender.shared().clone() };
         self.write().insert(sender.id(), member);
     }
 
@@ -80,7 +79,7 @@ impl Clients {
 
     /// A sending handle for each connection, to iterate (like `ws`'s `wss.clients`).
     pub fn senders(&self) -> Vec<WebSocketSender> {
-        self.read().values().map(|m| WebSocketSender::from_parts(m.shared.clone(), m.info.clone())).collect()
+        self.read().values().map(|m| WebSocketSender::from_shared(m.shared.clone())).collect()
     }
 
     /// Sends `message` to every connection; returns how many queued it.

@@ -162,18 +162,19 @@ mod idle_state {
         assert_eq!(size_of::<crate::Error>(), 8, "an error is one pointer");
         assert_eq!(size_of::<Option<crate::Error>>(), 8);
         // 400 bytes, then 8 for the inflater apart from the deflate session (a frame's
-        // work lent outside the lock) and 8 for the message counters' box (metrics).
+        // work lent outside the lock) and 8 for the message counters' box (metrics);
+        // 352 since its limits are an `Arc` (80 bytes before).
         let connection = size_of::<zapsocket_proto::Connection>();
-        assert!(connection <= 424, "zapsocket_proto::Connection is {connection} bytes");
-        // Shared lives in an `Arc`, whose 16 bytes of counts come on top: at most 752
-        // bytes keeps it in jemalloc's 768-byte size class (it was 776, in the 896 one,
-        // until the waiters shared one list and our own close record was boxed). 704 now.
-        let shared = size_of::<crate::shared::Shared>();
-        assert!(shared <= 752, "Shared is {shared} bytes");
-        // The same for the connection's facts (`Info`, in an `Arc`): 240 + 16 is the 256
-        // class.
-        let info = size_of::<crate::socket::Info>();
+        assert!(connection <= 352, "zapsocket_proto::Connection is {connection} bytes");
+        // Shared lives in an `Arc`, whose 16 bytes of counts come on top: at most 880
+        // bytes keeps it in jemalloc's 896-byte size class. It holds the connection's
+        // facts (`Info`, 240 bytes; they were an `Arc` of their own, the 256 class) and
+        // the protocol's state, whose limits are shared by a server's connections; the
+        // tasks waiting for a write, for room or for the end share one list.
+        let info = size_of::<crate::shared::Info>();
         assert!(info <= 240, "Info is {info} bytes");
+        let shared = size_of::<crate::shared::Shared>();
+        assert!(shared <= 880, "Shared is {shared} bytes");
         // Every connection keeps its request: what few have (a forwarded client address,
         // TLS client certificates, HTTP/2) is boxed apart.
         let request = size_of::<crate::Request>();

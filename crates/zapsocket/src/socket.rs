@@ -16,21 +16,7 @@ use zapsocket_proto::{CloseCode, CloseFrame, Connection, EncodedFrame};
 use crate::error::{Error, Result};
 use crate::message::Message;
 use crate::request::Request;
-use crate::shared::{ReadyState, Shared};
-
-/// What is known about a connection besides its state.
-#[derive(Debug)]
-pub(crate) struct Info {
-    pub(crate) request: Option<Request>,
-    pub(crate) protocol: Option<String>,
-    pub(crate) peer_addr: Option<SocketAddr>,
-    pub(crate) deflate: Option<DeflateParams>,
-    /// What the server's `authorize` hook attached.
-    pub(crate) extensions: crate::Extensions,
-    /// How the connection compresses a message on its own, when it does: large
-    /// messages are then compressed before the connection's lock is taken.
-    pub(crate) alone: Option<zapsocket_proto::CompressAlone>,
-}
+use crate::shared::{Info, ReadyState, Shared};
 
 /// One WebSocket connection: receive with [`WebSocket::recv`] (or as a [`Stream`]), send
 /// with [`WebSocket::send`] (or as a [`Sink`]), close, ping, and read its state.
@@ -65,7 +51,6 @@ pub struct WebSocket {
 #[derive(Debug)]
 pub struct WebSocketSender {
     shared: Arc<Shared>,
-    info: Arc<Info>,
     /// Where the last frame queued through the `Sink` ends, for `poll_flush`.
     flush_target: u64,
 }
@@ -74,17 +59,15 @@ pub struct WebSocketSender {
 #[derive(Debug)]
 pub struct WebSocketReceiver {
     shared: Arc<Shared>,
-    info: Arc<Info>,
 }
 
 impl WebSocket {
-    pub(crate) fn new(shared: Arc<Shared>, info: Info) -> Self {
-        let info = Arc::new(info);
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
         shared.acquire();
         shared.acquire();
         WebSocket {
-            tx: WebSocketSender { shared: shared.clone(), info: info.clone(), flush_target: 0 },
-            rx: WebSocketReceiver { shared, info },
+            tx: WebSocketSender { shared: shared.clone(), flush_target: 0 },
+            rx: WebSocketReceiver { shared },
         }
     }
 
@@ -140,8 +123,8 @@ impl WebSocket {
         &mut self.rx
     }
 
-    pub(crate) fn info(&self) -> &Arc<Info> {
-        &self.rx.info
+    pub(crate) fn info(&self) -> &Info {
+        &self.rx.shared.info
     }
 }
 
@@ -242,11 +225,11 @@ impl WebSocketReceiver {
 
     /// The upgrade request (server side).
     pub fn request(&self) -> Option<&Request> {
-        self.info.request.as_ref()
+        self.shared.info.request.as_ref()
     }
 
-    pub(crate) fn info(&self) -> &Arc<Info> {
-        &self.info
+    pub(crate) fn info(&self) -> &Info {
+        &self.shared.info
     }
 }
 
@@ -298,8 +281,11 @@ impl WebSocketSender {
     /// own and it is large: the work is then done before the connection's lock is
     /// taken, not under it (sends from other tasks, the reader and the driver need it).
     fn prepare(&self, message: Message) -> Outgoing {
-        let Some(alone) =
-            self.info.alone.filter(|a| message.len() >= PRECOMPRESS_MIN && a.compresses(message.len()))
+        let Some(alone) = self
+            .shared
+            .info
+            .alone
+            .filter(|a| message.len() >= PRECOMPRESS_MIN && a.compresses(message.len()))
         else {
             return Outgoing::Message(message);
         };
@@ -316,7 +302,7 @@ impl WebSocketSender {
     /// waiting and without copying it. A full queue applies the
     /// [`SlowConsumer`](crate::SlowConsumer) policy; returns whether the frame was queued.
     pub fn send_encoded(&self, frame: &EncodedFrame) -> Result<bool> {
-        if let Some(alone) = self.info.alone {
+        if let Some(alone) = self.shared.info.alone {
             // The shared compressed copy is made here, outside the lock, by the first
             // recipient that needs it.
             frame.prepare_compressed(alone);
@@ -328,7 +314,7 @@ impl WebSocketSender {
     /// is full instead of applying the slow-consumer policy (as [`WebSocketSender::queue`]
     /// does for a message): for a backlog that must all arrive, like a replay.
     pub async fn queue_encoded(&self, frame: &EncodedFrame) -> Result<()> {
-        if let Some(alone) = self.info.alone {
+        if let Some(alone) = self.shared.info.alone {
             frame.prepare_compressed(alone);
         }
         let mut op = Some(|c: &mut Connection| c.send_encoded(frame));
@@ -415,22 +401,22 @@ impl WebSocketSender {
 
     /// The upgrade request (server side): peer address, headers, path, query, cookies.
     pub fn request(&self) -> Option<&Request> {
-        self.info.request.as_ref()
+        self.shared.info.request.as_ref()
     }
 
     /// The peer's address.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.info.peer_addr
+        self.shared.info.peer_addr
     }
 
     /// The negotiated subprotocol, if any.
     pub fn protocol(&self) -> Option<&str> {
-        self.info.protocol.as_deref()
+        self.shared.info.protocol.as_deref()
     }
 
     /// The permessage-deflate parameters agreed in the handshake, if compression is on.
     pub fn deflate(&self) -> Option<DeflateParams> {
-        self.info.deflate
+        self.shared.info.deflate
     }
 
     async fn written(&self, offset: u64) -> Result<()> {
@@ -441,13 +427,13 @@ impl WebSocketSender {
         &self.shared
     }
 
-    pub(crate) fn info(&self) -> &Arc<Info> {
-        &self.info
+    pub(crate) fn info(&self) -> &Info {
+        &self.shared.info
     }
 
-    pub(crate) fn from_parts(shared: Arc<Shared>, info: Arc<Info>) -> Self {
+    pub(crate) fn from_shared(shared: Arc<Shared>) -> Self {
         shared.acquire();
-        WebSocketSender { shared, info, flush_target: 0 }
+        WebSocketSender { shared, flush_target: 0 }
     }
 }
 
@@ -505,7 +491,7 @@ fn queue_message(c: &mut Connection, message: Message) -> Result<(), zapsocket_p
 impl Clone for WebSocketSender {
     fn clone(&self) -> Self {
         self.shared.acquire();
-        WebSocketSender { shared: self.shared.clone(), info: self.info.clone(), flush_target: 0 }
+        WebSocketSender { shared: self.shared.clone(), flush_target: 0 }
     }
 }
 

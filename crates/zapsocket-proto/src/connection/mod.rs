@@ -8,6 +8,8 @@ mod write;
 
 pub use read::{Decoded, Lent};
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use rand::RngCore;
 
@@ -107,7 +109,8 @@ struct Pending {
 #[derive(Debug)]
 pub struct Connection {
     role: Role,
-    config: Config,
+    /// Shared by the connections of a server (it is read, never written).
+    config: Arc<Config>,
     state: State,
     rbuf: BytesMut,
     /// `rbuf.len()` when `poll_event` last returned: more means new bytes arrived.
@@ -142,6 +145,12 @@ struct Sending {
 impl Connection {
     /// A connection in the [`State::Open`] state, right after the handshake.
     pub fn new(role: Role, config: Config) -> Self {
+        Self::with_shared_config(role, Arc::new(config))
+    }
+
+    /// [`Connection::new`] with a configuration that many connections share (a
+    /// server's): each keeps a pointer instead of its own copy.
+    pub fn with_shared_config(role: Role, config: Arc<Config>) -> Self {
         Connection {
             role,
             config,

@@ -59,6 +59,8 @@ pub(crate) struct Settings {
     /// The keepalive and write-timeout ticker, started with the first connection that
     /// needs it.
     pub(crate) heartbeat: OnceLock<Arc<Heartbeat>>,
+    /// `config.protocol`, made once and shared by every connection's protocol state.
+    protocol: OnceLock<Arc<zapsocket_proto::Config>>,
     /// Cancelled when graceful shutdown starts.
     pub(crate) shutdown: CancellationToken,
     /// Where handshakes and connections are counted, when asked for.
@@ -66,6 +68,12 @@ pub(crate) struct Settings {
 }
 
 impl Settings {
+    /// The protocol's limits and timers, one copy for all the connections (they are
+    /// settled once the server is built).
+    pub(crate) fn protocol(&self) -> Arc<zapsocket_proto::Config> {
+        self.protocol.get_or_init(|| Arc::new(self.config.protocol.clone())).clone()
+    }
+
     fn new() -> Self {
         Settings {
             paths: Vec::new(),
@@ -92,6 +100,7 @@ impl Settings {
             deflate: None,
             context_takeover: Arc::default(),
             heartbeat: OnceLock::new(),
+            protocol: OnceLock::new(),
             metrics: None,
             shutdown: CancellationToken::new(),
         }

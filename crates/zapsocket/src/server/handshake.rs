@@ -18,8 +18,8 @@ use crate::extensions::Extensions;
 use crate::heartbeat::Heartbeat;
 use crate::joined::Joined;
 use crate::request::Request;
-use crate::shared::Shared;
-use crate::socket::{Info, WebSocket};
+use crate::shared::{Info, Shared};
+use crate::socket::WebSocket;
 
 /// Why a request gets no upgrade: the HTTP response it gets instead.
 #[derive(Debug)]
@@ -216,7 +216,7 @@ pub(crate) fn open<S>(
 where
     S: crate::transport::Transport,
 {
-    let mut conn = Connection::new(Role::Server, settings.config.protocol.clone());
+    let mut conn = Connection::with_shared_config(Role::Server, settings.protocol());
     if let (Some(params), Some(config)) = (admitted.deflate, &settings.deflate) {
         conn.set_deflate(params, config);
     }
@@ -228,11 +228,7 @@ where
     }
     conn.feed(leftover);
     let alone = conn.compress_alone();
-    let shared = Shared::new(next_id(), conn, &settings.config, stream);
-    if let Some(metrics) = &settings.metrics {
-        metrics.opened(&shared, if request.is_http2() { 200 } else { 101 });
-        shared.lock().metrics = Some(metrics.clone());
-    }
+    let status = if request.is_http2() { 200 } else { 101 };
     let peer = request.peer_addr();
     let info = Info {
         request: Some(request),
@@ -242,7 +238,12 @@ where
         extensions: admitted.extensions,
         alone,
     };
-    let ws = WebSocket::new(shared.clone(), info);
+    let shared = Shared::new(next_id(), conn, &settings.config, stream, info);
+    if let Some(metrics) = &settings.metrics {
+        metrics.opened(&shared, status);
+        shared.lock().metrics = Some(metrics.clone());
+    }
+    let ws = WebSocket::new(shared.clone());
     let clients = settings.clients.clone();
     clients.insert(&ws.sender());
     if settings.shutdown.is_cancelled() {

@@ -36,16 +36,19 @@
 //! the connection's, and compressing stays under its lock.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
+use zapsocket_proto::deflate::DeflateParams;
 use zapsocket_proto::{CloseCode, CloseFrame, Connection, EncodedFrame, State};
 
 use crate::budget::Account;
 use crate::config::{SlowConsumer, WebSocketConfig};
 use crate::error::{Error, Kind, Result};
 use crate::message::Message;
+use crate::request::Request;
 use crate::transport::{Socket, Transport};
 
 mod ending;
@@ -126,6 +129,22 @@ pub(crate) struct Shared {
     /// User handles alive (`WebSocket`, senders, receiver). At zero the driver closes.
     handles: AtomicUsize,
     pub(crate) id: u64,
+    /// What the handshake settled, read without the lock.
+    pub(crate) info: Info,
+}
+
+/// What is known about a connection besides its state, settled by the handshake.
+#[derive(Debug)]
+pub(crate) struct Info {
+    pub(crate) request: Option<Request>,
+    pub(crate) protocol: Option<String>,
+    pub(crate) peer_addr: Option<SocketAddr>,
+    pub(crate) deflate: Option<DeflateParams>,
+    /// What the server's `authorize` hook attached.
+    pub(crate) extensions: crate::Extensions,
+    /// How the connection compresses a message on its own, when it does: large
+    /// messages are then compressed before the connection's lock is taken.
+    pub(crate) alone: Option<zapsocket_proto::CompressAlone>,
 }
 
 #[derive(Debug)]
@@ -175,6 +194,7 @@ impl Shared {
         conn: Connection,
         config: &WebSocketConfig,
         stream: impl Transport,
+        info: Info,
     ) -> Arc<Self> {
         Arc::new(Shared {
             inner: Mutex::new(Inner {
@@ -202,6 +222,7 @@ impl Shared {
             }),
             handles: AtomicUsize::new(0),
             id,
+            info,
         })
     }
 
