@@ -60,6 +60,9 @@ enum Received {
     Handled,
     /// Breaks the protocol: answered with its error, and counted.
     Violation,
+    /// A request of the protocol itself (`$resume`, `$join`...), which may wait: for
+    /// [`receive_reserved`].
+    Reserved,
 }
 
 /// The handlers running for a socket, each answering its ack id (if any) when it ends,
@@ -166,10 +169,17 @@ async fn read(ctx: &mut Ctx, rx: &mut WebSocketReceiver, running: &mut Running) 
             Some(()) = running.next(), if !running.is_empty() => {}
             message = rx.recv(), if running.len() < max_running => match message {
                 Some(Ok(message)) => {
-                    if matches!(message, Message::Text(_) | Message::Binary(_)) {
-                        pace(&mut rate, ctx, running).await;
+                    // What may wait is boxed (a future is as large as its largest
+                    // branch, and this one lives as long as the session): the message
+                    // rate's wait, and the protocol's own requests.
+                    let data = matches!(message, Message::Text(_) | Message::Binary(_));
+                    if data && rate.as_mut().is_some_and(|bucket| !bucket.take(Instant::now())) {
+                        Box::pin(pace(&mut rate, ctx, running)).await;
                     }
-                    let received = receive(ctx, message, running).await;
+                    let received = match receive(ctx, &message, running) {
+                        Received::Reserved => Box::pin(receive_reserved(ctx, &message, running)).await,
+                        received => received,
+                    };
                     let now = Instant::now();
                     if received == Received::Violation && violations.as_mut().is_some_and(|b| !b.take(now)) {
                         return true;
@@ -185,15 +195,12 @@ async fn read(ctx: &mut Ctx, rx: &mut WebSocketReceiver, running: &mut Running) 
     }
 }
 
-/// Takes a token of the message rate for the message just read; when none is left,
-/// waits for one while the socket's handlers go on and the socket is not read (TCP
-/// backpressure). If the connection ends meanwhile, stops pacing: what it had sent is
-/// read at once (bounded by the WebSocket layer's read-ahead).
+/// The message rate had no token for the message just read: waits for one while the
+/// socket's handlers go on and the socket is not read (TCP backpressure). If the
+/// connection ends meanwhile, stops pacing: what it had sent is read at once (bounded by
+/// the WebSocket layer's read-ahead).
 async fn pace(rate: &mut Option<TokenBucket>, ctx: &Ctx, running: &mut Running) {
     let Some(bucket) = rate else { return };
-    if bucket.take(Instant::now()) {
-        return;
-    }
     ctx.core.counters.rate_limited.fetch_add(1, Relaxed);
     loop {
         let wait = bucket.wait(Instant::now());
@@ -275,9 +282,10 @@ async fn inline<T>(fut: impl Future<Output = T>, running: &mut Running) -> T {
     }
 }
 
-/// Handles one received message; tells whether it broke the protocol.
-async fn receive(ctx: &mut Ctx, message: Message, running: &mut Running) -> Received {
-    let size = match &message {
+/// Handles one received message without waiting; tells whether it broke the protocol,
+/// or is a request of the protocol itself, for [`receive_reserved`].
+fn receive(ctx: &Ctx, message: &Message, running: &mut Running) -> Received {
+    let size = match message {
         Message::Text(text) => text.len(),
         Message::Binary(data) => data.len(),
         Message::Ping(_) | Message::Pong(_) => return Received::Handled,
@@ -288,23 +296,9 @@ async fn receive(ctx: &mut Ctx, message: Message, running: &mut Running) -> Rece
         let error = ReplyError::new(ErrorCode::TOO_LARGE, format!("{size} bytes, over the limit of {max}"));
         return violation(ctx, None, error);
     }
-    let (text, bins) = match &message {
-        Message::Binary(_) if !ctx.state.binary => {
-            let error = ReplyError::new(
-                ErrorCode::UNSUPPORTED,
-                "binary frames are part of protocol version 2 (zap.v2), not of the version 1 this connection speaks",
-            );
-            return violation(ctx, None, error);
-        }
-        Message::Binary(data) => match binary::read_frame(data) {
-            Ok(frame) => (frame.text, frame.bins),
-            Err(bad) => {
-                let ack = bad.text.and_then(|text| envelope::ack_of(text, ctx.core.config.max_name));
-                return violation(ctx, ack, ReplyError::new(ErrorCode::BAD_ENVELOPE, bad.message));
-            }
-        },
-        Message::Text(text) => (text.as_str(), Vec::new()),
-        Message::Ping(_) | Message::Pong(_) => return Received::Handled,
+    let (text, bins) = match payload(ctx, message) {
+        Ok(payload) => payload,
+        Err(received) => return received,
     };
     let envelope = match envelope::parse(text, ctx.core.config.max_name) {
         Ok(envelope) => envelope,
@@ -317,30 +311,7 @@ async fn receive(ctx: &mut Ctx, message: Message, running: &mut Running) -> Rece
         Envelope::Event { name, ack, .. } if name.starts_with('$') && !CLIENT_EVENTS.contains(&&*name) => {
             return violation(ctx, ack, reserved_name(&name));
         }
-        Envelope::Event { name, data, ack, .. } if name == "$resume" => {
-            let result = match inline(Box::pin(check_middlewares(ctx, &name, data)), running).await {
-                Ok(()) => inline(Box::pin(ctx.core.resume(&ctx.state, data)), running).await,
-                Err(error) => Err(error),
-            };
-            match result {
-                Ok((resumed, reply)) => {
-                    ctx.state = resumed;
-                    respond(ctx, ack, Ok(Json::plain(envelope::to_json(&reply))));
-                }
-                Err(error) => respond(ctx, ack, Err(error)),
-            }
-        }
-        Envelope::Event { name, data, ack, .. } if name.starts_with('$') => {
-            let result = inline(
-                Box::pin(async {
-                    check_middlewares(ctx, &name, data).await?;
-                    reserved(ctx, &name, data).await
-                }),
-                running,
-            )
-            .await;
-            respond(ctx, ack, result);
-        }
+        Envelope::Event { name, .. } if name.starts_with('$') => return Received::Reserved,
         Envelope::Event { name, data, ack, .. } => {
             let route = Core::route(&ctx.core.routes.handlers, &name);
             let any = crate::core::read(&ctx.core.routes.on_any);
@@ -374,6 +345,62 @@ async fn receive(ctx: &mut Ctx, message: Message, running: &mut Running) -> Rece
         }
     }
     Received::Handled
+}
+
+/// Serves a request of the protocol itself (`$resume`, `$join`...), which
+/// [`receive`] found valid, while the socket's handlers go on.
+async fn receive_reserved(ctx: &mut Ctx, message: &Message, running: &mut Running) -> Received {
+    let Ok((text, _)) = payload(ctx, message) else { return Received::Handled };
+    let Ok(Envelope::Event { name, data, ack, .. }) = envelope::parse(text, ctx.core.config.max_name) else {
+        return Received::Handled;
+    };
+    if name == "$resume" {
+        let result = match inline(Box::pin(check_middlewares(ctx, &name, data)), running).await {
+            Ok(()) => inline(Box::pin(ctx.core.resume(&ctx.state, data)), running).await,
+            Err(error) => Err(error),
+        };
+        match result {
+            Ok((resumed, reply)) => {
+                ctx.state = resumed;
+                respond(ctx, ack, Ok(Json::plain(envelope::to_json(&reply))));
+            }
+            Err(error) => respond(ctx, ack, Err(error)),
+        }
+    } else {
+        let result = inline(
+            Box::pin(async {
+                check_middlewares(ctx, &name, data).await?;
+                reserved(ctx, &name, data).await
+            }),
+            running,
+        )
+        .await;
+        respond(ctx, ack, result);
+    }
+    Received::Handled
+}
+
+/// The JSON text of a data message and the byte arrays of a binary one; a message
+/// this connection's protocol version does not allow is answered as a violation.
+fn payload<'m>(ctx: &Ctx, message: &'m Message) -> Result<(&'m str, Vec<Bytes>), Received> {
+    Ok(match message {
+        Message::Binary(_) if !ctx.state.binary => {
+            let error = ReplyError::new(
+                ErrorCode::UNSUPPORTED,
+                "binary frames are part of protocol version 2 (zap.v2), not of the version 1 this connection speaks",
+            );
+            return Err(violation(ctx, None, error));
+        }
+        Message::Binary(data) => match binary::read_frame(data) {
+            Ok(frame) => (frame.text, frame.bins),
+            Err(bad) => {
+                let ack = bad.text.and_then(|text| envelope::ack_of(text, ctx.core.config.max_name));
+                return Err(violation(ctx, ack, ReplyError::new(ErrorCode::BAD_ENVELOPE, bad.message)));
+            }
+        },
+        Message::Text(text) => (text.as_str(), Vec::new()),
+        Message::Ping(_) | Message::Pong(_) => return Err(Received::Handled),
+    })
 }
 
 /// Answers a message that broke the protocol with its error.
