@@ -8,6 +8,7 @@
 #
 #   scripts/idle-memory.sh                  # N=10000, HOLD_SHORT=4, HOLD_LONG=25
 #   N=2000 HOLD_LONG=12 scripts/idle-memory.sh
+#   ZAP_BIN=/path/to/zap scripts/idle-memory.sh   # another build (no cargo build), side by side
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-10000}
@@ -15,9 +16,9 @@ HOLD_SHORT=${HOLD_SHORT:-4}
 HOLD_LONG=${HOLD_LONG:-25}
 PORT=${PORT:-28330}
 TARGET=${CARGO_TARGET_DIR:-target}
-ZAP="$TARGET/release/zap"
+ZAP="${ZAP_BIN:-$TARGET/release/zap}"
 
-cargo build --release -q -p zapsocket-cli --bin zap
+[ -n "${ZAP_BIN:-}" ] || cargo build --release -q -p zapsocket-cli --bin zap
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 metrics() {
