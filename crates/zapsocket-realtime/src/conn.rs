@@ -350,6 +350,8 @@ fn receive(ctx: &Ctx, message: &Message, running: &mut Running) -> Received {
 /// Serves a request of the protocol itself (`$resume`, `$join`...), which
 /// [`receive`] found valid, while the socket's handlers go on.
 async fn receive_reserved(ctx: &mut Ctx, message: &Message, running: &mut Running) -> Received {
+    // Read again as `receive` read it (the same message, limits and protocol version):
+    // these succeed, and the early returns are not taken.
     let Ok((text, _)) = payload(ctx, message) else { return Received::Handled };
     let Ok(Envelope::Event { name, data, ack, .. }) = envelope::parse(text, ctx.core.config.max_name) else {
         return Received::Handled;
