@@ -67,17 +67,20 @@ enum Received {
 
 /// The handlers running for a socket, each answering its ack id (if any) when it ends,
 /// and the ids they will answer: a client that reuses an id still in use gets
-/// `bad_envelope` for the second request (docs/RELIABILITY.md J5).
+/// `bad_envelope` for the second request (docs/RELIABILITY.md J5). Made at the first
+/// handler: an idle socket keeps no task set (it allocates), and its session's future no
+/// room for one.
 #[derive(Default)]
-struct Running {
-    /// Made at the first handler: an idle socket keeps no task set (it allocates).
-    tasks: Option<FuturesUnordered<BoxFuture<Option<u64>>>>,
+struct Running(Option<Box<Tasks>>);
+
+struct Tasks {
+    futures: FuturesUnordered<BoxFuture<Option<u64>>>,
     acks: HashSet<u64>,
 }
 
 impl Running {
     fn len(&self) -> usize {
-        self.tasks.as_ref().map_or(0, FuturesUnordered::len)
+        self.0.as_ref().map_or(0, |tasks| tasks.futures.len())
     }
 
     fn is_empty(&self) -> bool {
@@ -85,24 +88,28 @@ impl Running {
     }
 
     fn push(&mut self, ack: Option<u64>, task: BoxFuture<Option<u64>>) {
+        let tasks = self.0.get_or_insert_with(|| {
+            Box::new(Tasks { futures: FuturesUnordered::new(), acks: HashSet::new() })
+        });
         if let Some(ack) = ack {
-            self.acks.insert(ack);
+            tasks.acks.insert(ack);
         }
-        self.tasks.get_or_insert_with(FuturesUnordered::new).push(task);
+        tasks.futures.push(task);
     }
 
     /// Waits for a handler to end; `None` when none runs.
     async fn next(&mut self) -> Option<()> {
-        let ack = self.tasks.as_mut()?.next().await?;
+        let tasks = self.0.as_mut()?;
+        let ack = tasks.futures.next().await?;
         if let Some(ack) = ack {
-            self.acks.remove(&ack);
+            tasks.acks.remove(&ack);
         }
         Some(())
     }
 
     /// Whether a running handler will answer `ack`.
     fn answers(&self, ack: Option<u64>) -> bool {
-        ack.is_some_and(|ack| self.acks.contains(&ack))
+        ack.is_some_and(|ack| self.0.as_ref().is_some_and(|tasks| tasks.acks.contains(&ack)))
     }
 }
 
