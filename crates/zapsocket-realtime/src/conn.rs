@@ -9,6 +9,7 @@
 //! message waits for its token before it is handled, and the socket is not read
 //! meanwhile; past `HubConfig::max_violations` the socket is closed with 1008.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
@@ -54,15 +55,15 @@ const CLIENT_EVENTS: [&str; 6] = ["$resume", "$join", "$leave", "$members", "$pi
 const TOO_MANY_VIOLATIONS: &str = "too many malformed messages";
 
 /// What a received message was, for `HubConfig::max_violations`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Received {
+#[derive(Debug)]
+enum Received<'m> {
     /// Served, or answered with an error that the application or the data caused.
     Handled,
     /// Breaks the protocol: answered with its error, and counted.
     Violation,
-    /// A request of the protocol itself (`$resume`, `$join`...), which may wait: for
-    /// [`receive_reserved`].
-    Reserved,
+    /// A valid request of the protocol itself (`$resume`, `$join`...), which may wait:
+    /// for [`receive_reserved`].
+    Reserved { name: Cow<'m, str>, data: &'m str, ack: Option<u64> },
 }
 
 /// The handlers running for a socket, each answering its ack id (if any) when it ends,
@@ -184,11 +185,14 @@ async fn read(ctx: &mut Ctx, rx: &mut WebSocketReceiver, running: &mut Running) 
                         Box::pin(pace(&mut rate, ctx, running)).await;
                     }
                     let received = match receive(ctx, &message, running) {
-                        Received::Reserved => Box::pin(receive_reserved(ctx, &message, running)).await,
+                        Received::Reserved { name, data, ack } => {
+                            Box::pin(receive_reserved(ctx, &name, data, ack, running)).await;
+                            Received::Handled
+                        }
                         received => received,
                     };
                     let now = Instant::now();
-                    if received == Received::Violation && violations.as_mut().is_some_and(|b| !b.take(now)) {
+                    if matches!(received, Received::Violation) && violations.as_mut().is_some_and(|b| !b.take(now)) {
                         return true;
                     }
                 }
@@ -291,7 +295,7 @@ async fn inline<T>(fut: impl Future<Output = T>, running: &mut Running) -> T {
 
 /// Handles one received message without waiting; tells whether it broke the protocol,
 /// or is a request of the protocol itself, for [`receive_reserved`].
-fn receive(ctx: &Ctx, message: &Message, running: &mut Running) -> Received {
+fn receive<'m>(ctx: &Ctx, message: &'m Message, running: &mut Running) -> Received<'m> {
     let size = match message {
         Message::Text(text) => text.len(),
         Message::Binary(data) => data.len(),
@@ -318,7 +322,9 @@ fn receive(ctx: &Ctx, message: &Message, running: &mut Running) -> Received {
         Envelope::Event { name, ack, .. } if name.starts_with('$') && !CLIENT_EVENTS.contains(&&*name) => {
             return violation(ctx, ack, reserved_name(&name));
         }
-        Envelope::Event { name, .. } if name.starts_with('$') => return Received::Reserved,
+        Envelope::Event { name, data, ack, .. } if name.starts_with('$') => {
+            return Received::Reserved { name, data, ack };
+        }
         Envelope::Event { name, data, ack, .. } => {
             let route = Core::route(&ctx.core.routes.handlers, &name);
             let any = crate::core::read(&ctx.core.routes.on_any);
@@ -356,15 +362,9 @@ fn receive(ctx: &Ctx, message: &Message, running: &mut Running) -> Received {
 
 /// Serves a request of the protocol itself (`$resume`, `$join`...), which
 /// [`receive`] found valid, while the socket's handlers go on.
-async fn receive_reserved(ctx: &mut Ctx, message: &Message, running: &mut Running) -> Received {
-    // Read again as `receive` read it (the same message, limits and protocol version):
-    // these succeed, and the early returns are not taken.
-    let Ok((text, _)) = payload(ctx, message) else { return Received::Handled };
-    let Ok(Envelope::Event { name, data, ack, .. }) = envelope::parse(text, ctx.core.config.max_name) else {
-        return Received::Handled;
-    };
+async fn receive_reserved(ctx: &mut Ctx, name: &str, data: &str, ack: Option<u64>, running: &mut Running) {
     if name == "$resume" {
-        let result = match inline(Box::pin(check_middlewares(ctx, &name, data)), running).await {
+        let result = match inline(Box::pin(check_middlewares(ctx, name, data)), running).await {
             Ok(()) => inline(Box::pin(ctx.core.resume(&ctx.state, data)), running).await,
             Err(error) => Err(error),
         };
@@ -378,20 +378,19 @@ async fn receive_reserved(ctx: &mut Ctx, message: &Message, running: &mut Runnin
     } else {
         let result = inline(
             Box::pin(async {
-                check_middlewares(ctx, &name, data).await?;
-                reserved(ctx, &name, data).await
+                check_middlewares(ctx, name, data).await?;
+                reserved(ctx, name, data).await
             }),
             running,
         )
         .await;
         respond(ctx, ack, result);
     }
-    Received::Handled
 }
 
 /// The JSON text of a data message and the byte arrays of a binary one; a message
 /// this connection's protocol version does not allow is answered as a violation.
-fn payload<'m>(ctx: &Ctx, message: &'m Message) -> Result<(&'m str, Vec<Bytes>), Received> {
+fn payload<'m>(ctx: &Ctx, message: &'m Message) -> Result<(&'m str, Vec<Bytes>), Received<'m>> {
     Ok(match message {
         Message::Binary(_) if !ctx.state.binary => {
             let error = ReplyError::new(
@@ -413,7 +412,7 @@ fn payload<'m>(ctx: &Ctx, message: &'m Message) -> Result<(&'m str, Vec<Bytes>),
 }
 
 /// Answers a message that broke the protocol with its error.
-fn violation(ctx: &Ctx, ack: Option<u64>, error: ReplyError) -> Received {
+fn violation(ctx: &Ctx, ack: Option<u64>, error: ReplyError) -> Received<'static> {
     respond(ctx, ack, Err(error));
     Received::Violation
 }
