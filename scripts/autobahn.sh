@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # autobahn.sh - run the Autobahn|Testsuite against zapsocket as shipped and diff with the expected results.
 #
-# Usage: scripts/autobahn.sh {server|client} [quick|all|core|compression|perf] [--no-deflate] [--update] [-v]
+# Usage: scripts/autobahn.sh {server|reactor|client} [quick|all|core|compression|perf] [--no-deflate] [--update] [-v]
 #   server   builds `zap` (release, the CLI users run) and starts `zap serve --port PORT --deflate`
 #            on a free port, with every other setting at its default (64 MiB messages,
 #            heartbeat on), then runs ../shared/conformance/server-suite.sh against it
+#   reactor  the same against the reactor server (`zapsocket::reactor`):
+#            `--example reactor_server PORT --deflate`, its defaults otherwise
 #   client   builds `--example autobahn_client` (release: the default client, offering
 #            permessage-deflate) and runs it as the driver of ../shared/conformance/client-suite.sh
 #   profile  default quick (337 cases, ~2 min); all = 517 cases (~30 min; scripts/autobahn-full.sh)
@@ -29,7 +31,7 @@ VERBOSE=0
 DEFLATE=1
 while [ $# -gt 0 ]; do
   case "$1" in
-    server|client) [ -z "$ROLE" ] || die "one role only"; ROLE="$1" ;;
+    server|reactor|client) [ -z "$ROLE" ] || die "one role only"; ROLE="$1" ;;
     quick|all|core|compression|perf) PROFILE="$1" ;;
     --update) UPDATE=1 ;;
     --no-deflate) DEFLATE=0 ;;
@@ -74,16 +76,21 @@ run_harness() {
 
 run_server_suite() {
   local exe port args
-  exe="$(build_bin zapsocket-cli zap)" || die "could not build zap"
   port="$(free_port)" || die "no free port"
-  args=(serve --port "$port")
+  if [ "$ROLE" = reactor ]; then
+    exe="$(build_example reactor_server)" || die "could not build example reactor_server"
+    args=("$port")
+  else
+    exe="$(build_bin zapsocket-cli zap)" || die "could not build zap"
+    args=(serve --port "$port")
+  fi
   [ "$DEFLATE" = 1 ] && args+=(--deflate)
-  log "autobahn: zap ${args[*]}"
+  log "autobahn: ${exe##*/} ${args[*]}"
   RUST_BACKTRACE=1 "$exe" "${args[@]}" > "$OUT/server.log" 2>&1 &
   SERVER_PID=$!
   if ! wait_port "$port" 30 "$SERVER_PID"; then
     tail -n 30 "$OUT/server.log" >&2
-    die "zap serve did not listen on 127.0.0.1:$port within 30 s (log: ${OUT#"$ROOT"/}/server.log)"
+    die "${exe##*/} did not listen on 127.0.0.1:$port within 30 s (log: ${OUT#"$ROOT"/}/server.log)"
   fi
   run_harness bash "$CONFORMANCE/server-suite.sh" -o "$OUT" -c "$PROFILE" -t "$TIMEOUT" \
     -a zapsocket "ws://127.0.0.1:$port"
@@ -91,7 +98,7 @@ run_server_suite() {
     local status=0
     wait "$SERVER_PID" || status=$?
     SERVER_PID=""
-    log "autobahn: zap serve exited during the run (status $status); last lines of its log:"
+    log "autobahn: ${exe##*/} exited during the run (status $status); last lines of its log:"
     tail -n 30 "$OUT/server.log" >&2
     HARNESS_RC=2
   fi
@@ -107,11 +114,11 @@ run_client_suite() {
 }
 
 log "autobahn: $NAME -> ${OUT#"$ROOT"/}"
-if [ "$ROLE" = server ]; then run_server_suite; else run_client_suite; fi
+if [ "$ROLE" = client ]; then run_client_suite; else run_server_suite; fi
 cleanup
 
 # The harness exits 1 for FAILED or missing cases: the expected file decides about those.
-diff_args=("$OUT" "$EXPECTED" --agent "$([ "$ROLE" = server ] && echo zapsocket || echo zapsocket-client)")
+diff_args=("$OUT" "$EXPECTED" --agent "$([ "$ROLE" = client ] && echo zapsocket-client || echo zapsocket)")
 [ "$UPDATE" = 1 ] && diff_args+=(--update)
 diff_rc=0
 "$HOST_PYTHON" scripts/autobahn_diff.py "${diff_args[@]}" || diff_rc=$?

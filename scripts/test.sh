@@ -15,11 +15,12 @@
 #                    --sanitizer none; installs cargo-fuzz when missing); and rustfmt on fuzz/,
 #                    which is outside the workspace. docs/FUZZING.md
 #   autobahn-server  scripts/autobahn.sh server quick  (`zap serve --deflate`, shipped defaults)
+#   autobahn-reactor scripts/autobahn.sh reactor quick (the reactor server, example reactor_server)
 #   autobahn-client  scripts/autobahn.sh client quick  (the default client; skipped until the
 #                    example autobahn_client exists)
 #   js               node --test on js/test (when js/test exists)
-# --only / --skip take step names, comma separated or repeated; `autobahn` means both
-# autobahn steps. --no-autobahn = --skip autobahn (and no Autobahn install).
+# --only / --skip take step names, comma separated or repeated; `autobahn` means every
+# autobahn step. --no-autobahn = --skip autobahn (and no Autobahn install).
 # The test step sees ZAPSOCKET_INTEROP=1, ZAPSOCKET_INTEROP_DIR, ZAPSOCKET_NODE,
 # ZAPSOCKET_NODE_MODULES and ZAPSOCKET_PYTHON (scripts/interop-env.sh).
 # Env: ZAPSOCKET_REQUIRE_AUTOBAHN=1 fails (instead of skipping) when the Autobahn example is
@@ -32,7 +33,7 @@
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ALL_STEPS=(setup peers fmt layering clippy test fuzz autobahn-server autobahn-client js)
+ALL_STEPS=(setup peers fmt layering clippy test fuzz autobahn-server autobahn-reactor autobahn-client js)
 ONLY=()
 SKIP=()
 NO_AUTOBAHN=0
@@ -43,7 +44,7 @@ add_steps() { # add_steps ARRAY_NAME "a,b"
   IFS=, read -r -a items <<< "$2"
   for item in "${items[@]}"; do
     case "$item" in
-      autobahn) into+=(autobahn-server autobahn-client) ;;
+      autobahn) into+=(autobahn-server autobahn-reactor autobahn-client) ;;
       *) [[ " ${ALL_STEPS[*]} " == *" $item "* ]] || die "unknown step '$item' (steps: ${ALL_STEPS[*]})"
          into+=("$item") ;;
     esac
@@ -171,6 +172,7 @@ autobahn_step() { # autobahn_step ROLE
   scripts/autobahn.sh "$1" quick
 }
 step_autobahn-server() { autobahn_step server; }
+step_autobahn-reactor() { autobahn_step reactor; }
 step_autobahn-client() { autobahn_step client; }
 
 step_js() {

@@ -71,29 +71,51 @@ impl Outbound {
 
     /// Queues a shared chunk without copying it (large ones) or copies it into the tail.
     pub fn push(&mut self, bytes: Bytes) {
-        if bytes.is_empty() {
+        if self.copy_into_tail(&bytes) {
             return;
         }
+        self.seal_tail();
+        self.chunks.push_back(bytes);
+    }
+
+    /// [`Outbound::push`] of a chunk shared with others (a broadcast frame): the small
+    /// ones are copied without touching the chunk's reference count.
+    pub fn push_shared(&mut self, bytes: &Bytes) {
+        if self.copy_into_tail(bytes) {
+            return;
+        }
+        self.seal_tail();
+        self.chunks.push_back(bytes.clone());
+    }
+
+    /// Counts `bytes` as queued, and copies them into the tail when they are small:
+    /// returns false when they are to be queued by reference (the caller does).
+    #[inline]
+    fn copy_into_tail(&mut self, bytes: &[u8]) -> bool {
+        if bytes.is_empty() {
+            return true;
+        }
+        let others = self.len > 0;
         self.len += bytes.len();
         self.queued_total += bytes.len() as u64;
         let spare = self.tail.capacity() - self.tail.len();
-        if bytes.len() <= COPY_THRESHOLD / 4 && (spare >= bytes.len() || self.len > bytes.len()) {
-            // Small frames queued behind others (a burst of short broadcasts to a slow
-            // reader) share one buffer: a chunk each would cost more in bookkeeping than
-            // in bytes. Alone in the queue with no buffer at hand, a frame goes by
-            // reference (no allocation for one write).
-            if spare < bytes.len() {
-                self.seal_tail();
-                // Sized to the backlog: a frame behind a lone one (a socket's first
-                // message behind the 101 response) takes 1 KiB, a burst up to 4 KiB.
-                let size = self.len.next_power_of_two().clamp(BURST_TAIL / 4, BURST_TAIL);
-                self.tail = BytesMut::with_capacity(size);
-            }
-            self.tail.extend_from_slice(&bytes);
-        } else {
-            self.seal_tail();
-            self.chunks.push_back(bytes);
+        if bytes.len() > COPY_THRESHOLD / 4 || (spare < bytes.len() && !others) {
+            // Large, or alone in the queue with no buffer at hand: by reference (no
+            // allocation for one write).
+            return false;
         }
+        // Small frames queued behind others (a burst of short broadcasts to a slow
+        // reader) share one buffer: a chunk each would cost more in bookkeeping than in
+        // bytes.
+        if spare < bytes.len() {
+            self.seal_tail();
+            // Sized to the backlog: a frame behind a lone one (a socket's first message
+            // behind the 101 response) takes 1 KiB, a burst up to 4 KiB.
+            let size = self.len.next_power_of_two().clamp(BURST_TAIL / 4, BURST_TAIL);
+            self.tail = BytesMut::with_capacity(size);
+        }
+        self.tail.extend_from_slice(bytes);
+        true
     }
 
     /// The tail buffer to encode a small frame into; call [`Outbound::commit`] after.

@@ -112,6 +112,7 @@ mod metrics;
 pub mod openmetrics;
 mod proxy;
 mod rate;
+pub mod reactor;
 mod redirect;
 mod request;
 mod server;

@@ -96,7 +96,7 @@ impl Connection {
         let compress = data && self.deflate.as_ref().is_some_and(|d| d.compresses(frame.payload_len()));
         let shared = self.deflate.as_ref().and_then(|d| d.shared_setting());
         match (self.role, compress, shared) {
-            (Role::Server, false, _) => self.outbound.push(frame.bytes.clone()),
+            (Role::Server, false, _) => self.outbound.push_shared(&frame.bytes),
             (Role::Server, true, Some((level, bits))) => self.outbound.push(frame.compressed(level, bits)),
             (_, true, _) => {
                 if let Some(deflate) = self.deflate.as_mut() {

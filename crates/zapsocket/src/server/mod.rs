@@ -18,6 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+pub(crate) use admission::origin_allowed;
 pub use admission::{Accept, MAX_RATE_ADDRESSES};
 pub use builder::ServerBuilder;
 pub(crate) use builder::Settings;

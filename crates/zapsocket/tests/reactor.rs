@@ -1,0 +1,454 @@
+//! The reactor server (`zapsocket::reactor`) through real sockets: echo, admission, close
+//! both ways, violations, limits, pub/sub across loops, backpressure, the slow-consumer
+//! policy, heartbeat, handshake timeout, compression and shutdown.
+
+#![allow(clippy::unwrap_used)] // Test helpers: a failed step is a failed test.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use zapsocket::reactor::{Handler, Reactor, ReactorBuilder, Running, Sent, Socket};
+use zapsocket::{
+    Client, CloseCode, DeflateConfig, HttpResponse, Message, ReadyState, Request, WebSocketConfig,
+};
+
+use common::{RawPeer, upgrade_request, url};
+
+/// What the handler saw, in order.
+#[derive(Debug, Clone, PartialEq)]
+enum Seen {
+    Open(String),
+    Ping(Bytes),
+    Sent(Vec<Sent>),
+    Drain,
+    Closed(u16, String),
+}
+
+struct App {
+    events: UnboundedSender<Seen>,
+}
+
+struct Conn {
+    path: String,
+    count: usize,
+    user: Option<String>,
+}
+
+impl Handler for App {
+    type State = Conn;
+
+    fn upgrade(&mut self, request: &Request) -> Result<Conn, HttpResponse> {
+        if request.query_param("token").as_deref() == Some("bad") {
+            return Err(HttpResponse::text(401, "bad token"));
+        }
+        Ok(Conn { path: request.path().into(), count: 0, user: request.cookie("user").map(String::from) })
+    }
+
+    fn http(&mut self, request: &Request) -> Option<HttpResponse> {
+        (request.path() == "/hello").then(|| HttpResponse::text(200, "hello there"))
+    }
+
+    fn open(&mut self, ws: &mut Socket<'_, Conn>) {
+        let path = ws.state().path.clone();
+        match path.as_str() {
+            "/room" => assert!(ws.subscribe("room")),
+            "/greet" => {
+                let user = ws.state().user.clone().unwrap_or_default();
+                let ip = ws.peer_addr().unwrap().ip();
+                let greeting = format!("hi {user} from {ip}, {:?}", ws.ready_state());
+                assert_eq!(ws.send(greeting), Sent::Queued);
+            }
+            _ => {}
+        }
+        self.events.send(Seen::Open(path)).unwrap();
+    }
+
+    fn message(&mut self, ws: &mut Socket<'_, Conn>, message: Message) {
+        ws.state().count += 1;
+        let text = message.as_text().map(str::to_owned);
+        match text.as_deref() {
+            Some("count") => {
+                let count = ws.state().count.to_string();
+                let _ = ws.send(count);
+            }
+            Some("close") => ws.close(CloseCode(4001), "asked").unwrap(),
+            Some("terminate") => ws.terminate(),
+            Some("leave") => {
+                assert!(ws.unsubscribe("room"));
+                assert!(!ws.is_subscribed("room"));
+                let _ = ws.send("left");
+            }
+            Some("flood") => {
+                let sent = (0..64u8).map(|i| ws.send(vec![i; 64 * 1024])).collect();
+                self.events.send(Seen::Sent(sent)).unwrap();
+            }
+            Some(t) if t.starts_with("others ") => ws.publish_except_self("room", &t[7..]),
+            Some(t) if t.starts_with("all ") => ws.publish("room", &t[4..]),
+            _ => match message {
+                Message::Ping(payload) => self.events.send(Seen::Ping(payload)).unwrap(),
+                Message::Pong(_) => {}
+                data => {
+                    let _ = ws.send(data);
+                }
+            },
+        }
+    }
+
+    fn drain(&mut self, _ws: &mut Socket<'_, Conn>) {
+        self.events.send(Seen::Drain).unwrap();
+    }
+
+    fn close(&mut self, _state: Conn, code: CloseCode, reason: &str) {
+        let _ = self.events.send(Seen::Closed(code.0, reason.into()));
+    }
+}
+
+fn start(builder: ReactorBuilder) -> (Running, UnboundedReceiver<Seen>) {
+    let (tx, rx) = unbounded_channel();
+    let running = builder.port(0).start(|_| App { events: tx.clone() }).unwrap();
+    (running, rx)
+}
+
+async fn next(events: &mut UnboundedReceiver<Seen>) -> Seen {
+    zapsocket::time::timeout(Duration::from_secs(5), events.recv()).await.expect("no event in 5 s").unwrap()
+}
+
+/// The next event that is not an `Open`.
+async fn next_not_open(events: &mut UnboundedReceiver<Seen>) -> Seen {
+    loop {
+        match next(events).await {
+            Seen::Open(_) => {}
+            other => return other,
+        }
+    }
+}
+
+async fn recv(ws: &mut zapsocket::WebSocket) -> Message {
+    zapsocket::time::timeout(Duration::from_secs(5), ws.recv())
+        .await
+        .expect("no message in 5 s")
+        .unwrap()
+        .unwrap()
+}
+
+async fn recv_text(ws: &mut zapsocket::WebSocket) -> String {
+    recv(ws).await.as_text().expect("a text message").to_owned()
+}
+
+#[tokio::test]
+async fn echoes_every_kind_keeps_state_and_answers_pings() {
+    let (running, mut events) = start(Reactor::builder().threads(1));
+    let mut ws = Client::connect(&url(running.local_addr(), "/")).await.unwrap();
+    assert_eq!(next(&mut events).await, Seen::Open("/".into()));
+    for message in [
+        Message::text("hello"),
+        Message::binary(vec![0u8, 1, 2, 255]),
+        Message::text(""),
+        Message::binary(Vec::new()),
+        Message::text("κόσμε 𝄞"),
+    ] {
+        ws.send(message.clone()).await.unwrap();
+        assert_eq!(recv(&mut ws).await, message);
+    }
+    ws.send("count").await.unwrap();
+    assert_eq!(recv_text(&mut ws).await, "6", "the state counted every message");
+    ws.ping(Bytes::from_static(b"are you there")).await.unwrap();
+    assert_eq!(recv(&mut ws).await, Message::Pong(Bytes::from_static(b"are you there")));
+    assert_eq!(next(&mut events).await, Seen::Ping(Bytes::from_static(b"are you there")));
+    assert_eq!(running.connections(), 1);
+    ws.close(CloseCode(4000), "bye").await.unwrap();
+    assert_eq!(ws.close_frame().unwrap().code, CloseCode(4000));
+    assert_eq!(next(&mut events).await, Seen::Closed(4000, "bye".into()));
+    assert_eq!(running.connections(), 0);
+}
+
+#[tokio::test]
+async fn echoes_large_fragmented_and_pipelined_messages() {
+    let (running, _events) = start(Reactor::builder().threads(1));
+    let mut ws = Client::connect(&url(running.local_addr(), "/")).await.unwrap();
+    let big: Bytes = (0..8u32 << 20).map(|i| (i % 251) as u8).collect::<Vec<u8>>().into();
+    ws.send(Message::Binary(big.clone())).await.unwrap();
+    assert!(recv(&mut ws).await == Message::Binary(big), "8 MiB echo differs");
+    ws.send_fragment("frag", false).await.unwrap();
+    ws.send_fragment("ment", false).await.unwrap();
+    ws.send_fragment("ed", true).await.unwrap();
+    assert_eq!(recv_text(&mut ws).await, "fragmented");
+    // Many small messages at once: each read holds many, answered in one write.
+    let (tx, mut rx) = ws.split();
+    let sender = tokio::spawn(async move {
+        for i in 0..5000 {
+            tx.queue(format!("m{i}")).await.unwrap();
+        }
+        tx
+    });
+    for i in 0..5000 {
+        let message =
+            zapsocket::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap().unwrap();
+        assert_eq!(message.as_text(), Some(format!("m{i}").as_str()));
+    }
+    sender.await.unwrap();
+}
+
+#[tokio::test]
+async fn admission_answers_each_refusal_with_its_status() {
+    let (running, mut events) = start(
+        Reactor::builder()
+            .threads(1)
+            .path("/")
+            .path("/greet")
+            .allowed_origin("https://good.example")
+            .subprotocol("a")
+            .subprotocol("b")
+            .header("X-Server", "reactor")
+            .max_connections(1),
+    );
+    let addr = running.local_addr();
+    let (_, head) = RawPeer::request(addr, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (_, head) = RawPeer::request(addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 426"), "{head}");
+    let (_, head) = RawPeer::request(addr, upgrade_request("/nope")).await;
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+    let bad_origin = upgrade_request("/")
+        .replace("Host: localhost\r\n", "Host: localhost\r\nOrigin: https://evil.example\r\n");
+    let (_, head) = RawPeer::request(addr, bad_origin).await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    let refused = Client::connect(&url(addr, "/?token=bad")).await.unwrap_err();
+    assert_eq!(refused.status(), Some(401));
+    assert_eq!(refused.body(), Some(&b"bad token"[..]));
+
+    let good = Client::builder()
+        .protocol("b")
+        .header("Cookie", "user=alice")
+        .header("Origin", "https://good.example")
+        .connect(&url(addr, "/greet"))
+        .await;
+    let mut ws = good.unwrap();
+    assert_eq!(ws.protocol(), Some("b"));
+    assert_eq!(recv_text(&mut ws).await, "hi alice from 127.0.0.1, Open");
+    assert_eq!(next(&mut events).await, Seen::Open("/greet".into()));
+    let full = Client::connect(&url(addr, "/")).await.unwrap_err();
+    assert_eq!(full.status(), Some(503), "one connection at most");
+    ws.close(CloseCode::NORMAL, "").await.unwrap();
+    assert!(matches!(next(&mut events).await, Seen::Closed(1000, _)));
+    let mut again = Client::connect(&url(addr, "/")).await.expect("room again once the first closed");
+    again.send("x").await.unwrap();
+    assert_eq!(recv_text(&mut again).await, "x");
+}
+
+#[tokio::test]
+async fn closes_both_ways_and_terminates() {
+    let (running, mut events) = start(Reactor::builder().threads(1));
+    let addr = running.local_addr();
+    let mut ws = Client::connect(&url(addr, "/")).await.unwrap();
+    ws.send("close").await.unwrap();
+    assert!(zapsocket::time::timeout(Duration::from_secs(5), ws.recv()).await.unwrap().is_none());
+    let frame = ws.close_frame().unwrap();
+    assert_eq!((frame.code, frame.reason.as_str()), (CloseCode(4001), "asked"));
+    assert_eq!(next_not_open(&mut events).await, Seen::Closed(4001, "asked".into()));
+
+    let mut ws = Client::connect(&url(addr, "/")).await.unwrap();
+    ws.send("terminate").await.unwrap();
+    let end = zapsocket::time::timeout(Duration::from_secs(5), ws.recv()).await.unwrap();
+    assert!(!matches!(end, Some(Ok(_))), "no message after a terminate: {end:?}");
+    assert_eq!(ws.close_frame(), None, "no close frame: the TCP connection just ended");
+    assert_eq!(next_not_open(&mut events).await, Seen::Closed(1006, "terminated".into()));
+}
+
+#[tokio::test]
+async fn a_violation_gets_its_close_code() {
+    let (running, mut events) = start(
+        Reactor::builder()
+            .threads(1)
+            .config(WebSocketConfig::default().max_message_size(1024).max_frame_size(1024)),
+    );
+    let addr = running.local_addr();
+    // An unmasked client frame: 1002.
+    let mut peer = RawPeer::connect(addr, "/").await;
+    peer.send_raw(&[0x81, 0x02, b'h', b'i']).await;
+    assert_eq!(peer.read_close_code().await, Some(1002));
+    assert!(matches!(next_not_open(&mut events).await, Seen::Closed(1002, _)));
+    // Invalid UTF-8 in a text frame: 1007.
+    let mut peer = RawPeer::connect(addr, "/").await;
+    peer.send_frame(0x81, &[0xff, 0xfe]).await;
+    assert_eq!(peer.read_close_code().await, Some(1007));
+    assert!(matches!(next_not_open(&mut events).await, Seen::Closed(1007, _)));
+    // Over the size limit: 1009.
+    let mut peer = RawPeer::connect(addr, "/").await;
+    peer.send_frame(0x82, &[7; 2000]).await;
+    assert_eq!(peer.read_close_code().await, Some(1009));
+    assert!(matches!(next_not_open(&mut events).await, Seen::Closed(1009, _)));
+    // A request head that is not HTTP: 400, and the loop goes on.
+    let (_, head) = RawPeer::request(addr, "\x16\x03\x01 not http\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    let mut ws = Client::connect(&url(addr, "/")).await.unwrap();
+    ws.send("still here").await.unwrap();
+    assert_eq!(recv_text(&mut ws).await, "still here");
+}
+
+#[tokio::test]
+async fn publishes_to_subscribers_on_every_loop() {
+    let (running, mut events) = start(Reactor::builder().threads(2));
+    let addr = running.local_addr();
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        clients.push(Client::connect(&url(addr, "/room")).await.unwrap());
+    }
+    let mut plain = Client::connect(&url(addr, "/")).await.unwrap();
+    for _ in 0..9 {
+        assert!(matches!(next(&mut events).await, Seen::Open(_)));
+    }
+    assert_eq!(running.connections(), 9);
+
+    clients[0].send("others hello").await.unwrap();
+    clients[0].send("mark").await.unwrap();
+    assert_eq!(recv_text(&mut clients[0]).await, "mark", "the sender does not get its own publish");
+    for ws in &mut clients[1..] {
+        assert_eq!(recv_text(ws).await, "hello");
+    }
+    clients[1].send("all to everyone").await.unwrap();
+    for ws in &mut clients {
+        assert_eq!(recv_text(ws).await, "to everyone");
+    }
+
+    clients[2].send("leave").await.unwrap();
+    assert_eq!(recv_text(&mut clients[2]).await, "left");
+    let publisher = running.publisher();
+    publisher.publish("room", "from outside");
+    for (i, ws) in clients.iter_mut().enumerate() {
+        if i != 2 {
+            assert_eq!(recv_text(ws).await, "from outside");
+        }
+    }
+    publisher.broadcast(Message::binary(&b"to all"[..]));
+    for ws in clients.iter_mut().chain([&mut plain]) {
+        assert_eq!(recv(ws).await, Message::binary(&b"to all"[..]));
+    }
+    // The one that left got the broadcast but not the topic's message: the next thing it
+    // gets is the echo of what it sends now.
+    clients[2].send("after").await.unwrap();
+    assert_eq!(recv_text(&mut clients[2]).await, "after");
+    assert_eq!(running.dropped_publishes(), 0);
+}
+
+#[tokio::test]
+async fn backpressure_pauses_reading_and_drain_resumes_it() {
+    let config = WebSocketConfig::default().max_send_queue(256 * 1024);
+    let (running, mut events) = start(Reactor::builder().threads(1).config(config));
+    let mut peer = RawPeer::connect(running.local_addr(), "/").await;
+    assert!(matches!(next(&mut events).await, Seen::Open(_)));
+    peer.send_frame(0x81, b"flood").await;
+    let Seen::Sent(sent) = next(&mut events).await else { panic!("no send report") };
+    assert_eq!(sent[0], Sent::Queued);
+    let full = sent.iter().position(|s| *s == Sent::Backpressure).expect("the queue filled");
+    assert!(full <= 4, "full after 256 KiB plus what the socket took at once: {full}");
+    // Nothing was dropped: all 64 messages arrive whole and in order once the peer reads.
+    for i in 0..64u8 {
+        let (b0, payload) =
+            zapsocket::time::timeout(Duration::from_secs(5), peer.read_frame()).await.unwrap();
+        assert_eq!(b0, 0x82);
+        assert!(payload.len() == 64 * 1024 && payload.iter().all(|&b| b == i), "message {i}");
+    }
+    assert_eq!(next(&mut events).await, Seen::Drain);
+    // Reading resumed: a message sent now is echoed.
+    peer.send_frame(0x81, b"again").await;
+    assert_eq!(peer.read_frame().await, (0x81, b"again".to_vec()));
+}
+
+#[tokio::test]
+async fn a_subscriber_that_does_not_read_is_terminated_with_1008() {
+    let config = WebSocketConfig::default().max_send_queue(64 * 1024);
+    let (running, mut events) = start(Reactor::builder().threads(1).config(config));
+    let addr = running.local_addr();
+    let _stalled = RawPeer::connect(addr, "/room").await;
+    assert!(matches!(next(&mut events).await, Seen::Open(_)));
+    // More than the kernel's buffers take (several MiB on loopback), then the queue.
+    let publisher = running.publisher();
+    let payload = "x".repeat(32 * 1024);
+    for _ in 0..1000 {
+        publisher.publish("room", payload.as_str());
+    }
+    assert_eq!(next(&mut events).await, Seen::Closed(1008, "send queue full".into()));
+    assert_eq!(running.connections(), 0);
+}
+
+#[tokio::test]
+async fn the_heartbeat_drops_a_silent_peer_and_keeps_a_live_one() {
+    let config = WebSocketConfig::default().heartbeat(Duration::from_millis(100), Duration::from_millis(100));
+    let (running, mut events) = start(Reactor::builder().threads(1).config(config));
+    let addr = running.local_addr();
+    let mut live = Client::connect(&url(addr, "/")).await.unwrap();
+    let mut silent = RawPeer::connect(addr, "/").await;
+    let received = zapsocket::time::timeout(Duration::from_secs(3), silent.read_to_end()).await.unwrap();
+    assert_eq!(received.first(), Some(&0x89), "pinged before being dropped: {received:02x?}");
+    assert!(matches!(next_not_open(&mut events).await, Seen::Closed(1006, _)));
+    // The client answers the pings it reads: still open after three rounds of them.
+    let _ = zapsocket::time::timeout(Duration::from_millis(300), async {
+        while let Some(Ok(Message::Ping(_))) = live.recv().await {}
+    })
+    .await;
+    live.send("alive").await.unwrap();
+    loop {
+        match recv(&mut live).await {
+            Message::Ping(_) => {}
+            other => break assert_eq!(other.as_text(), Some("alive")),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_slow_request_head_gets_408() {
+    let (running, _events) =
+        start(Reactor::builder().threads(1).handshake_timeout(Duration::from_millis(200)));
+    let started = std::time::Instant::now();
+    let mut stream = tokio::net::TcpStream::connect(running.local_addr()).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stream, b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut peer = RawPeer { stream };
+    let answer = String::from_utf8_lossy(&peer.read_to_end().await).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn compresses_with_permessage_deflate() {
+    let (running, _events) = start(Reactor::builder().threads(1).deflate(DeflateConfig::default()));
+    let mut ws = Client::connect(&url(running.local_addr(), "/")).await.unwrap();
+    assert!(ws.deflate().is_some(), "negotiated");
+    let text = "compress me ".repeat(2000);
+    ws.send(text.as_str()).await.unwrap();
+    assert_eq!(recv_text(&mut ws).await, text);
+    let no = Client::builder().deflate(None).connect(&url(running.local_addr(), "/")).await.unwrap();
+    assert!(no.deflate().is_none());
+}
+
+#[tokio::test]
+async fn shutdown_closes_every_client_with_1001_and_stops() {
+    let (running, mut events) = start(Reactor::builder().threads(2));
+    let addr = running.local_addr();
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(Client::connect(&url(addr, "/")).await.unwrap());
+    }
+    for _ in 0..4 {
+        assert!(matches!(next(&mut events).await, Seen::Open(_)));
+    }
+    running.shutdown();
+    for ws in &mut clients {
+        assert!(zapsocket::time::timeout(Duration::from_secs(5), ws.recv()).await.unwrap().is_none());
+        assert_eq!(ws.close_frame().unwrap().code, CloseCode::GOING_AWAY);
+    }
+    for _ in 0..4 {
+        assert!(matches!(next(&mut events).await, Seen::Closed(1001, _)));
+    }
+    let running = std::sync::Arc::new(running);
+    let joined = tokio::task::spawn_blocking({
+        let running = running.clone();
+        move || running.join()
+    });
+    zapsocket::time::timeout(Duration::from_secs(5), joined).await.expect("the loops stopped").unwrap();
+    assert!(Client::connect(&url(addr, "/")).await.is_err(), "no longer listening");
+    assert_eq!(ReadyState::Closed, clients[0].ready_state());
+}
