@@ -183,6 +183,14 @@ pub(crate) fn encode_frame_rsv1(
     payload: &[u8],
     mask: Option<[u8; 4]>,
 ) {
+    if mask.is_none() && payload.len() <= 125 {
+        // A server's short frame (most of an echo's or a chat's): two header bytes.
+        let b0 = opcode.as_u8() | if fin { 0x80 } else { 0 } | if rsv1 { 0x40 } else { 0 };
+        out.reserve(2 + payload.len());
+        out.extend_from_slice(&[b0, payload.len() as u8]);
+        out.extend_from_slice(payload);
+        return;
+    }
     let header = FrameHeader { fin, rsv1, opcode, mask, payload_len: payload.len() as u64 };
     out.reserve(MAX_HEADER_LEN + payload.len());
     header.encode(out);
