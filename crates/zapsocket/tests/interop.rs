@@ -55,6 +55,54 @@ async fn python_websockets_client_talks_to_our_server() {
     foreign_client_against_our_server("python", "echo_client.py").await;
 }
 
+/// The same echo on the reactor server (`zapsocket::reactor`), reporting each close.
+struct ReactorEcho(tokio::sync::mpsc::UnboundedSender<(CloseCode, String)>);
+
+impl zapsocket::reactor::Handler for ReactorEcho {
+    type State = ();
+    fn upgrade(&mut self, _request: &zapsocket::Request) -> Result<(), zapsocket::HttpResponse> {
+        Ok(())
+    }
+    fn message(&mut self, ws: &mut zapsocket::reactor::Socket<'_, ()>, message: Message) {
+        if message.is_data() {
+            let _ = ws.send(message);
+        }
+    }
+    fn close(&mut self, _state: (), code: CloseCode, reason: &str) {
+        let _ = self.0.send((code, reason.to_owned()));
+    }
+}
+
+async fn foreign_client_against_our_reactor(kind: &str, script: &str) {
+    let Some(peer) = peer(kind, script) else { return };
+    let (tx, mut closes) = tokio::sync::mpsc::unbounded_channel();
+    let running = zapsocket::reactor::Reactor::builder()
+        .port(0)
+        .threads(1)
+        .deflate(zapsocket::DeflateConfig::default())
+        .start(|_| ReactorEcho(tx.clone()))
+        .unwrap();
+    run_client(peer, vec![format!("ws://{}/", running.local_addr())]).await;
+    let (code, reason) = tokio::time::timeout(Duration::from_secs(5), closes.recv()).await.unwrap().unwrap();
+    assert_eq!((code, reason.as_str()), (CloseCode(4000), "bye"));
+}
+
+#[tokio::test]
+async fn node_ws_client_talks_to_our_reactor_server() {
+    foreign_client_against_our_reactor("node", "echo_client.mjs").await;
+}
+
+#[tokio::test]
+async fn python_websockets_client_talks_to_our_reactor_server() {
+    foreign_client_against_our_reactor("python", "echo_client.py").await;
+}
+
+#[tokio::test]
+async fn chromium_talks_to_our_reactor_server() {
+    // The page is the reactor's answer to a plain GET (426): any loopback page will do.
+    foreign_client_against_our_reactor("browser", "echo_client.mjs").await;
+}
+
 async fn our_client_against_foreign_server(kind: &str, script: &str) {
     let Some(peer) = peer(kind, script) else { return };
     let (_guard, port, stdout) = start_server(&peer);
