@@ -76,6 +76,7 @@ impl Handler for App {
             }
             Some("close") => ws.close(CloseCode(4001), "asked").unwrap(),
             Some("terminate") => ws.terminate(),
+            Some("panic") => panic!("the test asked this handler to panic"),
             Some("leave") => {
                 assert!(ws.unsubscribe("room"));
                 assert!(!ws.is_subscribed("room"));
@@ -451,4 +452,86 @@ async fn shutdown_closes_every_client_with_1001_and_stops() {
     zapsocket::time::timeout(Duration::from_secs(5), joined).await.expect("the loops stopped").unwrap();
     assert!(Client::connect(&url(addr, "/")).await.is_err(), "no longer listening");
     assert_eq!(ReadyState::Closed, clients[0].ready_state());
+}
+
+#[tokio::test]
+async fn a_message_then_the_end_of_the_stream_is_handled_then_closed() {
+    // No heartbeat: nothing but the end of the stream can end this connection.
+    let config = WebSocketConfig::default();
+    let (running, mut events) = start(Reactor::builder().threads(1).config(config));
+    let mut peer = RawPeer::connect(running.local_addr(), "/").await;
+    assert!(matches!(next(&mut events).await, Seen::Open(_)));
+    // The message and the FIN in one go: one readiness event carries both.
+    let mut bytes = common::masked_frame(0x81, b"last words");
+    bytes.extend(common::masked_frame(0x89, b"ping"));
+    peer.send_raw(&bytes).await;
+    tokio::io::AsyncWriteExt::shutdown(&mut peer.stream).await.unwrap();
+    assert_eq!(next(&mut events).await, Seen::Ping(Bytes::from_static(b"ping")));
+    assert!(matches!(next(&mut events).await, Seen::Closed(1006, _)));
+    assert_eq!(running.connections(), 0);
+}
+
+#[tokio::test]
+async fn the_close_for_a_violation_reaches_a_peer_that_is_still_sending() {
+    let config = WebSocketConfig::default().max_message_size(1024).max_frame_size(1024);
+    let (running, mut events) = start(Reactor::builder().threads(1).config(config));
+    let peer = RawPeer::connect(running.local_addr(), "/").await;
+    let (mut reader, mut writer) = peer.stream.into_split();
+    // A 4 MiB frame where 1 KiB is the limit: refused at its header, while the peer goes
+    // on sending its payload (more than the server will ever read).
+    let sending = tokio::spawn(async move {
+        let mut head = vec![0x82, 0x80 | 127];
+        head.extend_from_slice(&(4u64 << 20).to_be_bytes());
+        head.extend_from_slice(&[1, 2, 3, 4]);
+        let _ = tokio::io::AsyncWriteExt::write_all(&mut writer, &head).await;
+        let chunk = vec![0u8; 64 * 1024];
+        for _ in 0..64 {
+            if tokio::io::AsyncWriteExt::write_all(&mut writer, &chunk).await.is_err() {
+                break;
+            }
+        }
+        writer
+    });
+    let mut received = Vec::new();
+    let _ = zapsocket::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut received),
+    )
+    .await;
+    assert!(received.len() >= 4 && received[0] == 0x88, "a close frame: {received:02x?}");
+    assert_eq!(u16::from_be_bytes([received[2], received[3]]), 1009);
+    assert!(matches!(next_not_open(&mut events).await, Seen::Closed(1009, _)));
+    drop(sending);
+}
+
+#[tokio::test]
+async fn a_handler_that_panics_stops_its_loop_and_join_says_so() {
+    let (running, mut events) = start(Reactor::builder().threads(1));
+    let mut ws = Client::connect(&url(running.local_addr(), "/")).await.unwrap();
+    assert!(matches!(next(&mut events).await, Seen::Open(_)));
+    ws.send("panic").await.unwrap();
+    let end = zapsocket::time::timeout(Duration::from_secs(5), ws.recv()).await.unwrap();
+    assert!(!matches!(end, Some(Ok(_))), "the connection dropped: {end:?}");
+    assert_eq!(running.connections(), 0, "the loop's connections left the count");
+    let joined = tokio::task::spawn_blocking(move || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| running.join()))
+    });
+    let outcome = zapsocket::time::timeout(Duration::from_secs(5), joined).await.unwrap().unwrap();
+    assert!(outcome.is_err(), "join passes the panic on");
+}
+
+#[tokio::test]
+async fn a_port_in_use_is_an_error_with_one_loop_or_many() {
+    // Held by a plain listener, and by another reactor of many loops (whose sockets
+    // share their port with any socket that asks to: a stale instance must not).
+    let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (tx, _rx) = unbounded_channel();
+    let stale = Reactor::builder().port(0).threads(2).start(|_| App { events: tx.clone() }).unwrap();
+    for port in [plain.local_addr().unwrap().port(), stale.local_addr().port()] {
+        for threads in [1, 2] {
+            let result = Reactor::builder().port(port).threads(threads).start(|_| App { events: tx.clone() });
+            let error = result.expect_err("the port is taken");
+            assert_eq!(error.kind(), std::io::ErrorKind::AddrInUse, "{threads} loops: {error}");
+        }
+    }
 }

@@ -43,7 +43,8 @@
 //!
 //! [`ReactorBuilder::threads`] loops (default: one per core the process may run on), each
 //! with its own listening socket on the same port (`SO_REUSEPORT`: the kernel spreads
-//! new connections among them) and its own [`Handler`], made by the factory given to
+//! new connections among them; a port in use is still an error) and its own
+//! [`Handler`], made by the factory given to
 //! [`ReactorBuilder::start`]. A connection stays on the loop that accepted it; its
 //! callbacks run on that thread, one at a time, so a handler needs no lock for its own
 //! state. A callback must not block: it holds up every connection of its loop.
@@ -63,20 +64,25 @@
 //!   [`SlowConsumer`](crate::SlowConsumer) policy (default: terminate, recorded as 1008).
 //! - What a peer sends is bounded by the protocol's limits
 //!   ([`ProtocolConfig`](crate::ProtocolConfig): frame and message size), and is read at
-//!   most 1 MiB at a time per connection per pass. Messages are handled as they are
-//!   decoded, so nothing decoded waits. The process-wide
+//!   most 1 MiB at a time per connection before the other ready sockets get their
+//!   turn. Messages are handled as they are decoded, so nothing decoded waits. The
+//!   process-wide
 //!   [`MemoryBudget`](crate::MemoryBudget) of the async server is not applied here: a
 //!   connection may hold up to one message in progress (`max_message_size`).
 //! - Each loop's inbox (what other threads publish to it) holds at most
 //!   [`MAX_INBOX_BYTES`] (64 MiB, counting each message's frame plus
 //!   [`INBOX_OVERHEAD`] bytes); past it, a publish to that loop is dropped and counted
 //!   ([`Running::dropped_publishes`]).
-//! - The request head: [`HandshakeLimits`] (8 KiB, 100 headers); it must arrive within
+//! - The request head: [`HandshakeLimits`] (16 KiB, 64 headers); it must arrive within
 //!   [`ReactorBuilder::handshake_timeout`] (10 s) or gets 408.
 //! - Bytes that wait in the send queue for [`WebSocketConfig::write_timeout`] (30 s)
 //!   without the peer taking any end the connection (1008, "write timeout"); the
 //!   heartbeat ([`WebSocketConfig::heartbeat`], 30 s) pings idle peers and drops silent
-//!   ones.
+//!   ones. After the close frame we send for a violation, the socket is shut for writing
+//!   and read for up to 2 s until the peer closes it, so that a reset does not destroy
+//!   the frame before the peer reads it.
+//! - A handler that panics stops its loop (its connections are dropped) and
+//!   [`Running::join`] passes the panic on; the other loops go on.
 
 mod run;
 
@@ -143,9 +149,12 @@ pub trait Handler: Send + 'static {
         let _ = ws;
     }
 
-    /// The connection ended: the peer's close code and reason, or the code we closed it
-    /// with (1006 when no close frame was exchanged, 1008 for a full send queue or a
-    /// write timeout). Its subscriptions are gone already.
+    /// The connection ended: the peer's close code and reason (1005 when its close frame
+    /// had no code); else why we ended it: the code of the close we sent for a violation
+    /// (1002, 1007, 1009...), 1008 for a full send queue or a write timeout, 1001 when the
+    /// shutdown's wait ran out, 1006 with the cause otherwise (the connection dropped,
+    /// the heartbeat or close timed out, [`Socket::terminate`]). Its subscriptions are
+    /// gone already.
     fn close(&mut self, state: Self::State, code: CloseCode, reason: &str) {
         let _ = (state, code, reason);
     }
@@ -274,8 +283,12 @@ impl ReactorBuilder {
         self
     }
 
-    /// The connections' limits, heartbeat, send queue and write timeout. Default: the
-    /// async server's (a heartbeat every 30 s). `memory_budget` is not used here.
+    /// The connections' limits (`protocol`: frame and message size, close timeout,
+    /// heartbeat), `max_send_queue`, `slow_consumer` and `write_timeout`. Default: the
+    /// async server's, with a heartbeat every 30 s; note that
+    /// `WebSocketConfig::default()` has no heartbeat (add
+    /// [`WebSocketConfig::heartbeat`]). `memory_budget` and `max_read_buffer` are not
+    /// used here: messages are handled as they are decoded.
     pub fn config(mut self, config: WebSocketConfig) -> Self {
         self.settings.config = config;
         self
@@ -324,6 +337,12 @@ impl ReactorBuilder {
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the host resolves to no address"))?;
         let mut listeners = Vec::with_capacity(threads);
         let mut local_addr = addr;
+        if threads > 1 {
+            // The loops share the port (SO_REUSEPORT), which would also let them share it
+            // with another server that does (a stale instance): a plain bind first makes a
+            // port in use an error, as it is with one loop.
+            local_addr = std::net::TcpListener::bind(addr)?.local_addr()?;
+        }
         for _ in 0..threads {
             let listener = run::listen(local_addr, threads > 1)?;
             local_addr = listener.local_addr()?;

@@ -103,12 +103,17 @@ pub(crate) struct Remote {
     queued: AtomicUsize,
     /// A wake is on its way (so a burst of posts wakes the loop once).
     woken: AtomicBool,
+    /// The loop stopped: nothing is posted any more.
+    dead: AtomicBool,
     waker: Waker,
 }
 
 impl Remote {
     /// Queues `command`; false when it was a publish and the inbox is full.
     pub(crate) fn post(&self, command: Command) -> bool {
+        if self.dead.load(Ordering::Acquire) {
+            return matches!(command, Command::Shutdown);
+        }
         let cost = command.cost();
         if cost > 0 && self.queued.fetch_add(cost, Ordering::AcqRel) + cost > MAX_INBOX_BYTES {
             self.queued.fetch_sub(cost, Ordering::AcqRel);
@@ -145,6 +150,7 @@ impl Loop {
             inbox: Mutex::new(Vec::new()),
             queued: AtomicUsize::new(0),
             woken: AtomicBool::new(false),
+            dead: AtomicBool::new(false),
             waker,
         };
         Ok((Loop { poll, listener }, remote))
@@ -171,8 +177,27 @@ impl Loop {
                 shutdown: None,
             },
         };
-        worker.run(tick);
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run(tick)));
+        // Stopped (shut down, a failed poll, or a handler's panic): what it held is gone.
+        let remote = &worker.cx.shared.remotes[index];
+        remote.dead.store(true, Ordering::Release);
+        let open = worker.conns.iter().filter(|(_, c)| matches!(c.phase, Phase::Open(_))).count();
+        worker.cx.shared.connections.fetch_sub(open, Ordering::AcqRel);
+        if let Err(panic) = outcome {
+            tracing::error!(
+                loop_index = index,
+                connections = open,
+                "reactor loop: a handler panicked; the loop stops"
+            );
+            std::panic::resume_unwind(panic);
+        }
     }
+}
+
+/// `now + wait`, or a date too far to matter when that is not representable
+/// (`Duration::MAX` as "no timeout").
+fn after(now: Instant, wait: Duration) -> Instant {
+    now.checked_add(wait).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 /// How often the timers are looked at: a quarter of the shortest, 10 ms to 1 s.
@@ -398,7 +423,9 @@ impl<S> Socket<'_, S> {
 
     /// Starts the close handshake with `code` and `reason` (at most 123 bytes): the
     /// connection ends when the peer answers, or after the close timeout. Closing twice
-    /// does nothing. An unsendable code (1005, 1006...) or a longer reason is an error.
+    /// does nothing. [`CloseCode::NO_STATUS`] (1005) sends a close frame without a code
+    /// (and no reason); another code that may not be sent (1006, 1015, under 1000...) or
+    /// a longer reason is an error.
     pub fn close(&mut self, code: CloseCode, reason: &str) -> crate::Result<()> {
         self.open.ws.close(self.cx.now, code, reason)?;
         self.cx.mark(self.open, self.key);
@@ -516,14 +543,19 @@ impl<H: Handler> Worker<H> {
                 return;
             }
             self.cx.now = Instant::now();
+            // Sockets with more to read than their last turn took: after this pass's events.
+            let again = std::mem::take(&mut self.cx.again);
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(),
                     WAKER => self.take_inbox(),
                     Token(token) => {
                         let key = token - FIRST;
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.readable(key);
+                        if event.is_read_closed() || event.is_error() {
+                            // The end (or an error) came with the data: read up to it.
+                            self.readable(key, true);
+                        } else if event.is_readable() {
+                            self.readable(key, false);
                         }
                         if event.is_writable() {
                             self.writable(key);
@@ -531,11 +563,8 @@ impl<H: Handler> Worker<H> {
                     }
                 }
             }
-            if !self.cx.again.is_empty() {
-                let again = std::mem::take(&mut self.cx.again);
-                for key in again {
-                    self.readable(key);
-                }
+            for key in again {
+                self.readable(key, true);
             }
             self.flush();
             if self.cx.now >= next_tick {
@@ -569,7 +598,7 @@ impl<H: Handler> Worker<H> {
                     let settings = &self.cx.shared.settings;
                     let handshake = Handshake {
                         parser: RequestParser::new(settings.limits.clone()),
-                        deadline: self.cx.now + settings.handshake_timeout,
+                        deadline: after(self.cx.now, settings.handshake_timeout),
                         refusal: None,
                         lingering: false,
                     };
@@ -601,10 +630,12 @@ impl<H: Handler> Worker<H> {
         self.cx.inbox = inbox;
     }
 
-    fn readable(&mut self, key: usize) {
+    /// Reads `key`; with `to_end`, until the socket has nothing (a short read is not
+    /// taken to mean that: the end of the stream may wait behind the data).
+    fn readable(&mut self, key: usize, to_end: bool) {
         match self.conns.get(key).map(|c| &c.phase) {
             Some(Phase::Handshake(_)) => self.read_handshake(key),
-            Some(Phase::Open(_)) => self.read_open(key),
+            Some(Phase::Open(_)) => self.read_open(key, to_end),
             None => {}
         }
     }
@@ -625,7 +656,7 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    fn read_open(&mut self, key: usize) {
+    fn read_open(&mut self, key: usize, to_end: bool) {
         for _ in 0..MAX_READS {
             let Some(conn) = self.conns.get_mut(key) else { return };
             let Phase::Open(open) = &mut conn.phase else { return };
@@ -648,7 +679,8 @@ impl<H: Handler> Worker<H> {
                     open.ws.feed(&self.cx.scratch[..n]);
                     open.flags |= ACTIVE;
                     self.process(key);
-                    if n < SCRATCH {
+                    if n < SCRATCH && !to_end {
+                        // Drained: the next bytes (or the end) bring a new edge.
                         return;
                     }
                 }
@@ -696,7 +728,7 @@ impl<H: Handler> Worker<H> {
     }
 
     fn read_handshake(&mut self, key: usize) {
-        loop {
+        for _ in 0..MAX_READS {
             let Some(conn) = self.conns.get_mut(key) else { return };
             let Phase::Handshake(h) = &mut conn.phase else { return };
             if h.refusal.is_some() {
@@ -735,6 +767,7 @@ impl<H: Handler> Worker<H> {
                 }
             }
         }
+        self.cx.again.push(key);
     }
 
     fn refuse(&mut self, key: usize, response: Vec<u8>) {
@@ -837,11 +870,20 @@ impl<H: Handler> Worker<H> {
                 if done {
                     open.stalled = None;
                     if open.ws.is_closed() {
-                        self.finish(key);
+                        // Our close for a violation went out, and the peer may still be
+                        // sending: closing now could reset the connection before it reads
+                        // the close frame.
+                        let linger = open.ws.close_frame().is_none();
+                        self.end(key, linger);
                         return;
                     }
                 } else if progressed || open.stalled.is_none() {
                     open.stalled = Some(self.cx.now);
+                }
+                if progressed && open.flags & PAUSED != 0 {
+                    // Not read while paused, so its pongs are not seen; taking our bytes
+                    // shows it alive.
+                    open.ws.note_received();
                 }
             }
         }
@@ -861,8 +903,10 @@ impl<H: Handler> Worker<H> {
         }
     }
 
-    /// Runs the timers of every connection.
+    /// Runs the timers of every connection, and accepts what a failed accept (out of
+    /// descriptors) left waiting: no new edge comes for it.
     fn tick(&mut self) {
+        self.accept();
         let now = self.cx.now;
         let config = &self.cx.shared.settings.config;
         let shutdown_over = self.cx.shutdown.is_some_and(|deadline| now >= deadline);
@@ -897,6 +941,14 @@ impl<H: Handler> Worker<H> {
             {
                 open.end(CloseCode::POLICY_VIOLATION, "write timeout");
             }
+            if open.ws.is_closed()
+                && open
+                    .stalled
+                    .is_some_and(|since| now.duration_since(since) >= config.protocol.close_timeout)
+            {
+                // Over, and its last bytes (a close frame) not taken within the close timeout.
+                open.end(CloseCode::ABNORMAL, "close frame not taken in time");
+            }
             if open.flags & ACTIVE == 0 {
                 if open.ws.outbound().is_empty() {
                     open.ws.release_buffers();
@@ -918,7 +970,7 @@ impl<H: Handler> Worker<H> {
         if self.cx.shutdown.is_some() {
             return;
         }
-        self.cx.shutdown = Some(self.cx.now + self.cx.shared.settings.shutdown_timeout);
+        self.cx.shutdown = Some(after(self.cx.now, self.cx.shared.settings.shutdown_timeout));
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
@@ -940,14 +992,41 @@ impl<H: Handler> Worker<H> {
     /// Ends connection `key`: closes the socket, leaves its topics, and tells the
     /// handler.
     fn finish(&mut self, key: usize) {
+        self.end(key, false);
+    }
+
+    /// [`Worker::finish`]; with `linger`, the socket is only shut for writing and read
+    /// until the peer closes it (or [`LINGER`] passes).
+    fn end(&mut self, key: usize, linger: bool) {
+        if linger && let Some(conn) = self.conns.get_mut(key) {
+            let lingering = Handshake {
+                parser: RequestParser::new(self.cx.shared.settings.limits.clone()),
+                deadline: after(self.cx.now, LINGER),
+                refusal: None,
+                lingering: true,
+            };
+            if let Phase::Open(open) =
+                std::mem::replace(&mut conn.phase, Phase::Handshake(Box::new(lingering)))
+            {
+                let _ = conn.stream.shutdown(Shutdown::Write);
+                self.cx.again.push(key);
+                self.closed(key, *open);
+                return;
+            }
+        }
         let Some(conn) = self.conns.try_remove(key) else { return };
         let Phase::Open(open) = conn.phase else { return };
-        let Open { ws, state, topics, ending, .. } = *open;
+        drop(conn.stream);
+        self.closed(key, *open);
+    }
+
+    /// A connection is over: it leaves its topics and the count, and the handler hears.
+    fn closed(&mut self, key: usize, open: Open<H::State>) {
+        let Open { ws, state, topics, ending, .. } = open;
         for id in topics {
             self.cx.topics.leave(id, key);
         }
         self.cx.shared.connections.fetch_sub(1, Ordering::AcqRel);
-        drop(conn.stream);
         let (code, reason) = match (ws.close_frame(), ending) {
             (Some(frame), _) => (frame.code, frame.reason.to_string()),
             (None, Some(ending)) => *ending,
