@@ -72,7 +72,7 @@ impl Identity {
     }
 
     /// The configuration in use now.
-    fn current(&self) -> Arc<rustls::ServerConfig> {
+    pub(crate) fn current(&self) -> Arc<rustls::ServerConfig> {
         self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 

@@ -535,3 +535,69 @@ async fn a_port_in_use_is_an_error_with_one_loop_or_many() {
         }
     }
 }
+
+/// A CA, and a certificate for `localhost`/127.0.0.1 it signed: (CA PEM, cert PEM, key PEM).
+fn test_pki() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "zapsocket test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let params = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+fn tls_client(ca: &str) -> zapsocket::ClientBuilder {
+    Client::builder().add_root_certificate(zapsocket::Certificate::from_pem(ca.as_bytes()).unwrap())
+}
+
+#[tokio::test]
+async fn wss_echoes_refuses_and_closes_through_the_loop() {
+    let (ca, cert, key) = test_pki();
+    let identity = zapsocket::Identity::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
+    let (running, mut events) = start(Reactor::builder().threads(1).tls(identity));
+    let port = running.local_addr().port();
+    let mut ws = tls_client(&ca).connect(&format!("wss://localhost:{port}/greet")).await.unwrap();
+    assert_eq!(recv_text(&mut ws).await, "hi  from 127.0.0.1, Open");
+    assert_eq!(next(&mut events).await, Seen::Open("/greet".into()));
+    // Larger than a TLS record and than the socket takes at once, both ways.
+    let big = "x".repeat(300_000);
+    ws.send(big.as_str()).await.unwrap();
+    ws.send("over TLS").await.unwrap();
+    assert_eq!(recv_text(&mut ws).await, big);
+    assert_eq!(recv_text(&mut ws).await, "over TLS");
+    ws.ping(Bytes::from_static(b"tls ping")).await.unwrap();
+    assert_eq!(recv(&mut ws).await, Message::Pong(Bytes::from_static(b"tls ping")));
+    assert_eq!(next(&mut events).await, Seen::Ping(Bytes::from_static(b"tls ping")));
+    ws.close(CloseCode(4000), "bye").await.unwrap();
+    assert_eq!(ws.close_frame().unwrap().code, CloseCode(4000));
+    assert_eq!(next_not_open(&mut events).await, Seen::Closed(4000, "bye".into()));
+    // A refusal travels through TLS too.
+    let refused = tls_client(&ca).connect(&format!("wss://localhost:{port}/?token=bad")).await.unwrap_err();
+    assert_eq!(refused.status(), Some(401));
+    assert_eq!(refused.body(), Some(&b"bad token"[..]));
+    // Plain ws:// to a TLS port: no answer that parses, and the loop goes on.
+    assert!(Client::connect(&format!("ws://127.0.0.1:{port}/")).await.is_err());
+    let mut again = tls_client(&ca).connect(&format!("wss://127.0.0.1:{port}/")).await.unwrap();
+    again.send("still here").await.unwrap();
+    assert_eq!(recv_text(&mut again).await, "still here");
+}
+
+#[tokio::test]
+async fn a_tls_handshake_that_never_completes_is_dropped_at_the_deadline() {
+    let (_, cert, key) = test_pki();
+    let identity = zapsocket::Identity::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
+    let (running, _events) =
+        start(Reactor::builder().threads(1).tls(identity).handshake_timeout(Duration::from_millis(200)));
+    let started = std::time::Instant::now();
+    // Half a TLS record, then nothing.
+    let stream = tokio::net::TcpStream::connect(running.local_addr()).await.unwrap();
+    let mut peer = RawPeer { stream };
+    peer.send_raw(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).await;
+    let _ = peer.read_to_end().await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(1500), "dropped after {took:?}");
+}

@@ -12,8 +12,9 @@
 //! handler keeps ([`Handler::State`]), under 1 KB.
 //!
 //! Use it for the hot paths (echo, fan-out, game or market feeds) where a callback is
-//! enough; use the async [`Server`](crate::Server) for what needs `await` in the handler,
-//! TLS, HTTP/2, or the realtime hub.
+//! enough, over `ws://` or `wss://` ([`ReactorBuilder::tls`]); use the async
+//! [`Server`](crate::Server) for what needs `await` in the handler, HTTP/2, or the
+//! realtime hub.
 //!
 //! ```no_run
 //! use zapsocket::reactor::{Handler, Reactor, Socket};
@@ -206,6 +207,7 @@ pub(crate) struct Settings {
     pub(crate) limits: HandshakeLimits,
     pub(crate) handshake_timeout: Duration,
     pub(crate) shutdown_timeout: Duration,
+    pub(crate) tls: Option<crate::tls::Identity>,
 }
 
 impl Default for ReactorBuilder {
@@ -225,6 +227,7 @@ impl Default for ReactorBuilder {
                 limits: HandshakeLimits::default(),
                 handshake_timeout: Duration::from_secs(10),
                 shutdown_timeout: Duration::from_secs(10),
+                tls: None,
             },
         }
     }
@@ -299,6 +302,17 @@ impl ReactorBuilder {
     /// connection; a published message is compressed once for all its recipients).
     pub fn deflate(mut self, config: DeflateConfig) -> Self {
         self.settings.deflate = Some(config);
+        self
+    }
+
+    /// Serves `wss://` with this identity (rustls): the TLS handshake runs in the loop,
+    /// under [`ReactorBuilder::handshake_timeout`], and ALPN offers `http/1.1` only. A
+    /// client certificate (mutual TLS, with [`Identity::from_config`](crate::Identity::from_config))
+    /// is in [`Request::peer_certificates`] for [`Handler::upgrade`]. The identity is
+    /// read at each handshake, so [`Identity::replace`](crate::Identity::replace) renews
+    /// the certificate without a restart.
+    pub fn tls(mut self, identity: crate::tls::Identity) -> Self {
+        self.settings.tls = Some(identity);
         self
     }
 

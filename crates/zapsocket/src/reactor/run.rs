@@ -1,16 +1,16 @@
 //! One loop: its listening socket, its connections, its topics and its inbox.
 //!
 //! A pass of the loop: wait for readiness (or the next tick); accept what is pending;
-//! for each readable socket read up to 1 MiB, decode and call the handler for each
-//! message (its sends only queue bytes); deliver what the handlers published; take the
-//! inbox; then write every connection that has something queued, once (the `dirty`
+//! for each readable socket read up to 1 MiB (256 KiB at a time), decode and call the
+//! handler for each message (its sends only queue bytes); deliver what the handlers
+//! published; take the inbox; then write every connection that has something queued, once (the `dirty`
 //! list), and end those that are done. A tick (a quarter of the shortest timeout, 10 ms
 //! to 1 s) runs the protocol's timers (heartbeat, close timeout), the write and
 //! handshake timeouts, and frees the buffers of connections idle since the last tick.
 //!
 //! Sockets are registered once, edge-triggered, for reading and writing. A read that
 //! returns less than asked drained the socket (the next bytes bring a new edge); a read
-//! that fills the buffer 16 times in a pass leaves the rest for the next pass (the
+//! that fills the buffer 4 times in a turn leaves the rest for the next pass (the
 //! `again` list), so one busy peer cannot starve the others.
 
 use std::collections::HashMap;
@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
+use rustls::ServerConnection;
 use slab::Slab;
 use zapsocket_proto::deflate::DeflateParams;
 use zapsocket_proto::handshake::{RequestParser, ServerResponse, error_response};
@@ -38,9 +39,12 @@ const WAKER: Token = Token(1);
 /// A connection's token is its key in the slab plus this.
 const FIRST: usize = 2;
 /// The loop's read buffer.
-const SCRATCH: usize = 64 * 1024;
-/// Full reads of one socket in one pass before the others get their turn.
-const MAX_READS: usize = 16;
+const SCRATCH: usize = 256 * 1024;
+/// Full reads of one socket in one pass before the others get their turn (1 MiB).
+const MAX_READS: usize = 4;
+/// The most a connection's read buffer grows at once for a frame it knows the size of
+/// (a declared length is not trusted for more).
+const MAX_RESERVE: usize = 4 << 20;
 /// How long a refused client has to read its answer before the socket is closed.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -175,6 +179,7 @@ impl Loop {
                 published: Vec::new(),
                 inbox: Vec::new(),
                 shutdown: None,
+                tls: None,
             },
         };
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run(tick)));
@@ -217,6 +222,8 @@ fn tick_interval(settings: &Settings) -> Duration {
 /// One accepted socket.
 struct Conn<S> {
     stream: TcpStream,
+    /// TLS (`ReactorBuilder::tls`): what is read and written goes through it.
+    tls: Option<Box<ServerConnection>>,
     phase: Phase<S>,
 }
 
@@ -353,9 +360,28 @@ pub(super) struct Cx {
     inbox: Vec<Command>,
     /// Shutting down: until when clients may take to answer the 1001.
     shutdown: Option<Instant>,
+    /// The TLS configuration last taken from the identity, and the same without `h2`
+    /// (no HTTP/2 here): (what the identity gave, what sessions use).
+    tls: Option<(Arc<rustls::ServerConfig>, Arc<rustls::ServerConfig>)>,
 }
 
 impl Cx {
+    /// The configuration for a new TLS session, if the server has TLS: the identity's
+    /// now (it may have been replaced), offering `http/1.1` only.
+    fn tls_config(&mut self) -> Option<Arc<rustls::ServerConfig>> {
+        let current = self.shared.settings.tls.as_ref()?.current();
+        match &self.tls {
+            Some((seen, ours)) if Arc::ptr_eq(seen, &current) => Some(ours.clone()),
+            _ => {
+                let mut config = (*current).clone();
+                config.alpn_protocols.retain(|p| p.as_slice() != b"h2");
+                let ours = Arc::new(config);
+                self.tls = Some((current, ours.clone()));
+                Some(ours)
+            }
+        }
+    }
+
     fn mark<S>(&mut self, open: &mut Open<S>, key: usize) {
         if open.flags & DIRTY == 0 {
             open.flags |= DIRTY;
@@ -602,7 +628,17 @@ impl<H: Handler> Worker<H> {
                         refusal: None,
                         lingering: false,
                     };
-                    entry.insert(Conn { stream, phase: Phase::Handshake(Box::new(handshake)) });
+                    let tls = match self.cx.tls_config() {
+                        Some(config) => match ServerConnection::new(config) {
+                            Ok(tls) => Some(Box::new(tls)),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "reactor: TLS session not created");
+                                continue;
+                            }
+                        },
+                        None => None,
+                    };
+                    entry.insert(Conn { stream, tls, phase: Phase::Handshake(Box::new(handshake)) });
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e)
@@ -642,14 +678,15 @@ impl<H: Handler> Worker<H> {
 
     fn writable(&mut self, key: usize) {
         let Some(conn) = self.conns.get_mut(key) else { return };
+        let tls_pending = conn.tls.as_ref().is_some_and(|tls| tls.wants_write());
         match &mut conn.phase {
             Phase::Open(open) => {
-                if !open.ws.outbound().is_empty() {
+                if !open.ws.outbound().is_empty() || tls_pending {
                     self.cx.mark(open, key);
                 }
             }
             Phase::Handshake(h) => {
-                if h.refusal.is_some() {
+                if h.refusal.is_some() || tls_pending {
                     self.cx.dirty.push(key);
                 }
             }
@@ -663,7 +700,12 @@ impl<H: Handler> Worker<H> {
             if open.flags & (PAUSED | TERMINATE) != 0 || open.ws.is_closed() {
                 return;
             }
-            match (&conn.stream).read(&mut self.cx.scratch) {
+            let read = read_plain(&conn.stream, conn.tls.as_deref_mut(), &mut self.cx.scratch);
+            if conn.tls.as_ref().is_some_and(|tls| tls.wants_write()) {
+                // TLS has records of its own to send (a key update, an alert).
+                self.cx.mark(open, key);
+            }
+            match read {
                 Ok(0) => {
                     // Decode what came before the end, then end.
                     self.process(key);
@@ -676,10 +718,18 @@ impl<H: Handler> Worker<H> {
                     return;
                 }
                 Ok(n) => {
+                    // A large frame's remaining bytes, known from its header: room for
+                    // them at once rather than a buffer doubling (and copied) as they come.
+                    let hint = open.ws.read_hint();
+                    if hint > n {
+                        open.ws.read_buffer().reserve(hint.min(MAX_RESERVE));
+                    }
                     open.ws.feed(&self.cx.scratch[..n]);
                     open.flags |= ACTIVE;
+                    let tls = conn.tls.is_some();
                     self.process(key);
-                    if n < SCRATCH && !to_end {
+                    // (Through TLS, a short read says nothing of the socket.)
+                    if n < SCRATCH && !to_end && !tls {
                         // Drained: the next bytes (or the end) bring a new edge.
                         return;
                     }
@@ -700,7 +750,7 @@ impl<H: Handler> Worker<H> {
     /// delivers what the callbacks published.
     fn process(&mut self, key: usize) {
         let Worker { conns, handler, cx, .. } = self;
-        let Some(Conn { stream, phase: Phase::Open(open) }) = conns.get_mut(key) else { return };
+        let Some(Conn { stream, phase: Phase::Open(open), .. }) = conns.get_mut(key) else { return };
         let open: &mut Open<H::State> = open;
         while open.flags & TERMINATE == 0 {
             let message = match open.ws.poll_event() {
@@ -734,7 +784,12 @@ impl<H: Handler> Worker<H> {
             if h.refusal.is_some() {
                 return;
             }
-            match (&conn.stream).read(&mut self.cx.scratch) {
+            let read = read_plain(&conn.stream, conn.tls.as_deref_mut(), &mut self.cx.scratch);
+            if conn.tls.as_ref().is_some_and(|tls| tls.wants_write()) {
+                // The TLS handshake's answer.
+                self.cx.dirty.push(key);
+            }
+            match read {
                 Ok(0) => {
                     self.finish(key);
                     return;
@@ -783,7 +838,12 @@ impl<H: Handler> Worker<H> {
             self.finish(key);
             return;
         };
-        let request = Request::new(request, peer, &[]);
+        let certificates = conn
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.peer_certificates())
+            .map(|certs| certs.iter().map(|c| c.clone().into_owned()).collect::<Vec<_>>().into());
+        let request = Request::new(request, peer, &[]).with_peer_certificates(certificates);
         let admitted = match admit(&request, &self.cx, &mut self.handler) {
             Ok(admitted) => admitted,
             Err(response) => {
@@ -811,7 +871,7 @@ impl<H: Handler> Worker<H> {
         };
         conn.phase = Phase::Open(Box::new(open));
         let Worker { conns, handler, cx, .. } = self;
-        if let Some(Conn { stream, phase: Phase::Open(open) }) = conns.get_mut(key) {
+        if let Some(Conn { stream, phase: Phase::Open(open), .. }) = conns.get_mut(key) {
             cx.mark(open, key);
             handler.open(&mut Socket { open: &mut **open, key, stream: &*stream, cx: &mut *cx });
         }
@@ -840,8 +900,16 @@ impl<H: Handler> Worker<H> {
         let open = match &mut conn.phase {
             Phase::Open(open) => open,
             Phase::Handshake(h) => {
-                match write_refusal(&conn.stream, h) {
+                match write_refusal(&conn.stream, conn.tls.as_deref_mut(), h) {
                     Ok(false) => {}
+                    Ok(true) if conn.tls.is_some() => {
+                        // Through TLS: its close_notify says the end; no lingering.
+                        if let Some(tls) = conn.tls.as_deref_mut() {
+                            tls.send_close_notify();
+                            let _ = tls.write_tls(&mut &conn.stream);
+                        }
+                        self.finish(key);
+                    }
                     Ok(true) => {
                         let _ = conn.stream.shutdown(Shutdown::Write);
                         h.lingering = true;
@@ -860,7 +928,7 @@ impl<H: Handler> Worker<H> {
             return;
         }
         let max = self.cx.shared.settings.config.max_send_queue;
-        match write_out(&conn.stream, &mut open.ws) {
+        match write_out(&conn.stream, conn.tls.as_deref_mut(), &mut open.ws) {
             Err(e) => {
                 open.end(CloseCode::ABNORMAL, e.to_string());
                 self.finish(key);
@@ -891,7 +959,7 @@ impl<H: Handler> Worker<H> {
             open.flags &= !PAUSED;
             self.cx.again.push(key);
             let Worker { conns, handler, cx, .. } = self;
-            if let Some(Conn { stream, phase: Phase::Open(open) }) = conns.get_mut(key) {
+            if let Some(Conn { stream, phase: Phase::Open(open), .. }) = conns.get_mut(key) {
                 handler.drain(&mut Socket { open: &mut **open, key, stream: &*stream, cx: &mut *cx });
                 if !open.ws.outbound().is_empty() {
                     cx.mark(open, key);
@@ -915,8 +983,10 @@ impl<H: Handler> Worker<H> {
             let open = match &mut conn.phase {
                 Phase::Open(open) => open,
                 Phase::Handshake(h) => {
+                    // A TLS handshake not done by then cannot carry a 408: dropped.
+                    let tls_pending = conn.tls.as_ref().is_some_and(|tls| tls.is_handshaking());
                     if now >= h.deadline || shutdown_over {
-                        if h.refusal.is_none() && !h.lingering && !shutdown_over {
+                        if h.refusal.is_none() && !h.lingering && !shutdown_over && !tls_pending {
                             let response = error_response(408, &[], "request head not received in time");
                             h.refusal = Some((response, 0));
                             h.deadline = now + LINGER;
@@ -998,6 +1068,15 @@ impl<H: Handler> Worker<H> {
     /// [`Worker::finish`]; with `linger`, the socket is only shut for writing and read
     /// until the peer closes it (or [`LINGER`] passes).
     fn end(&mut self, key: usize, linger: bool) {
+        if let Some(conn) = self.conns.get_mut(key)
+            && let Some(tls) = conn.tls.as_deref_mut()
+        {
+            // Through TLS: close_notify, best effort, and no lingering (the peer's TLS
+            // stack reads our records before any reset).
+            tls.send_close_notify();
+            let _ = tls.write_tls(&mut &conn.stream);
+        }
+        let linger = linger && self.conns.get(key).is_some_and(|conn| conn.tls.is_none());
         if linger && let Some(conn) = self.conns.get_mut(key) {
             let lingering = Handshake {
                 parser: RequestParser::new(self.cx.shared.settings.limits.clone()),
@@ -1165,8 +1244,71 @@ struct Written {
     done: bool,
 }
 
-/// Writes what `ws` has queued, until done or the socket is full.
-fn write_out(stream: &TcpStream, ws: &mut Connection) -> io::Result<Written> {
+/// Reads plaintext: from the socket, or through TLS (what the peer sent decrypted, after
+/// the TLS handshake's own messages). `Ok(0)` is the end: TCP's, or TLS' close_notify.
+fn read_plain(stream: &TcpStream, tls: Option<&mut ServerConnection>, buf: &mut [u8]) -> io::Result<usize> {
+    let Some(tls) = tls else { return (&*stream).read(buf) };
+    loop {
+        match tls.reader().read(buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+        match tls.read_tls(&mut &*stream) {
+            Ok(0) => return Ok(0),
+            Ok(_) => {
+                if let Err(e) = tls.process_new_packets() {
+                    // The alert rustls queued for it goes out before the socket closes.
+                    let _ = tls.write_tls(&mut &*stream);
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Writes what `ws` has queued, until done or the socket is full: straight, or through
+/// TLS (plaintext into its records, up to its buffer limit, then the records out).
+fn write_out(
+    stream: &TcpStream,
+    tls: Option<&mut ServerConnection>,
+    ws: &mut Connection,
+) -> io::Result<Written> {
+    let Some(tls) = tls else { return write_plain(stream, ws) };
+    let mut progressed = false;
+    loop {
+        let out = ws.outbound();
+        while !out.is_empty() {
+            let n = tls.writer().write(out.first_chunk())?;
+            if n == 0 {
+                break;
+            }
+            out.advance(n);
+        }
+        ws.queue_held_pong();
+        if !tls.wants_write() {
+            let done = ws.outbound().is_empty();
+            if done {
+                return Ok(Written { progressed, done });
+            }
+            // Pong queued just now: into the records too.
+            continue;
+        }
+        match tls.write_tls(&mut &*stream) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(_) => progressed = true,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Ok(Written { progressed, done: false });
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// [`write_out`] without TLS.
+fn write_plain(stream: &TcpStream, ws: &mut Connection) -> io::Result<Written> {
     let mut progressed = false;
     loop {
         let out = ws.outbound();
@@ -1196,8 +1338,36 @@ fn write_out(stream: &TcpStream, ws: &mut Connection) -> io::Result<Written> {
     }
 }
 
-/// Writes a refusal; true once it is all written.
-fn write_refusal(stream: &TcpStream, h: &mut Handshake) -> io::Result<bool> {
+/// Writes a refusal (and, through TLS, what its handshake has to send); true once the
+/// refusal is all written.
+fn write_refusal(
+    stream: &TcpStream,
+    tls: Option<&mut ServerConnection>,
+    h: &mut Handshake,
+) -> io::Result<bool> {
+    if let Some(tls) = tls {
+        if let Some((bytes, written)) = &mut h.refusal {
+            while *written < bytes.len() {
+                match tls.writer().write(&bytes[*written..])? {
+                    0 => break,
+                    n => *written += n,
+                }
+            }
+        }
+        while tls.wants_write() {
+            match tls.write_tls(&mut &*stream) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // Written once rustls holds nothing more and took it all (before the TLS
+        // handshake ends, it holds the plaintext back).
+        return Ok(h.refusal.as_ref().is_some_and(|(bytes, written)| *written == bytes.len())
+            && !tls.is_handshaking());
+    }
     let Some((bytes, written)) = &mut h.refusal else { return Ok(false) };
     while *written < bytes.len() {
         match (&*stream).write(&bytes[*written..]) {
