@@ -1380,3 +1380,20 @@ fn write_refusal(
     }
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What every idle connection keeps (docs/BENCHMARKS.md, "The reactor server"):
+    /// its slab entry and its boxed state. A guard, so that a field added here is a
+    /// decision.
+    #[test]
+    fn idle_state() {
+        let (conn, open) = (size_of::<Conn<()>>(), size_of::<Open<()>>());
+        eprintln!("Conn {conn} B, Open {open} B");
+        // 32 in release: mio's stream carries a registration check in debug builds.
+        assert!(conn <= 40, "Conn is {conn} bytes");
+        assert!(open <= 432, "Open is {open} bytes");
+    }
+}
