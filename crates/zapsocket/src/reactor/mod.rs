@@ -4,12 +4,13 @@
 //!
 //! The async server gives each connection a tokio task, a future for its handler and a
 //! state shared between them; that is what makes `ws.recv().await` possible, and it
-//! costs about 2.5 KB per idle connection and a task wake per message. Here a loop
+//! costs about 2.8 KB per idle connection and a task wake per message. Here a loop
 //! thread owns its connections outright: it reads every socket that is ready, decodes
 //! and calls [`Handler::message`] in place, and writes each connection's answers (and
 //! what was published to it) in one write at the end of the pass. No task, no lock, no
 //! waker per connection: an idle connection costs its protocol state and what the
-//! handler keeps ([`Handler::State`]), under 1 KB.
+//! handler keeps ([`Handler::State`]): 627 bytes in `examples/reactor_server.rs`
+//! (docs/BENCHMARKS.md).
 //!
 //! Use it for the hot paths (echo, fan-out, game or market feeds) where a callback is
 //! enough, over `ws://` or `wss://` ([`ReactorBuilder::tls`]); use the async
@@ -29,7 +30,7 @@
 //!     }
 //!     fn message(&mut self, ws: &mut Socket<'_, ()>, message: Message) {
 //!         if message.is_data() {
-//!             ws.send(message);
+//!             let _ = ws.send(message); // `Sent::Backpressure` pauses reading by itself
 //!         }
 //!     }
 //! }
@@ -67,9 +68,9 @@
 //!   ([`ProtocolConfig`](crate::ProtocolConfig): frame and message size), and is read at
 //!   most 1 MiB at a time per connection before the other ready sockets get their
 //!   turn. Messages are handled as they are decoded, so nothing decoded waits. The
-//!   process-wide
-//!   [`MemoryBudget`](crate::MemoryBudget) of the async server is not applied here: a
-//!   connection may hold up to one message in progress (`max_message_size`).
+//!   process-wide [`MemoryBudget`](crate::MemoryBudget) of the async server is not
+//!   applied here: a connection may hold up to one message in progress
+//!   (`max_message_size`).
 //! - Each loop's inbox (what other threads publish to it) holds at most
 //!   [`MAX_INBOX_BYTES`] (64 MiB, counting each message's frame plus
 //!   [`INBOX_OVERHEAD`] bytes); past it, a publish to that loop is dropped and counted
