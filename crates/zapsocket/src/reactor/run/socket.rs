@@ -1,0 +1,144 @@
+//! What a callback gets: its connection, as a `Socket`.
+
+use super::*;
+
+/// A connection as its callbacks see it: send, close, subscribe, publish, its state.
+pub struct Socket<'a, S> {
+    pub(super) open: &'a mut Open<S>,
+    pub(super) key: usize,
+    pub(super) stream: &'a TcpStream,
+    pub(super) cx: &'a mut Cx,
+}
+
+impl<S> std::fmt::Debug for Socket<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket").field("key", &self.key).field("state", &self.ready_state()).finish()
+    }
+}
+
+impl<S> Socket<'_, S> {
+    /// What [`Handler::upgrade`] made for this connection.
+    pub fn state(&mut self) -> &mut S {
+        &mut self.open.state
+    }
+
+    /// Queues a message (written at the end of the loop's pass, with whatever else is
+    /// queued for this connection). A ping or pong payload is cut to 125 bytes.
+    pub fn send(&mut self, message: impl Into<Message>) -> Sent {
+        if self.open.flags & TERMINATE != 0 {
+            return Sent::Closed;
+        }
+        let ws = &mut self.open.ws;
+        let control = |payload: &[u8]| payload.len().min(125);
+        let result = match message.into() {
+            Message::Text(text) => ws.send(zapsocket_proto::Message::Text(text)),
+            Message::Binary(data) => ws.send(zapsocket_proto::Message::Binary(data)),
+            Message::Ping(payload) => ws.ping(&payload[..control(&payload)]),
+            Message::Pong(payload) => ws.pong(&payload[..control(&payload)]),
+        };
+        if result.is_err() {
+            return Sent::Closed;
+        }
+        self.cx.mark(self.open, self.key);
+        if self.open.ws.outbound().cost() > self.cx.shared.settings.config.max_send_queue {
+            self.open.flags |= PAUSED;
+            Sent::Backpressure
+        } else {
+            Sent::Queued
+        }
+    }
+
+    /// Starts the close handshake with `code` and `reason` (at most 123 bytes): the
+    /// connection ends when the peer answers, or after the close timeout. Closing twice
+    /// does nothing. [`CloseCode::NO_STATUS`] (1005) sends a close frame without a code
+    /// (and no reason); another code that may not be sent (1006, 1015, under 1000...) or
+    /// a longer reason is an error.
+    pub fn close(&mut self, code: CloseCode, reason: &str) -> crate::Result<()> {
+        self.open.ws.close(self.cx.now, code, reason)?;
+        self.cx.mark(self.open, self.key);
+        Ok(())
+    }
+
+    /// Ends the connection at once, without a close handshake (`ws.terminate()`); the
+    /// close callback gets 1006.
+    pub fn terminate(&mut self) {
+        self.open.end(CloseCode::ABNORMAL, "terminated");
+        self.cx.mark(self.open, self.key);
+    }
+
+    /// Where the connection stands.
+    pub fn ready_state(&self) -> ReadyState {
+        if self.open.flags & TERMINATE != 0 {
+            return ReadyState::Closing;
+        }
+        match self.open.ws.state() {
+            State::Open => ReadyState::Open,
+            State::CloseSent => ReadyState::Closing,
+            State::Closed => ReadyState::Closed,
+        }
+    }
+
+    /// The bytes queued and not yet written (`ws`'s `bufferedAmount`).
+    pub fn buffered_amount(&mut self) -> usize {
+        self.open.ws.outbound().len()
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.stream.peer_addr().ok()
+    }
+
+    /// The subprotocol agreed on in the handshake.
+    pub fn protocol(&self) -> Option<&str> {
+        self.open.protocol.as_deref()
+    }
+
+    /// Subscribes to `topic`; false if it was already.
+    pub fn subscribe(&mut self, topic: &str) -> bool {
+        self.cx.topics.subscribe(self.key, &mut self.open.topics, topic)
+    }
+
+    /// Unsubscribes from `topic`; false if it was not subscribed.
+    pub fn unsubscribe(&mut self, topic: &str) -> bool {
+        self.cx.topics.unsubscribe(self.key, &mut self.open.topics, topic)
+    }
+
+    /// Whether this socket is subscribed to `topic`.
+    pub fn is_subscribed(&self, topic: &str) -> bool {
+        self.cx.topics.subscribed(topic, &self.open.topics)
+    }
+
+    /// Sends `message` to every subscriber of `topic` on every loop, this socket
+    /// included if it is one, encoded once. A ping or pong is not published.
+    pub fn publish(&mut self, topic: &str, message: impl Into<Message>) {
+        self.publish_to(Target::Topic(topic.into()), message.into(), None);
+    }
+
+    /// [`Socket::publish`] to every subscriber but this socket (uWebSockets'
+    /// `ws.publish`).
+    pub fn publish_except_self(&mut self, topic: &str, message: impl Into<Message>) {
+        self.publish_to(Target::Topic(topic.into()), message.into(), Some(self.key));
+    }
+
+    /// Sends `message` to every open socket on every loop, this one included, encoded
+    /// once.
+    pub fn broadcast(&mut self, message: impl Into<Message>) {
+        self.publish_to(Target::All, message.into(), None);
+    }
+
+    /// [`Socket::broadcast`] to every open socket but this one.
+    pub fn broadcast_except_self(&mut self, message: impl Into<Message>) {
+        self.publish_to(Target::All, message.into(), Some(self.key));
+    }
+
+    fn publish_to(&mut self, target: Target, message: Message, except: Option<usize>) {
+        if message.is_data() {
+            self.cx.publish(target, crate::clients::encode(message), except);
+        }
+    }
+
+    /// A handle that publishes from any thread (see [`crate::reactor::Publisher`]).
+    pub fn publisher(&self) -> crate::reactor::Publisher {
+        crate::reactor::Publisher { shared: self.cx.shared.clone() }
+    }
+}
