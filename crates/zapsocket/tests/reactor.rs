@@ -15,6 +15,7 @@ use zapsocket::{
     Client, CloseCode, DeflateConfig, HttpResponse, Message, ReadyState, Request, WebSocketConfig,
 };
 
+use common::proxy::test_pki;
 use common::{RawPeer, upgrade_request, url};
 
 /// What the handler saw, in order.
@@ -534,20 +535,6 @@ async fn a_port_in_use_is_an_error_with_one_loop_or_many() {
             assert_eq!(error.kind(), std::io::ErrorKind::AddrInUse, "{threads} loops: {error}");
         }
     }
-}
-
-/// A CA, and a certificate for `localhost`/127.0.0.1 it signed: (CA PEM, cert PEM, key PEM).
-fn test_pki() -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "zapsocket test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let params = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-    (ca.pem(), cert.pem(), key.serialize_pem())
 }
 
 fn tls_client(ca: &str) -> zapsocket::ClientBuilder {

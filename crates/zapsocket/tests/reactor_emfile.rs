@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 use zapsocket::reactor::{Handler, Reactor, Socket};
 use zapsocket::{HttpResponse, Message, Request};
 
+use common::descriptors::{cpu_ticks, take_every_descriptor};
 use common::upgrade_request;
 
 struct Echo;
@@ -28,35 +29,12 @@ impl Handler for Echo {
     }
 }
 
-/// CPU time used by this process so far, in clock ticks (utime + stime of
-/// /proc/self/stat, opened beforehand: no descriptor is needed to read it again).
-fn cpu_ticks(proc_stat: &std::fs::File) -> u64 {
-    use std::os::unix::fs::FileExt;
-    let mut buf = vec![0u8; 4096];
-    let n = proc_stat.read_at(&mut buf, 0).unwrap();
-    let stat = String::from_utf8_lossy(&buf[..n]).into_owned();
-    let after = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = after.split(' ').collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_file_descriptors_the_loop_waits_then_accepts() {
     let running = Reactor::builder().port(0).threads(1).start(|_| Echo).unwrap();
     let addr = running.local_addr();
     let proc_stat = std::fs::File::open("/proc/self/stat").unwrap();
-    let pid = std::process::id().to_string();
-    let _ = std::process::Command::new("prlimit").args(["--pid", &pid, "--nofile=1024:"]).status();
-    let mut hoard = Vec::new();
-    loop {
-        match std::fs::File::open("/dev/null") {
-            Ok(file) => hoard.push(file),
-            Err(e) if e.raw_os_error() == Some(24) => break, // EMFILE
-            Err(e) => panic!("unexpected {e}"),
-        }
-        assert!(hoard.len() < 1 << 20, "no descriptor limit to reach");
-    }
-    hoard.pop();
+    let hoard = take_every_descriptor();
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(upgrade_request("/").as_bytes()).await.unwrap();
     let before = cpu_ticks(&proc_stat);
