@@ -100,8 +100,16 @@ async fn a_redis_restarted_empty_means_a_new_epoch_presence_written_again_and_me
     rooms.sort();
     assert_eq!(rooms, ["$all".to_owned(), format!("$s:{bob_sid}"), "room".to_owned()]);
     assert_eq!(bob.client.hello().epoch, resync["epoch"].as_str().unwrap(), "the client takes the new epoch");
+    // (The recorder's handler, registered first, may wake this task before ours ran.)
+    let seen_by = Instant::now() + Duration::from_secs(5);
+    let offsets = loop {
+        if let Some(offsets) = at_resync.lock().unwrap().take() {
+            break offsets;
+        }
+        assert!(Instant::now() < seen_by, "the handler saw $resync");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
     holder.lock().unwrap().take();
-    let offsets = at_resync.lock().unwrap().take().expect("the handler saw $resync");
     assert!(!offsets.contains_key("room"), "and forgets the old offsets: {offsets:?}");
     eventually(10, "both nodes back", async || a.redis.is_connected() && b.redis.is_connected()).await;
     assert_eq!(a.hub.epoch(), b.hub.epoch(), "one new epoch for all");
