@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
-use zapsocket::reactor::{Handler, Reactor, ReactorBuilder, Running, Sent, Socket};
+use zapsocket::reactor::{Handle, Handler, Reactor, ReactorBuilder, Running, Sent, Socket};
 use zapsocket::{
     Client, CloseCode, DeflateConfig, HttpResponse, Message, ReadyState, Request, WebSocketConfig,
 };
@@ -25,11 +25,14 @@ enum Seen {
     Ping(Bytes),
     Sent(Vec<Sent>),
     Drain,
+    Woken,
     Closed(u16, String),
 }
 
 struct App {
     events: UnboundedSender<Seen>,
+    /// The handles the "handle" message asks for.
+    handles: UnboundedSender<Handle>,
 }
 
 struct Conn {
@@ -78,6 +81,22 @@ impl Handler for App {
             Some("close") => ws.close(CloseCode(4001), "asked").unwrap(),
             Some("terminate") => ws.terminate(),
             Some("panic") => panic!("the test asked this handler to panic"),
+            Some("later") => {
+                // Work on another thread: reading waits for it, its answer comes through
+                // the handle, and the wake resumes reading.
+                ws.pause();
+                assert!(ws.is_paused());
+                let handle = ws.handle();
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(100));
+                    assert!(handle.send("done later"));
+                    handle.wake();
+                    handle.wake(); // one wake for both
+                });
+            }
+            Some("handle") => {
+                let _ = self.handles.send(ws.handle());
+            }
             Some("leave") => {
                 assert!(ws.unsubscribe("room"));
                 assert!(!ws.is_subscribed("room"));
@@ -103,15 +122,30 @@ impl Handler for App {
         self.events.send(Seen::Drain).unwrap();
     }
 
+    fn wake(&mut self, ws: &mut Socket<'_, Conn>) {
+        ws.resume();
+        assert!(!ws.is_paused());
+        let _ = ws.send("woken");
+        self.events.send(Seen::Woken).unwrap();
+    }
+
     fn close(&mut self, _state: Conn, code: CloseCode, reason: &str) {
         let _ = self.events.send(Seen::Closed(code.0, reason.into()));
     }
 }
 
 fn start(builder: ReactorBuilder) -> (Running, UnboundedReceiver<Seen>) {
+    let (running, events, _) = start_with_handles(builder);
+    (running, events)
+}
+
+fn start_with_handles(
+    builder: ReactorBuilder,
+) -> (Running, UnboundedReceiver<Seen>, UnboundedReceiver<Handle>) {
     let (tx, rx) = unbounded_channel();
-    let running = builder.port(0).start(|_| App { events: tx.clone() }).unwrap();
-    (running, rx)
+    let (handles, handles_rx) = unbounded_channel();
+    let running = builder.port(0).start(|_| App { events: tx.clone(), handles: handles.clone() }).unwrap();
+    (running, rx, handles_rx)
 }
 
 async fn next(events: &mut UnboundedReceiver<Seen>) -> Seen {
@@ -527,10 +561,17 @@ async fn a_port_in_use_is_an_error_with_one_loop_or_many() {
     // share their port with any socket that asks to: a stale instance must not).
     let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let (tx, _rx) = unbounded_channel();
-    let stale = Reactor::builder().port(0).threads(2).start(|_| App { events: tx.clone() }).unwrap();
+    let stale = Reactor::builder()
+        .port(0)
+        .threads(2)
+        .start(|_| App { events: tx.clone(), handles: unbounded_channel().0 })
+        .unwrap();
     for port in [plain.local_addr().unwrap().port(), stale.local_addr().port()] {
         for threads in [1, 2] {
-            let result = Reactor::builder().port(port).threads(threads).start(|_| App { events: tx.clone() });
+            let result = Reactor::builder()
+                .port(port)
+                .threads(threads)
+                .start(|_| App { events: tx.clone(), handles: unbounded_channel().0 });
             let error = result.expect_err("the port is taken");
             assert_eq!(error.kind(), std::io::ErrorKind::AddrInUse, "{threads} loops: {error}");
         }
@@ -587,4 +628,82 @@ async fn a_tls_handshake_that_never_completes_is_dropped_at_the_deadline() {
     let _ = peer.read_to_end().await;
     let took = started.elapsed();
     assert!(took < Duration::from_millis(1500), "dropped after {took:?}");
+}
+
+#[tokio::test]
+async fn a_paused_socket_waits_for_work_on_another_thread_and_its_wake() {
+    let (running, mut events) = start(Reactor::builder().threads(1));
+    let mut ws = Client::connect(&url(running.local_addr(), "/")).await.unwrap();
+    ws.send("later").await.unwrap();
+    // Sent at once, but not read until the wake resumes the socket.
+    ws.send("after").await.unwrap();
+    assert_eq!(recv_text(&mut ws).await, "done later");
+    assert_eq!(recv_text(&mut ws).await, "woken");
+    assert_eq!(recv_text(&mut ws).await, "after");
+    assert_eq!(next_not_open(&mut events).await, Seen::Woken);
+    // Two wakes before the loop ran: one call.
+    ws.send("count").await.unwrap();
+    assert_eq!(recv_text(&mut ws).await, "3");
+    assert!(events.try_recv().is_err(), "one wake only");
+}
+
+#[tokio::test]
+async fn a_handle_sends_closes_and_outlives_its_connection_harmlessly() {
+    let (running, mut events, mut handles) = start_with_handles(Reactor::builder().threads(2));
+    let mut ws = Client::connect(&url(running.local_addr(), "/")).await.unwrap();
+    ws.send("handle").await.unwrap();
+    let handle = zapsocket::time::timeout(Duration::from_secs(5), handles.recv()).await.unwrap().unwrap();
+    // From this (non-loop) thread, in order.
+    for i in 0..100 {
+        assert!(handle.send(format!("m{i}")));
+    }
+    for i in 0..100 {
+        assert_eq!(recv_text(&mut ws).await, format!("m{i}"));
+    }
+    assert!(!handle.send(Message::Ping(Bytes::new())), "control frames are not sent through a handle");
+    handle.close(CloseCode(4002), "from afar");
+    handle.close(CloseCode(4003), "twice");
+    let end = zapsocket::time::timeout(Duration::from_secs(5), ws.recv()).await.unwrap();
+    assert!(end.is_none(), "closed: {end:?}");
+    assert_eq!(ws.close_frame().map(|f| f.code.0), Some(4002));
+    assert_eq!(next_not_open(&mut events).await, Seen::Closed(4002, "from afar".into()));
+    assert!(handle.is_closed());
+    assert!(!handle.send("too late"));
+    handle.wake();
+    handle.terminate();
+    // The slot may be taken by a new connection: the old handle does not reach it.
+    let mut again = Client::connect(&url(running.local_addr(), "/")).await.unwrap();
+    assert!(!handle.send("stray"));
+    again.send("count").await.unwrap();
+    assert_eq!(recv_text(&mut again).await, "1");
+}
+
+#[tokio::test]
+async fn a_handle_waits_for_room_instead_of_meeting_the_slow_consumer_policy() {
+    let config = WebSocketConfig::default().max_send_queue(64 * 1024);
+    let (running, mut events, mut handles) = start_with_handles(Reactor::builder().threads(1).config(config));
+    let mut peer = RawPeer::connect(running.local_addr(), "/").await;
+    peer.send_frame(0x81, b"handle").await;
+    let handle = zapsocket::time::timeout(Duration::from_secs(5), handles.recv()).await.unwrap().unwrap();
+    // 16 MiB, more than the kernel's buffers and the queue, while the peer does not read.
+    let sender = tokio::spawn(async move {
+        for i in 0..256u32 {
+            handle.writable().await;
+            assert!(!handle.is_closed(), "terminated at message {i}");
+            assert!(handle.send(vec![(i % 251) as u8; 64 * 1024]));
+        }
+        handle
+    });
+    zapsocket::time::sleep(Duration::from_millis(300)).await;
+    assert!(!sender.is_finished(), "the sender waits for the peer");
+    for i in 0..256u32 {
+        let (b0, payload) =
+            zapsocket::time::timeout(Duration::from_secs(5), peer.read_frame()).await.unwrap();
+        assert_eq!(b0, 0x82);
+        assert!(payload.len() == 64 * 1024 && payload.iter().all(|&b| b == (i % 251) as u8), "message {i}");
+    }
+    let handle = sender.await.unwrap();
+    assert!(!handle.is_closed());
+    assert!(matches!(next(&mut events).await, Seen::Open(_)));
+    assert!(events.try_recv().is_err(), "not closed: {:?}", events.try_recv());
 }

@@ -104,7 +104,7 @@ use crate::request::Request;
 use crate::server::HttpResponse;
 use zapsocket_proto::deflate::DeflateConfig;
 
-pub use run::Socket;
+pub use run::{Handle, Socket};
 
 /// The most bytes a loop's inbox holds: messages other threads published to it and it
 /// did not take yet (each counted as its frame plus [`INBOX_OVERHEAD`]).
@@ -148,6 +148,12 @@ pub trait Handler: Send + 'static {
     /// The send queue, full after this socket's own sends ([`Sent::Backpressure`]), is
     /// half empty again: reading resumed. (`ws`'s `drain`.)
     fn drain(&mut self, ws: &mut Socket<'_, Self::State>) {
+        let _ = ws;
+    }
+
+    /// A [`Handle`] of this connection asked for it ([`Handle::wake`]): work done
+    /// elsewhere is ready for the connection (resume it, take a result from its state).
+    fn wake(&mut self, ws: &mut Socket<'_, Self::State>) {
         let _ = ws;
     }
 

@@ -19,6 +19,7 @@
 //! `ending.rs` (timers, shutdown, the end of a connection).
 
 mod ending;
+mod handle;
 mod handshake;
 mod inbox;
 mod socket;
@@ -46,6 +47,8 @@ use crate::message::Message;
 use crate::request::Request;
 use crate::shared::ReadyState;
 
+pub use handle::Handle;
+use handle::Link;
 pub(crate) use inbox::{Command, Remote, Target};
 pub use socket::Socket;
 use topics::{Topics, deliver, deliver_published};
@@ -75,6 +78,8 @@ const PAUSED: u8 = 2;
 const ACTIVE: u8 = 4;
 /// To end without a close handshake, at the end of the pass (`Open::ending` says why).
 const TERMINATE: u8 = 8;
+/// Not read: its handler paused it ([`Socket::pause`]).
+const HELD: u8 = 16;
 
 /// A loop before its thread starts.
 #[derive(Debug)]
@@ -114,6 +119,7 @@ impl Loop {
                 tls: None,
             },
         };
+        worker.cx.shared.remotes[index].enter();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run(tick)));
         // Stopped (shut down, a failed poll, or a handler's panic): what it held is gone.
         let remote = &worker.cx.shared.remotes[index];
@@ -189,6 +195,8 @@ pub(super) struct Open<S> {
     stalled: Option<Instant>,
     /// Why we end it, when we do (a violation, a timeout, a full queue, `terminate`).
     ending: Option<Box<(CloseCode, String)>>,
+    /// What its [`Handle`]s share with it, once one was made.
+    link: Option<Arc<Link>>,
 }
 
 impl<S> Open<S> {
@@ -281,7 +289,8 @@ impl<H: Handler> Worker<H> {
         let mut events = Events::with_capacity(1024);
         let mut next_tick = Instant::now() + tick;
         loop {
-            let timeout = if self.cx.again.is_empty() {
+            let posted = self.cx.shared.remotes[self.cx.index].has_posts();
+            let timeout = if self.cx.again.is_empty() && !posted {
                 next_tick.saturating_duration_since(Instant::now())
             } else {
                 Duration::ZERO
@@ -316,6 +325,10 @@ impl<H: Handler> Worker<H> {
             }
             for key in again {
                 self.readable(key, true);
+            }
+            // What the callbacks of this pass posted through handles.
+            if self.cx.shared.remotes[self.cx.index].has_posts() {
+                self.take_inbox();
             }
             self.flush();
             if self.cx.now >= next_tick {
@@ -386,6 +399,7 @@ impl<H: Handler> Worker<H> {
                     deliver(&mut self.conns, &mut self.cx, &target, &frame, except);
                 }
                 Command::Shutdown => self.begin_shutdown(),
+                Command::Socket { link, op } => self.handle_op(&link, op),
             }
         }
         self.cx.inbox = inbox;
@@ -422,7 +436,7 @@ impl<H: Handler> Worker<H> {
         for _ in 0..MAX_READS {
             let Some(conn) = self.conns.get_mut(key) else { return };
             let Phase::Open(open) = &mut conn.phase else { return };
-            if open.flags & (PAUSED | TERMINATE) != 0 || open.ws.is_closed() {
+            if open.flags & (PAUSED | HELD | TERMINATE) != 0 || open.ws.is_closed() {
                 return;
             }
             let read = read_plain(&conn.stream, conn.tls.as_deref_mut(), &mut self.cx.scratch);

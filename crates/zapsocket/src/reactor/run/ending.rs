@@ -51,6 +51,11 @@ impl<H: Handler> Worker<H> {
                 // Over, and its last bytes (a close frame) not taken within the close timeout.
                 open.end(CloseCode::ABNORMAL, "close frame not taken in time");
             }
+            if open.flags & HELD != 0 {
+                // Not read while its handler holds it, so its pongs are not seen: the
+                // hold is the handler's (a wait it bounds), not the peer's silence.
+                open.ws.note_received();
+            }
             if open.flags & ACTIVE == 0 {
                 if open.ws.outbound().is_empty() {
                     open.ws.release_buffers();
@@ -132,7 +137,10 @@ impl<H: Handler> Worker<H> {
 
     /// A connection is over: it leaves its topics and the count, and the handler hears.
     fn closed(&mut self, key: usize, open: Open<H::State>) {
-        let Open { ws, state, topics, ending, .. } = open;
+        let Open { ws, state, topics, ending, link, .. } = open;
+        if let Some(link) = link {
+            link.ended();
+        }
         for id in topics {
             self.cx.topics.leave(id, key);
         }

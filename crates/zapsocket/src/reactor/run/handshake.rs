@@ -98,6 +98,7 @@ impl<H: Handler> Worker<H> {
             protocol: admitted.protocol.map(String::into_boxed_str),
             topics: Vec::new(),
             stalled: None,
+            link: None,
             ending: None,
         };
         conn.phase = Phase::Open(Box::new(open));

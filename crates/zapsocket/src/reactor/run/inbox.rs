@@ -1,5 +1,6 @@
 //! What other threads post to a loop: its inbox, bounded in bytes, and its waker.
 
+use super::handle::{Link, Op};
 use super::*;
 
 /// What another thread asks of a loop.
@@ -9,6 +10,8 @@ pub(crate) enum Command {
     Publish { target: Target, frame: EncodedFrame, except: Option<usize> },
     /// Stop accepting and close every connection with 1001.
     Shutdown,
+    /// What a [`Handle`](super::Handle) asks of its connection.
+    Socket { link: Arc<Link>, op: Op },
 }
 
 /// Who gets a published frame.
@@ -23,8 +26,14 @@ impl Command {
         match self {
             Command::Publish { frame, .. } => crate::reactor::inbox_cost(frame),
             Command::Shutdown => 0,
+            Command::Socket { op, .. } => op.cost(),
         }
     }
+}
+
+thread_local! {
+    /// The address of the inbox whose loop runs on this thread (0 on other threads).
+    static CURRENT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// A loop's inbox, as other threads see it.
@@ -56,7 +65,9 @@ impl Remote {
         self.dead.store(true, Ordering::Release);
     }
 
-    /// Queues `command`; false when it was a publish and the inbox is full.
+    /// Queues `command`; false when it was a publish and the inbox is full. Posted from
+    /// the loop's own thread (a callback), it is taken at the end of the pass without a
+    /// wake.
     pub(crate) fn post(&self, command: Command) -> bool {
         if self.dead.load(Ordering::Acquire) {
             return matches!(command, Command::Shutdown);
@@ -67,10 +78,25 @@ impl Remote {
             return false;
         }
         self.inbox.lock().unwrap_or_else(|e| e.into_inner()).push(command);
-        if !self.woken.swap(true, Ordering::AcqRel) {
+        if !self.woken.swap(true, Ordering::AcqRel) && !self.is_current() {
             let _ = self.waker.wake();
         }
         true
+    }
+
+    /// This thread is this inbox's loop.
+    fn is_current(&self) -> bool {
+        CURRENT.with(|current| current.get() == std::ptr::from_ref(self) as usize)
+    }
+
+    /// This thread runs this inbox's loop from now on.
+    pub(super) fn enter(&self) {
+        CURRENT.with(|current| current.set(std::ptr::from_ref(self) as usize));
+    }
+
+    /// Whether something was posted since the last [`Remote::take`].
+    pub(super) fn has_posts(&self) -> bool {
+        self.woken.load(Ordering::Acquire)
     }
 
     pub(super) fn take(&self, into: &mut Vec<Command>) {

@@ -137,6 +137,43 @@ impl<S> Socket<'_, S> {
         }
     }
 
+    /// A handle to this connection for other threads (and for later): send, close,
+    /// or have the loop call [`Handler::wake`] for it. The first call makes what the
+    /// handles share (one allocation); the next ones clone it.
+    pub fn handle(&mut self) -> Handle {
+        let link = self.open.link.get_or_insert_with(|| {
+            let link = Link::new(self.cx.shared.clone(), self.cx.index, self.key);
+            link.saw_queue(self.open.ws.outbound().len());
+            Arc::new(link)
+        });
+        Handle(link.clone())
+    }
+
+    /// Stops reading this connection (`ws`'s `pause`): what the peer sends waits in the
+    /// kernel's buffers, then TCP pushes back. For a handler that must finish something
+    /// (on another thread, say) before the next message. The heartbeat does not count
+    /// the time held against the peer.
+    pub fn pause(&mut self) {
+        self.open.flags |= HELD;
+    }
+
+    /// Reads the connection again after [`Socket::pause`], starting with what arrived
+    /// meanwhile (in this pass of the loop).
+    pub fn resume(&mut self) {
+        if self.open.flags & HELD != 0 {
+            self.open.flags &= !HELD;
+            if self.open.flags & PAUSED == 0 {
+                self.cx.again.push(self.key);
+            }
+        }
+    }
+
+    /// Whether reading is paused ([`Socket::pause`], or its own sends filled its send
+    /// queue: [`Sent::Backpressure`]).
+    pub fn is_paused(&self) -> bool {
+        self.open.flags & (HELD | PAUSED) != 0
+    }
+
     /// A handle that publishes from any thread (see [`crate::reactor::Publisher`]).
     pub fn publisher(&self) -> crate::reactor::Publisher {
         crate::reactor::Publisher { shared: self.cx.shared.clone() }

@@ -78,9 +78,14 @@ impl<H: Handler> Worker<H> {
                 }
             }
         }
+        if let Some(link) = &open.link {
+            link.saw_queue(open.ws.outbound().len());
+        }
         if open.flags & PAUSED != 0 && open.ws.outbound().cost() <= max / 2 {
             open.flags &= !PAUSED;
-            self.cx.again.push(key);
+            if open.flags & HELD == 0 {
+                self.cx.again.push(key);
+            }
             let Worker { conns, handler, cx, .. } = self;
             if let Some(Conn { stream, phase: Phase::Open(open), .. }) = conns.get_mut(key) {
                 handler.drain(&mut Socket { open: &mut **open, key, stream: &*stream, cx: &mut *cx });

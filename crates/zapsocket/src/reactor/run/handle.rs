@@ -1,0 +1,251 @@
+//! A connection reached from any thread: [`Handle`], and what its loop does with what a
+//! handle posts.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::AtomicU8;
+use std::task::{Context, Poll as TaskPoll, Waker as TaskWaker};
+
+use super::*;
+
+// `Link::posted_ops`: what is on its way to the loop already (posted at most once each).
+/// A `Wake` is in the inbox.
+const WAKE_POSTED: u8 = 1;
+/// A `Close` is in the inbox.
+const CLOSE_POSTED: u8 = 2;
+/// A `Terminate` is in the inbox.
+const TERMINATE_POSTED: u8 = 4;
+
+/// What a connection and its handles share. Made at the first [`Socket::handle`]: a
+/// connection that never hands one out keeps no more than a `None`.
+#[derive(Debug)]
+pub(crate) struct Link {
+    shared: Arc<Shared>,
+    index: usize,
+    key: usize,
+    /// Frame bytes posted by handles that the loop has not queued yet.
+    posted: AtomicUsize,
+    /// The connection's send queue in bytes, as the loop last saw it.
+    queued: AtomicUsize,
+    closed: AtomicBool,
+    posted_ops: AtomicU8,
+    /// A task waiting for room in the send queue ([`Handle::writable`]).
+    room: Mutex<Option<TaskWaker>>,
+}
+
+impl Link {
+    pub(super) fn new(shared: Arc<Shared>, index: usize, key: usize) -> Self {
+        Link {
+            shared,
+            index,
+            key,
+            posted: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            posted_ops: AtomicU8::new(0),
+            room: Mutex::new(None),
+        }
+    }
+
+    /// The loop saw the send queue at `len` bytes: a task waiting for room hears when
+    /// there is some.
+    pub(super) fn saw_queue(&self, len: usize) {
+        self.queued.store(len, Ordering::Release);
+        if len < self.shared.settings.config.max_send_queue {
+            self.wake_room();
+        }
+    }
+
+    /// The connection ended.
+    pub(super) fn ended(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.wake_room();
+    }
+
+    fn wake_room(&self) {
+        if let Some(waker) = self.room.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            waker.wake();
+        }
+    }
+
+    fn post(self: &Arc<Self>, op: Op) -> bool {
+        let link = self.clone();
+        self.shared.remotes[self.index].post(Command::Socket { link, op })
+    }
+}
+
+/// What a handle asks of its connection's loop.
+#[derive(Debug)]
+pub(crate) enum Op {
+    Send(EncodedFrame),
+    Close(CloseCode, Box<str>),
+    Terminate,
+    Wake,
+}
+
+impl Op {
+    pub(super) fn cost(&self) -> usize {
+        match self {
+            Op::Send(frame) => crate::reactor::inbox_cost(frame),
+            // At most one of each per connection is in an inbox (`Link::posted_ops`).
+            Op::Close(..) | Op::Terminate | Op::Wake => 0,
+        }
+    }
+}
+
+/// One connection, from any thread: send to it, close it, or have its loop call
+/// [`Handler::wake`] for it. Made by [`Socket::handle`]; clonable, `Send` and `Sync`.
+///
+/// What a handle does goes through the loop's inbox, in the order it was done, and takes
+/// effect on the loop's next pass (at the end of the current pass, from a callback of
+/// the same loop). A handle outliving its connection does nothing: its sends return
+/// `false`. A frame sent through a handle counts against the loop's inbox
+/// ([`MAX_INBOX_BYTES`](crate::reactor::MAX_INBOX_BYTES)) on its way, then against the
+/// connection's send queue, where a full queue gets the
+/// [`SlowConsumer`](crate::SlowConsumer) policy as a published message does.
+#[derive(Clone, Debug)]
+pub struct Handle(pub(super) Arc<Link>);
+
+impl Handle {
+    /// Queues a text or binary message (a ping or pong is not sent); false when the
+    /// connection ended or the loop's inbox is full.
+    pub fn send(&self, message: impl Into<Message>) -> bool {
+        let message = message.into();
+        message.is_data() && self.send_encoded(&crate::clients::encode(message))
+    }
+
+    /// Queues a frame encoded once for many ([`crate::encode`]); false when the
+    /// connection ended or the loop's inbox is full.
+    pub fn send_encoded(&self, frame: &EncodedFrame) -> bool {
+        if self.is_closed() {
+            return false;
+        }
+        let len = frame.len();
+        self.0.posted.fetch_add(len, Ordering::AcqRel);
+        if self.0.post(Op::Send(frame.clone())) {
+            return true;
+        }
+        self.0.posted.fetch_sub(len, Ordering::AcqRel);
+        self.0.shared.dropped.fetch_add(1, Ordering::Relaxed);
+        false
+    }
+
+    /// Starts the close handshake (see [`Socket::close`]); a code that may not be sent
+    /// or a reason over 123 bytes closes with 1000 and no reason. Closing twice does
+    /// nothing.
+    pub fn close(&self, code: CloseCode, reason: &str) {
+        if self.0.posted_ops.fetch_or(CLOSE_POSTED, Ordering::AcqRel) & CLOSE_POSTED == 0 {
+            self.0.post(Op::Close(code, reason.into()));
+        }
+    }
+
+    /// Ends the connection without a close handshake (see [`Socket::terminate`]).
+    pub fn terminate(&self) {
+        if self.0.posted_ops.fetch_or(TERMINATE_POSTED, Ordering::AcqRel) & TERMINATE_POSTED == 0 {
+            self.0.post(Op::Terminate);
+        }
+    }
+
+    /// Has the loop call [`Handler::wake`] for this connection (once, however many
+    /// wakes come before it runs): how work done on another thread gets back to the
+    /// connection's state.
+    pub fn wake(&self) {
+        if self.0.posted_ops.fetch_or(WAKE_POSTED, Ordering::AcqRel) & WAKE_POSTED == 0 {
+            self.0.post(Op::Wake);
+        }
+    }
+
+    /// The bytes waiting to be written: what the send queue held when the loop last
+    /// looked, plus what handles posted since.
+    pub fn buffered_amount(&self) -> usize {
+        self.0.queued.load(Ordering::Acquire) + self.0.posted.load(Ordering::Acquire)
+    }
+
+    /// Whether the connection ended (its [`Handler::close`] ran, or is about to).
+    pub fn is_closed(&self) -> bool {
+        self.0.closed.load(Ordering::Acquire)
+    }
+
+    /// Waits until the send queue is under
+    /// [`WebSocketConfig::max_send_queue`](crate::WebSocketConfig::max_send_queue) (or
+    /// the connection ended): for a sender with much to send (a replay, a file) that
+    /// should wait for the peer rather than meet the slow-consumer policy.
+    pub fn writable(&self) -> impl Future<Output = ()> + Send + '_ {
+        Writable(&self.0)
+    }
+}
+
+struct Writable<'a>(&'a Link);
+
+impl Future for Writable<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> TaskPoll<()> {
+        let link = self.0;
+        let max = link.shared.settings.config.max_send_queue;
+        let room = || {
+            link.closed.load(Ordering::Acquire)
+                || link.queued.load(Ordering::Acquire) + link.posted.load(Ordering::Acquire) < max
+        };
+        if room() {
+            return TaskPoll::Ready(());
+        }
+        *link.room.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
+        // The loop may have looked between the check and the waker's registration.
+        if room() { TaskPoll::Ready(()) } else { TaskPoll::Pending }
+    }
+}
+
+impl<H: Handler> Worker<H> {
+    /// Does what a handle posted, if its connection is still the one it was made for.
+    pub(super) fn handle_op(&mut self, link: &Arc<Link>, op: Op) {
+        if let Op::Send(frame) = &op {
+            link.posted.fetch_sub(frame.len(), Ordering::AcqRel);
+        }
+        let Worker { conns, handler, cx, .. } = self;
+        let key = link.key;
+        let Some(Conn { stream, phase: Phase::Open(open), .. }) = conns.get_mut(key) else { return };
+        if !open.link.as_ref().is_some_and(|mine| Arc::ptr_eq(mine, link)) {
+            return;
+        }
+        let open: &mut Open<H::State> = open;
+        match op {
+            Op::Send(frame) => {
+                let config = &cx.shared.settings.config;
+                if open.flags & TERMINATE != 0 || open.ws.state() != State::Open {
+                    return;
+                }
+                if open.ws.outbound().cost() >= config.max_send_queue {
+                    if matches!(config.slow_consumer, SlowConsumer::DropMessage) {
+                        cx.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        open.end(CloseCode::POLICY_VIOLATION, "send queue full");
+                    }
+                } else if open.ws.send_encoded(&frame).is_err() {
+                    return;
+                }
+                link.queued.store(open.ws.outbound().len(), Ordering::Release);
+            }
+            Op::Close(code, reason) => {
+                link.posted_ops.fetch_and(!CLOSE_POSTED, Ordering::AcqRel);
+                if open.ws.close(cx.now, code, &reason).is_err() {
+                    let _ = open.ws.close(cx.now, CloseCode::NORMAL, "");
+                }
+            }
+            Op::Terminate => {
+                link.posted_ops.fetch_and(!TERMINATE_POSTED, Ordering::AcqRel);
+                open.end(CloseCode::ABNORMAL, "terminated");
+            }
+            Op::Wake => {
+                link.posted_ops.fetch_and(!WAKE_POSTED, Ordering::AcqRel);
+                handler.wake(&mut Socket { open: &mut *open, key, stream: &*stream, cx: &mut *cx });
+            }
+        }
+        if !open.ws.outbound().is_empty() || open.ws.is_closed() || open.flags & TERMINATE != 0 {
+            cx.mark(open, key);
+        }
+        if !cx.published.is_empty() {
+            deliver_published(conns, cx);
+        }
+    }
+}
