@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use serde::Serialize;
-use zapsocket::{CloseCode, Message, WebSocket, WebSocketReceiver, WebSocketSender};
+use zapsocket::{CloseCode, Message, WebSocket, WebSocketReceiver};
 
 use crate::binary::{self, Json};
 use crate::core::{AnyHook, Core, Ctx, EventHook, Route};
@@ -28,6 +28,7 @@ use crate::envelope::{self, Envelope, Refused};
 use crate::error::{ErrorCode, ReplyError};
 use crate::handler::{BoxFuture, Reply};
 use crate::protocol::RoomRequest;
+use crate::sender::Sender;
 use crate::state::SocketState;
 use zapsocket::TokenBucket;
 
@@ -52,11 +53,11 @@ struct Limits {
 const CLIENT_EVENTS: [&str; 6] = ["$resume", "$join", "$leave", "$members", "$ping", "$error"];
 
 /// The close reason of a socket past `HubConfig::max_violations` (with 1008).
-const TOO_MANY_VIOLATIONS: &str = "too many malformed messages";
+pub(crate) const TOO_MANY_VIOLATIONS: &str = "too many malformed messages";
 
 /// What a received message was, for `HubConfig::max_violations`.
 #[derive(Debug)]
-enum Received<'m> {
+pub(crate) enum Received<'m> {
     /// Served, or answered with an error that the application or the data caused.
     Handled,
     /// Breaks the protocol: answered with its error, and counted.
@@ -66,15 +67,33 @@ enum Received<'m> {
     Reserved { name: Cow<'m, str>, data: &'m str, ack: Option<u64> },
 }
 
+/// Where [`receive`] puts the handlers it starts.
+pub(crate) trait Tasks {
+    /// Whether a running handler will answer `ack`.
+    fn answers(&self, ack: Option<u64>) -> bool;
+    /// Runs `task`, which answers `ack` (if any) and ends with it.
+    fn push(&mut self, ack: Option<u64>, task: BoxFuture<Option<u64>>);
+}
+
+impl Tasks for Running {
+    fn answers(&self, ack: Option<u64>) -> bool {
+        Running::answers(self, ack)
+    }
+
+    fn push(&mut self, ack: Option<u64>, task: BoxFuture<Option<u64>>) {
+        Running::push(self, ack, task);
+    }
+}
+
 /// The handlers running for a socket, each answering its ack id (if any) when it ends,
 /// and the ids they will answer: a client that reuses an id still in use gets
 /// `bad_envelope` for the second request (docs/RELIABILITY.md J5). Made at the first
 /// handler: an idle socket keeps no task set (it allocates), and its session's future no
 /// room for one.
 #[derive(Default)]
-struct Running(Option<Box<Tasks>>);
+struct Running(Option<Box<TaskSet>>);
 
-struct Tasks {
+struct TaskSet {
     futures: FuturesUnordered<BoxFuture<Option<u64>>>,
     acks: HashSet<u64>,
 }
@@ -90,7 +109,7 @@ impl Running {
 
     fn push(&mut self, ack: Option<u64>, task: BoxFuture<Option<u64>>) {
         let tasks = self.0.get_or_insert_with(|| {
-            Box::new(Tasks { futures: FuturesUnordered::new(), acks: HashSet::new() })
+            Box::new(TaskSet { futures: FuturesUnordered::new(), acks: HashSet::new() })
         });
         if let Some(ack) = ack {
             tasks.acks.insert(ack);
@@ -117,50 +136,77 @@ impl Running {
 pub(crate) async fn run(core: Arc<Core>, ws: WebSocket) {
     let binary = ws.protocol() == Some(crate::SUBPROTOCOL_V2);
     let (sender, mut rx) = ws.split();
-    let mut ctx = Ctx { core: core.clone(), state: Arc::new(SocketState::new(sender, binary)), ack: None };
+    let state = Arc::new(SocketState::new(Sender::Task(sender), binary));
+    let mut ctx = Ctx { core: core.clone(), state, ack: None };
     // The steps of a connection's start and end, and the rare requests, are boxed: a
     // future is as large as its largest branch, and this one lives as long as the session.
-    if let Err(error) = Box::pin(connect(&ctx)).await {
-        core.send_direct(&ctx.state, Json::plain(envelope::error_event(&error)));
-        core.counters.errors_out.fetch_add(1, Relaxed);
-        let _ = ctx.state.sender.close(CloseCode::POLICY_VIOLATION, truncate(&error.message, 120)).await;
+    if !Box::pin(arrive(&ctx)).await {
         return;
     }
-    Box::pin(register(&core, &ctx.state)).await;
-    core.counters.connections.fetch_add(1, Relaxed);
-    core.counters.connections_total.fetch_add(1, Relaxed);
-    core.send_direct(&ctx.state, Json::plain(hello(&core, &ctx.state)));
-
     let mut running = Running::default();
     let violated = read(&mut ctx, &mut rx, &mut running).await;
     if violated {
-        tracing::debug!(session = %ctx.state.sid, "{TOO_MANY_VIOLATIONS}: closing with 1008");
-        core.counters.violation_closes.fetch_add(1, Relaxed);
+        count_violation_close(&ctx);
     }
     let (code, reason) = match (violated, rx.close_frame()) {
         (true, _) => (Some(CloseCode::POLICY_VIOLATION.0), TOO_MANY_VIOLATIONS.to_owned()),
         (false, Some(frame)) => (Some(frame.code.0), frame.reason.to_string()),
-        (false, None) => (None, "the connection ended without a close frame".to_owned()),
+        (false, None) => (None, NO_CLOSE_FRAME.to_owned()),
     };
-    let at = std::time::SystemTime::now();
-    core.record_disconnect(crate::Disconnect { session: ctx.state.sid.to_string(), code, reason, at });
-    for hook in crate::core::read(&core.routes.on_disconnecting) {
-        hook(&ctx);
-    }
-    let record = Box::pin(core.remove(&ctx.state)).await;
-    core.counters.connections.fetch_sub(1, Relaxed);
-    for hook in crate::core::read(&core.routes.on_disconnect) {
-        hook(&ctx);
-    }
-    Box::pin(core.detach(&ctx.state, record)).await;
+    Box::pin(depart(&ctx, code, reason)).await;
     if !running.is_empty() {
         // Handlers still running finish on their own; their replies go nowhere.
         tokio::spawn(async move { while running.next().await.is_some() {} });
     }
     if violated {
         // After the error reply queued for the last violation.
-        let _ = ctx.state.sender.close(CloseCode::POLICY_VIOLATION, TOO_MANY_VIOLATIONS).await;
+        ctx.state.sender.close(CloseCode::POLICY_VIOLATION, TOO_MANY_VIOLATIONS).await;
     }
+}
+
+/// A socket is closed for breaking the protocol too often.
+pub(crate) fn count_violation_close(ctx: &Ctx) {
+    tracing::debug!(session = %ctx.state.sid, "{TOO_MANY_VIOLATIONS}: closing with 1008");
+    ctx.core.counters.violation_closes.fetch_add(1, Relaxed);
+}
+
+/// The reason recorded for a connection that ended without a close frame.
+pub(crate) const NO_CLOSE_FRAME: &str = "the connection ended without a close frame";
+
+/// A connection's start: the connect middlewares (a refusal is answered with its error
+/// and a close with 1008: `false`), then the socket joins this node (`$all`, its own
+/// room, its session written through) and gets `$hello`.
+pub(crate) async fn arrive(ctx: &Ctx) -> bool {
+    let core = &ctx.core;
+    if let Err(error) = connect(ctx).await {
+        core.send_direct(&ctx.state, Json::plain(envelope::error_event(&error)));
+        core.counters.errors_out.fetch_add(1, Relaxed);
+        ctx.state.sender.close(CloseCode::POLICY_VIOLATION, truncate(&error.message, 120)).await;
+        return false;
+    }
+    register(core, &ctx.state).await;
+    core.counters.connections.fetch_add(1, Relaxed);
+    core.counters.connections_total.fetch_add(1, Relaxed);
+    core.send_direct(&ctx.state, Json::plain(hello(core, &ctx.state)));
+    true
+}
+
+/// A connection's end, after [`arrive`]: the disconnect is recorded, the hooks hear,
+/// the socket leaves this node (presence) and its session is kept for recovery.
+/// `code` is `None` when the connection ended without a close frame.
+pub(crate) async fn depart(ctx: &Ctx, code: Option<u16>, reason: String) {
+    let core = &ctx.core;
+    let at = std::time::SystemTime::now();
+    core.record_disconnect(crate::Disconnect { session: ctx.state.sid.to_string(), code, reason, at });
+    for hook in crate::core::read(&core.routes.on_disconnecting) {
+        hook(ctx);
+    }
+    let record = core.remove(&ctx.state).await;
+    core.counters.connections.fetch_sub(1, Relaxed);
+    for hook in crate::core::read(&core.routes.on_disconnect) {
+        hook(ctx);
+    }
+    core.detach(&ctx.state, record).await;
 }
 
 /// Reads and handles the socket's messages until its connection ends (`false`) or it
@@ -227,7 +273,7 @@ async fn pace(rate: &mut Option<TokenBucket>, ctx: &Ctx, running: &mut Running) 
 
 /// Waits `wait` (forever if `None`); `true` if the connection ended first. On
 /// zapsocket's timer: `zap serve` runs without tokio's.
-async fn token_or_end(wait: Option<Duration>, sender: &WebSocketSender) -> bool {
+async fn token_or_end(wait: Option<Duration>, sender: &Sender) -> bool {
     let deadline = wait.and_then(|wait| Instant::now().checked_add(wait));
     let token = async {
         match deadline {
@@ -295,7 +341,7 @@ async fn inline<T>(fut: impl Future<Output = T>, running: &mut Running) -> T {
 
 /// Handles one received message without waiting; tells whether it broke the protocol,
 /// or is a request of the protocol itself, for [`receive_reserved`].
-fn receive<'m>(ctx: &Ctx, message: &'m Message, running: &mut Running) -> Received<'m> {
+pub(crate) fn receive<'m>(ctx: &Ctx, message: &'m Message, running: &mut impl Tasks) -> Received<'m> {
     let size = match message {
         Message::Text(text) => text.len(),
         Message::Binary(data) => data.len(),
@@ -363,29 +409,42 @@ fn receive<'m>(ctx: &Ctx, message: &'m Message, running: &mut Running) -> Receiv
 /// Serves a request of the protocol itself (`$resume`, `$join`...), which
 /// [`receive`] found valid, while the socket's handlers go on.
 async fn receive_reserved(ctx: &mut Ctx, name: &str, data: &str, ack: Option<u64>, running: &mut Running) {
+    if let Some(resumed) = inline(Box::pin(serve_reserved(ctx, name, data, ack)), running).await {
+        ctx.state = resumed;
+    }
+}
+
+/// Serves a request of the protocol itself and answers it; a `$resume` that succeeded
+/// returns the socket that takes over the connection.
+pub(crate) async fn serve_reserved(
+    ctx: &Ctx,
+    name: &str,
+    data: &str,
+    ack: Option<u64>,
+) -> Option<Arc<SocketState>> {
     if name == "$resume" {
-        let result = match inline(Box::pin(check_middlewares(ctx, name, data)), running).await {
-            Ok(()) => inline(Box::pin(ctx.core.resume(&ctx.state, data)), running).await,
+        let result = match check_middlewares(ctx, name, data).await {
+            Ok(()) => ctx.core.resume(&ctx.state, data).await,
             Err(error) => Err(error),
         };
-        match result {
+        return match result {
             Ok((resumed, reply)) => {
-                ctx.state = resumed;
-                respond(ctx, ack, Ok(Json::plain(envelope::to_json(&reply))));
+                let ctx = Ctx { state: resumed, ..ctx.clone() };
+                respond(&ctx, ack, Ok(Json::plain(envelope::to_json(&reply))));
+                Some(ctx.state)
             }
-            Err(error) => respond(ctx, ack, Err(error)),
-        }
-    } else {
-        let result = inline(
-            Box::pin(async {
-                check_middlewares(ctx, name, data).await?;
-                reserved(ctx, name, data).await
-            }),
-            running,
-        )
-        .await;
-        respond(ctx, ack, result);
+            Err(error) => {
+                respond(ctx, ack, Err(error));
+                None
+            }
+        };
     }
+    let result = async {
+        check_middlewares(ctx, name, data).await?;
+        reserved(ctx, name, data).await
+    };
+    respond(ctx, ack, result.await);
+    None
 }
 
 /// The JSON text of a data message and the byte arrays of a binary one; a message

@@ -131,7 +131,7 @@ impl Core {
     pub(crate) fn send_direct(&self, socket: &SocketState, json: Json) {
         let len = json.len();
         let frame = zapsocket::encode(json.into_message(socket.binary));
-        let queued = socket.sender.send_encoded(&frame).unwrap_or(false);
+        let queued = socket.sender.send_encoded(&frame);
         self.counters.sent(u64::from(queued), len, u64::from(!queued));
     }
 

@@ -392,6 +392,16 @@ impl Hub {
         crate::conn::run(self.core, ws)
     }
 
+    /// Serves this hub on a [`zapsocket::reactor`] server instead of the async
+    /// [`zapsocket::Server`]: give each loop a clone (`start(move |_| handler.clone())`).
+    /// Sessions are state machines on their connection's loop, about 2.5 KB lighter
+    /// each; handlers that wait, middlewares and the adapter run on `runtime`
+    /// (docs/BENCHMARKS.md). Offer both protocol versions on the reactor
+    /// (`.subprotocol(SUBPROTOCOL_V2).subprotocol(SUBPROTOCOL)`), as on the server.
+    pub fn reactor_handler(&self, runtime: tokio::runtime::Handle) -> crate::HubHandler {
+        crate::HubHandler::new(self.core.clone(), runtime)
+    }
+
     fn lock_types(&self) -> std::sync::MutexGuard<'_, Types> {
         self.core.types.lock().unwrap_or_else(|p| p.into_inner())
     }

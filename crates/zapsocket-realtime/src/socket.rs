@@ -194,7 +194,7 @@ impl Socket {
     /// tells the client whether to reconnect (docs/PROTOCOL.md, *Close codes*: 1012 or
     /// 4100–4999 reconnect, 1008 or 4000–4099 do not). Waits until closed.
     pub async fn close(&self, code: CloseCode, reason: &str) {
-        let _ = self.state.sender.close(code, reason).await;
+        self.state.sender.close(code, reason).await;
     }
 
     /// Sends a message that is not recorded (a reply, an error, `$hello`).

@@ -10,12 +10,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use tokio::sync::oneshot;
-use zapsocket::{EncodedFrame, WebSocketSender};
+use zapsocket::EncodedFrame;
 
 use crate::broker::SessionRecord;
 use crate::error::{ErrorCode, ReplyError};
 use crate::handler::Reply;
 use crate::protocol::Member;
+use crate::sender::Sender;
 
 /// How many unknown event names a socket is warned about once each; past it, each
 /// unknown event gets its `$error` (the set stays bounded, nothing is silent).
@@ -29,7 +30,7 @@ pub(crate) struct SocketState {
     pub(crate) sid: Arc<str>,
     /// `$s:SID`.
     pub(crate) room: String,
-    pub(crate) sender: WebSocketSender,
+    pub(crate) sender: Sender,
     /// Its public data: mostly sent (presence, session records), and a one-key object
     /// as a `Value` is a 600-byte map node kept by every socket.
     public: RwLock<Public>,
@@ -104,11 +105,11 @@ pub(crate) struct HeldMessage {
 }
 
 impl SocketState {
-    pub(crate) fn new(sender: WebSocketSender, binary: bool) -> Self {
+    pub(crate) fn new(sender: Sender, binary: bool) -> Self {
         Self::with_sid(crate::random_id("s").into(), sender, binary)
     }
 
-    pub(crate) fn with_sid(sid: Arc<str>, sender: WebSocketSender, binary: bool) -> Self {
+    pub(crate) fn with_sid(sid: Arc<str>, sender: Sender, binary: bool) -> Self {
         SocketState {
             binary,
             room: format!("$s:{sid}"),
@@ -265,7 +266,7 @@ impl SocketState {
                 return true;
             }
         }
-        self.sender.send_encoded(frame).unwrap_or(false)
+        self.sender.send_encoded(frame)
     }
 
     /// Queues a volatile message when nothing waits in the send queue and no replay
@@ -274,7 +275,7 @@ impl SocketState {
         if self.holding.load(Ordering::Acquire) || self.sender.buffered_amount() > 0 {
             return false;
         }
-        self.sender.send_encoded(frame).unwrap_or(false)
+        self.sender.send_encoded(frame)
     }
 
     /// From now on room messages are held (a replay starts).

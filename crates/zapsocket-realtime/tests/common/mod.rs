@@ -10,9 +10,42 @@ use zapsocket::{Message, WebSocket};
 use zapsocket_realtime::client::Client;
 use zapsocket_realtime::{Hub, SUBPROTOCOL, SUBPROTOCOL_V2};
 
+/// Whether [`serve`] runs hubs on the reactor (`ZAP_HUB_HOST=reactor`).
+pub fn on_reactor() -> bool {
+    std::env::var("ZAP_HUB_HOST").as_deref() == Ok("reactor")
+}
+
 /// Serves `hub` on 127.0.0.1, any port, speaking both protocol versions; returns
 /// `ws://127.0.0.1:PORT/`. The server stops with the test's runtime.
+///
+/// With `ZAP_HUB_HOST=reactor` in the environment, the hub runs on the reactor
+/// (`Hub::reactor_handler`, two loops) instead: `scripts/test.sh` runs this crate's
+/// tests both ways.
 pub async fn serve(hub: &Hub) -> String {
+    if on_reactor() {
+        let handler = hub.reactor_handler(tokio::runtime::Handle::current());
+        let running = zapsocket::reactor::Reactor::builder()
+            .host("127.0.0.1")
+            .port(0)
+            .threads(2)
+            .subprotocol(SUBPROTOCOL_V2)
+            .subprotocol(SUBPROTOCOL)
+            .start(move |_| handler.clone())
+            .unwrap();
+        let url = format!("ws://{}/", running.local_addr());
+        // Stopped when the test's runtime ends (its tasks are gone with it).
+        tokio::spawn(async move {
+            struct Stop(zapsocket::reactor::Running);
+            impl Drop for Stop {
+                fn drop(&mut self) {
+                    self.0.shutdown();
+                }
+            }
+            let _stop = Stop(running);
+            std::future::pending::<()>().await
+        });
+        return url;
+    }
     let server = zapsocket::Server::builder()
         .subprotocol(SUBPROTOCOL_V2)
         .subprotocol(SUBPROTOCOL)

@@ -172,12 +172,22 @@ pub struct Node {
     pub hub: Hub,
     pub redis: RedisAdapter,
     pub url: String,
-    server: tokio::task::JoinHandle<()>,
+    server: Served,
+}
+
+/// What serves a node's hub: the async server's task, or a reactor
+/// (`ZAP_HUB_HOST=reactor`: `scripts/test.sh` runs these tests both ways).
+enum Served {
+    Task(tokio::task::JoinHandle<()>),
+    Reactor(zapsocket::reactor::Running),
 }
 
 impl Drop for Node {
     fn drop(&mut self) {
-        self.server.abort();
+        match &self.server {
+            Served::Task(task) => task.abort(),
+            Served::Reactor(running) => running.shutdown(),
+        }
     }
 }
 
@@ -202,6 +212,19 @@ impl Node {
             socket.set_public_data(serde_json::json!({ "name": name }));
             Ok(())
         });
+        if std::env::var("ZAP_HUB_HOST").as_deref() == Ok("reactor") {
+            let handler = hub.reactor_handler(tokio::runtime::Handle::current());
+            let running = zapsocket::reactor::Reactor::builder()
+                .host("127.0.0.1")
+                .port(0)
+                .threads(2)
+                .subprotocol(zapsocket_realtime::SUBPROTOCOL_V2)
+                .subprotocol(SUBPROTOCOL)
+                .start(move |_| handler.clone())
+                .unwrap();
+            let url = format!("ws://{}/", running.local_addr());
+            return Node { hub, redis, url, server: Served::Reactor(running) };
+        }
         let server = zapsocket::Server::builder()
             .subprotocol(zapsocket_realtime::SUBPROTOCOL_V2)
             .subprotocol(SUBPROTOCOL)
@@ -213,7 +236,7 @@ impl Node {
         let server = tokio::spawn(async move {
             let _ = server.serve(move |ws| h.clone().handle(ws)).await;
         });
-        Node { hub, redis, url, server }
+        Node { hub, redis, url, server: Served::Task(server) }
     }
 }
 

@@ -78,8 +78,10 @@ const PAUSED: u8 = 2;
 const ACTIVE: u8 = 4;
 /// To end without a close handshake, at the end of the pass (`Open::ending` says why).
 const TERMINATE: u8 = 8;
-/// Not read: its handler paused it ([`Socket::pause`]).
+/// Not read, and what was read not decoded: its handler paused it ([`Socket::pause`]).
 const HELD: u8 = 16;
+/// Resumed after [`HELD`]: what was read before the pause is decoded before reading.
+const RESUMED: u8 = 32;
 
 /// A loop before its thread starts.
 #[derive(Debug)]
@@ -433,6 +435,12 @@ impl<H: Handler> Worker<H> {
     }
 
     fn read_open(&mut self, key: usize, to_end: bool) {
+        if let Some(Conn { phase: Phase::Open(open), .. }) = self.conns.get_mut(key)
+            && open.flags & RESUMED != 0
+        {
+            open.flags &= !RESUMED;
+            self.process(key);
+        }
         for _ in 0..MAX_READS {
             let Some(conn) = self.conns.get_mut(key) else { return };
             let Phase::Open(open) = &mut conn.phase else { return };
@@ -491,7 +499,7 @@ impl<H: Handler> Worker<H> {
         let Worker { conns, handler, cx, .. } = self;
         let Some(Conn { stream, phase: Phase::Open(open), .. }) = conns.get_mut(key) else { return };
         let open: &mut Open<H::State> = open;
-        while open.flags & TERMINATE == 0 {
+        while open.flags & (TERMINATE | HELD) == 0 {
             let message = match open.ws.poll_event() {
                 None => break,
                 Some(Ok(Event::Message(message))) => Message::from(message),

@@ -25,12 +25,18 @@ pub(crate) struct Link {
     key: usize,
     /// Frame bytes posted by handles that the loop has not queued yet.
     posted: AtomicUsize,
+    /// How many frames those are.
+    posted_frames: AtomicUsize,
     /// The connection's send queue in bytes, as the loop last saw it.
     queued: AtomicUsize,
+    /// The same as the queue's limit counts it (with each frame's overhead), plus what
+    /// handles posted (each frame counted as a chunk).
+    cost: AtomicUsize,
     closed: AtomicBool,
     posted_ops: AtomicU8,
-    /// A task waiting for room in the send queue ([`Handle::writable`]).
-    room: Mutex<Option<TaskWaker>>,
+    /// Tasks waiting for room in the send queue ([`Handle::writable`]) or for the end
+    /// ([`Handle::closed`]); each wakes and looks again.
+    waiters: Mutex<Vec<TaskWaker>>,
 }
 
 impl Link {
@@ -40,32 +46,55 @@ impl Link {
             index,
             key,
             posted: AtomicUsize::new(0),
+            posted_frames: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),
+            cost: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             posted_ops: AtomicU8::new(0),
-            room: Mutex::new(None),
+            waiters: Mutex::new(Vec::new()),
         }
     }
 
-    /// The loop saw the send queue at `len` bytes: a task waiting for room hears when
-    /// there is some.
-    pub(super) fn saw_queue(&self, len: usize) {
-        self.queued.store(len, Ordering::Release);
-        if len < self.shared.settings.config.max_send_queue {
-            self.wake_room();
+    /// The loop saw the send queue: a task waiting for room hears when there is some.
+    pub(super) fn saw_queue(&self, queue: &zapsocket_proto::Outbound) {
+        self.queued.store(queue.len(), Ordering::Release);
+        self.cost.store(queue.cost(), Ordering::Release);
+        if self.has_room() {
+            self.wake_waiters();
         }
+    }
+
+    /// Whether the send queue, with what is on its way, is under its limit.
+    fn has_room(&self) -> bool {
+        let posted = self.posted.load(Ordering::Acquire);
+        let frames = self.posted_frames.load(Ordering::Acquire);
+        self.cost.load(Ordering::Acquire) + posted + frames * zapsocket_proto::CHUNK_OVERHEAD
+            < self.shared.settings.config.max_send_queue
     }
 
     /// The connection ended.
     pub(super) fn ended(&self) {
         self.closed.store(true, Ordering::Release);
-        self.wake_room();
+        self.wake_waiters();
     }
 
-    fn wake_room(&self) {
-        if let Some(waker) = self.room.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            waker.wake();
+    fn wake_waiters(&self) {
+        let waiters = std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|e| e.into_inner()));
+        waiters.into_iter().for_each(TaskWaker::wake);
+    }
+
+    /// Ready when `done`; else registers `waker` and looks again (the loop may have
+    /// changed things between the look and the registration).
+    fn wait(&self, waker: &TaskWaker, done: impl Fn() -> bool) -> TaskPoll<()> {
+        if done() {
+            return TaskPoll::Ready(());
         }
+        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        if !waiters.iter().any(|w| w.will_wake(waker)) {
+            waiters.push(waker.clone());
+        }
+        drop(waiters);
+        if done() { TaskPoll::Ready(()) } else { TaskPoll::Pending }
     }
 
     fn post(self: &Arc<Self>, op: Op) -> bool {
@@ -122,10 +151,12 @@ impl Handle {
         }
         let len = frame.len();
         self.0.posted.fetch_add(len, Ordering::AcqRel);
+        self.0.posted_frames.fetch_add(1, Ordering::AcqRel);
         if self.0.post(Op::Send(frame.clone())) {
             return true;
         }
         self.0.posted.fetch_sub(len, Ordering::AcqRel);
+        self.0.posted_frames.fetch_sub(1, Ordering::AcqRel);
         self.0.shared.dropped.fetch_add(1, Ordering::Relaxed);
         false
     }
@@ -171,28 +202,35 @@ impl Handle {
     /// the connection ended): for a sender with much to send (a replay, a file) that
     /// should wait for the peer rather than meet the slow-consumer policy.
     pub fn writable(&self) -> impl Future<Output = ()> + Send + '_ {
-        Writable(&self.0)
+        Wait { link: &self.0, until: Until::Room }
+    }
+
+    /// Waits until the connection ended.
+    pub fn closed(&self) -> impl Future<Output = ()> + Send + '_ {
+        Wait { link: &self.0, until: Until::Closed }
     }
 }
 
-struct Writable<'a>(&'a Link);
+enum Until {
+    Room,
+    Closed,
+}
 
-impl Future for Writable<'_> {
+struct Wait<'a> {
+    link: &'a Link,
+    until: Until,
+}
+
+impl Future for Wait<'_> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> TaskPoll<()> {
-        let link = self.0;
-        let max = link.shared.settings.config.max_send_queue;
-        let room = || {
-            link.closed.load(Ordering::Acquire)
-                || link.queued.load(Ordering::Acquire) + link.posted.load(Ordering::Acquire) < max
-        };
-        if room() {
-            return TaskPoll::Ready(());
+        let link = self.link;
+        let closed = || link.closed.load(Ordering::Acquire);
+        match self.until {
+            Until::Closed => link.wait(cx.waker(), closed),
+            Until::Room => link.wait(cx.waker(), || closed() || link.has_room()),
         }
-        *link.room.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
-        // The loop may have looked between the check and the waker's registration.
-        if room() { TaskPoll::Ready(()) } else { TaskPoll::Pending }
     }
 }
 
@@ -201,6 +239,7 @@ impl<H: Handler> Worker<H> {
     pub(super) fn handle_op(&mut self, link: &Arc<Link>, op: Op) {
         if let Op::Send(frame) = &op {
             link.posted.fetch_sub(frame.len(), Ordering::AcqRel);
+            link.posted_frames.fetch_sub(1, Ordering::AcqRel);
         }
         let Worker { conns, handler, cx, .. } = self;
         let key = link.key;
@@ -224,7 +263,7 @@ impl<H: Handler> Worker<H> {
                 } else if open.ws.send_encoded(&frame).is_err() {
                     return;
                 }
-                link.queued.store(open.ws.outbound().len(), Ordering::Release);
+                link.saw_queue(open.ws.outbound());
             }
             Op::Close(code, reason) => {
                 link.posted_ops.fetch_and(!CLOSE_POSTED, Ordering::AcqRel);

@@ -143,14 +143,15 @@ impl<S> Socket<'_, S> {
     pub fn handle(&mut self) -> Handle {
         let link = self.open.link.get_or_insert_with(|| {
             let link = Link::new(self.cx.shared.clone(), self.cx.index, self.key);
-            link.saw_queue(self.open.ws.outbound().len());
+            link.saw_queue(self.open.ws.outbound());
             Arc::new(link)
         });
         Handle(link.clone())
     }
 
-    /// Stops reading this connection (`ws`'s `pause`): what the peer sends waits in the
-    /// kernel's buffers, then TCP pushes back. For a handler that must finish something
+    /// Stops reading this connection (`ws`'s `pause`): no message after this one is
+    /// handed to the handler (those already read wait, decoded in order later), what the
+    /// peer sends waits in the kernel's buffers, then TCP pushes back. For a handler that must finish something
     /// (on another thread, say) before the next message. The heartbeat does not count
     /// the time held against the peer.
     pub fn pause(&mut self) {
@@ -161,7 +162,7 @@ impl<S> Socket<'_, S> {
     /// meanwhile (in this pass of the loop).
     pub fn resume(&mut self) {
         if self.open.flags & HELD != 0 {
-            self.open.flags &= !HELD;
+            self.open.flags = (self.open.flags & !HELD) | RESUMED;
             if self.open.flags & PAUSED == 0 {
                 self.cx.again.push(self.key);
             }

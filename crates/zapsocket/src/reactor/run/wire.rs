@@ -79,7 +79,7 @@ impl<H: Handler> Worker<H> {
             }
         }
         if let Some(link) = &open.link {
-            link.saw_queue(open.ws.outbound().len());
+            link.saw_queue(open.ws.outbound());
         }
         if open.flags & PAUSED != 0 && open.ws.outbound().cost() <= max / 2 {
             open.flags &= !PAUSED;

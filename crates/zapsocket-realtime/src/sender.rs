@@ -1,0 +1,85 @@
+//! How the hub reaches a socket's connection, whichever server hosts it: the async
+//! [`zapsocket::Server`] (a [`WebSocketSender`]) or the reactor (a
+//! [`zapsocket::reactor::Handle`], with the upgrade request kept beside it).
+
+use std::sync::Arc;
+
+use zapsocket::reactor::Handle;
+use zapsocket::{CloseCode, EncodedFrame, Request, WebSocketSender};
+
+/// A socket's connection, as the hub's parts send to it.
+#[derive(Clone)]
+pub(crate) enum Sender {
+    /// On the async server.
+    Task(WebSocketSender),
+    /// On a reactor loop.
+    Loop { handle: Handle, request: Arc<Request> },
+}
+
+impl Sender {
+    /// Queues a frame without waiting (the send queue's slow-consumer policy applies);
+    /// false when the connection is gone (or the frame was dropped on the way).
+    pub(crate) fn send_encoded(&self, frame: &EncodedFrame) -> bool {
+        match self {
+            Sender::Task(sender) => sender.send_encoded(frame).unwrap_or(false),
+            Sender::Loop { handle, .. } => handle.send_encoded(frame),
+        }
+    }
+
+    /// Queues a frame once the send queue has room (a replay waits for its reader).
+    pub(crate) async fn queue_encoded(&self, frame: &EncodedFrame) -> Result<(), String> {
+        match self {
+            Sender::Task(sender) => sender.queue_encoded(frame).await.map_err(|e| e.to_string()),
+            Sender::Loop { handle, .. } => {
+                handle.writable().await;
+                match handle.send_encoded(frame) {
+                    true => Ok(()),
+                    false => Err("the connection closed".to_owned()),
+                }
+            }
+        }
+    }
+
+    pub(crate) fn buffered_amount(&self) -> usize {
+        match self {
+            Sender::Task(sender) => sender.buffered_amount(),
+            Sender::Loop { handle, .. } => handle.buffered_amount(),
+        }
+    }
+
+    /// Closes with `code` and `reason`, after what is queued; waits until closed.
+    pub(crate) async fn close(&self, code: CloseCode, reason: &str) {
+        match self {
+            Sender::Task(sender) => {
+                let _ = sender.close(code, reason).await;
+            }
+            Sender::Loop { handle, .. } => {
+                handle.close(code, reason);
+                handle.closed().await;
+            }
+        }
+    }
+
+    /// Ends the connection without a close handshake.
+    pub(crate) fn terminate(&self) {
+        match self {
+            Sender::Task(sender) => sender.terminate(),
+            Sender::Loop { handle, .. } => handle.terminate(),
+        }
+    }
+
+    /// Waits until the connection ended.
+    pub(crate) async fn closed(&self) {
+        match self {
+            Sender::Task(sender) => sender.closed().await,
+            Sender::Loop { handle, .. } => handle.closed().await,
+        }
+    }
+
+    pub(crate) fn request(&self) -> Option<&Request> {
+        match self {
+            Sender::Task(sender) => sender.request(),
+            Sender::Loop { request, .. } => Some(request),
+        }
+    }
+}
