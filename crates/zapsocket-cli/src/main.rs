@@ -12,6 +12,7 @@ mod bench;
 mod connect;
 mod realtime;
 mod serve;
+mod serve_reactor;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

@@ -57,7 +57,7 @@ pub(crate) async fn redis(
 pub(crate) fn http(
     hub: &Hub,
     budget: Option<&MemoryBudget>,
-    server: &zapsocket::Metrics,
+    server: Option<&zapsocket::Metrics>,
     request: &Request,
 ) -> Option<HttpResponse> {
     if let Some((_, module)) = CLIENT_JS.iter().find(|(path, _)| *path == request.path()) {
@@ -67,11 +67,12 @@ pub(crate) fn http(
         "/" => Some(HttpResponse::html(DEMO_HTML)),
         "/metrics" => {
             // One exposition (one `# EOF`): the hub's, the WebSocket layer's, then zap serve's.
-            let text = openmetrics::encode(vec![
-                Box::new(hub.metrics()),
-                Box::new(server.snapshot()),
-                Box::new(ServeMetrics::read(budget)),
-            ]);
+            let mut parts: Vec<Box<dyn Collector>> = vec![Box::new(hub.metrics())];
+            if let Some(server) = server {
+                parts.push(Box::new(server.snapshot()));
+            }
+            parts.push(Box::new(ServeMetrics::read(budget)));
+            let text = openmetrics::encode(parts);
             Some(HttpResponse::bytes(openmetrics::CONTENT_TYPE, text))
         }
         _ => None,

@@ -16,94 +16,105 @@ use crate::realtime;
 pub(crate) struct ServeArgs {
     /// The host or IP address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
-    host: String,
+    pub(crate) host: String,
     /// The port to listen on (0: any free port, printed at startup).
     #[arg(long, short, default_value_t = 8080)]
-    port: u16,
+    pub(crate) port: u16,
     /// The largest message (and frame) accepted, in bytes; bigger ones close with 1009.
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
-    max_message: usize,
+    pub(crate) max_message: usize,
     /// Seconds between heartbeat pings; a peer that stays silent as long after a ping is
     /// dropped. 0 turns the heartbeat off.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
-    ping_interval: u64,
+    pub(crate) ping_interval: u64,
     /// Accept permessage-deflate (RFC 7692) from clients that offer it: messages of 1 KiB
     /// and more are compressed, each on its own (no compressor kept per connection).
     #[arg(long)]
-    deflate: bool,
+    pub(crate) deflate: bool,
     /// Accept browsers only from this Origin (repeatable; `*` for any); others get 403.
     /// Default: any origin.
     #[arg(long = "allowed-origin", value_name = "ORIGIN")]
-    allowed_origins: Vec<String>,
+    pub(crate) allowed_origins: Vec<String>,
     /// Trust the reverse proxies at this address or network (`127.0.0.1`, `10.0.0.0/8`;
     /// repeatable): for their connections the client's address (per-IP limits, the handlers'
     /// `socket.request().ip()`) is read from `Forwarded` or `X-Forwarded-For`.
     #[arg(long = "trusted-proxy", value_name = "CIDR")]
-    trusted_proxies: Vec<zapsocket::IpNet>,
+    pub(crate) trusted_proxies: Vec<zapsocket::IpNet>,
     /// A subprotocol to accept when a client offers it (repeatable, in order of
     /// preference), besides the realtime hub's own.
     #[arg(long = "subprotocol", value_name = "NAME")]
-    subprotocols: Vec<String>,
+    pub(crate) subprotocols: Vec<String>,
     /// Serve wss:// with this PEM certificate chain (needs --tls-key).
     #[arg(long, value_name = "PATH", requires = "tls_key")]
-    tls_cert: Option<std::path::PathBuf>,
+    pub(crate) tls_cert: Option<std::path::PathBuf>,
     /// The PEM private key of --tls-cert. On SIGHUP both files are read again: a renewed
     /// certificate serves the next handshakes, without a restart.
     #[arg(long, value_name = "PATH", requires = "tls_cert")]
-    tls_key: Option<std::path::PathBuf>,
+    pub(crate) tls_key: Option<std::path::PathBuf>,
     /// Mutual TLS: require a client certificate signed by a CA in this PEM file.
     #[arg(long, value_name = "PATH", requires = "tls_cert")]
-    tls_client_ca: Option<std::path::PathBuf>,
+    pub(crate) tls_client_ca: Option<std::path::PathBuf>,
     /// On SIGINT or SIGTERM: seconds to wait for clients to answer the 1001 close before
     /// they are dropped.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
-    shutdown_timeout: u64,
+    pub(crate) shutdown_timeout: u64,
     /// The most bytes of incoming data held across all connections (messages still
     /// arriving, and decoded ones not yet handled), beyond 64 KiB each. Past it, the
     /// connections holding more stop being read until it frees up (a wait of over 10 s
     /// ends one with close code 1013). 0: no limit. Default: 256 MiB.
     #[arg(long, value_name = "BYTES", default_value_t = zapsocket::DEFAULT_MEMORY_BUDGET)]
-    memory_budget: usize,
+    pub(crate) memory_budget: usize,
     /// The most connections open at once; more get 503. Default: no limit.
     #[arg(long, value_name = "N")]
-    max_connections: Option<usize>,
+    pub(crate) max_connections: Option<usize>,
     /// The most connections open at once from one IP address; more get 503.
     #[arg(long, value_name = "N")]
-    max_connections_per_ip: Option<usize>,
+    pub(crate) max_connections_per_ip: Option<usize>,
     /// The most WebSocket handshakes a second, all addresses together, as `RATE` or
     /// `RATE:BURST` (default burst: twice the rate); more get 429 with Retry-After.
     /// Default: no limit.
     #[arg(long, value_name = "RATE[:BURST]", value_parser = parse_rate)]
-    max_handshake_rate: Option<RateLimit>,
+    pub(crate) max_handshake_rate: Option<RateLimit>,
     /// The most WebSocket handshakes a second from one IP address (IPv6: one /64), as
     /// `RATE` or `RATE:BURST`; more get 429 with Retry-After. Default: no limit.
     #[arg(long, value_name = "RATE[:BURST]", value_parser = parse_rate)]
-    max_handshake_rate_per_ip: Option<RateLimit>,
+    pub(crate) max_handshake_rate_per_ip: Option<RateLimit>,
     /// The most messages a second each realtime socket (`/ws`) may send, as `RATE` or
     /// `RATE:BURST` (default burst: twice the rate); past it the socket is not read until
     /// its next message is due, so its sends wait. Default: no limit.
     #[arg(long, value_name = "RATE[:BURST]", value_parser = parse_rate)]
-    max_message_rate: Option<RateLimit>,
+    pub(crate) max_message_rate: Option<RateLimit>,
     /// Seconds queued bytes may wait for a peer that takes none of them (it stopped
     /// reading) before its connection is dropped. 0: no limit.
     #[arg(long, value_name = "SECS", default_value_t = 30)]
-    write_timeout: u64,
+    pub(crate) write_timeout: u64,
     /// Many nodes, one server: link the realtime hub to other `zap serve` nodes through
     /// this Redis (`redis://[user:password@]host:port[/db]`, Redis 7 or later). Rooms,
     /// presence, recovery and requests then span every node started with the same URL.
     /// Without it: one node, nothing shared.
     #[arg(long, value_name = "URL")]
-    redis: Option<String>,
+    pub(crate) redis: Option<String>,
     /// This node's id in the cluster (shown in `$hello`, the demo page and presence
     /// lookups). Default: `n-` and 16 random hex digits.
     #[arg(long, value_name = "ID", requires = "redis")]
-    node_id: Option<String>,
+    pub(crate) node_id: Option<String>,
     /// Serve an admin page at `/admin?token=TOKEN` (nodes, connections, rooms, live
     /// message and byte rates, recent disconnects; its data at `/admin/data`). Without
     /// the token: 401. Without this option there is no admin page (404). The token may
     /// come from the environment instead, out of sight of `ps`.
     #[arg(long, value_name = "TOKEN", env = "ZAP_ADMIN_TOKEN", hide_env_values = true)]
-    admin_token: Option<String>,
+    pub(crate) admin_token: Option<String>,
+    /// Serve on the reactor: one event loop per core owns its connections (the shape of
+    /// uWebSockets), and realtime sessions are state machines on their loop instead of
+    /// tasks: less memory per connection and less CPU per message. Not with
+    /// --memory-budget, --trusted-proxy, --max-connections-per-ip, --max-handshake-rate*,
+    /// --admin-token (refused), and no HTTP/2.
+    #[arg(long)]
+    pub(crate) reactor: bool,
+    /// With --reactor: the number of event loops. Default: one per core this process may
+    /// use.
+    #[arg(long, value_name = "N", requires = "reactor", value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) threads: Option<u16>,
 }
 
 /// `RATE` or `RATE:BURST` (a second; the burst defaults to twice the rate).
@@ -147,6 +158,9 @@ pub(crate) async fn run(args: ServeArgs) -> ExitCode {
     };
     let hub = realtime::hub(args.max_message, args.max_message_rate, adapter);
     tracing::info!(node = hub.node(), redis = args.redis.as_deref().unwrap_or("none"), "realtime node");
+    if args.reactor {
+        return crate::serve_reactor::run(args, hub, shutdown).await;
+    }
     let server = match bind(&args, &hub).await {
         Ok(server) => server,
         Err(e) => {
@@ -235,7 +249,7 @@ async fn bind(args: &ServeArgs, hub: &Hub) -> zapsocket::Result<Server> {
         .shutdown_timeout(Duration::from_secs(args.shutdown_timeout))
         .http(move |request| match &admin {
             Some(admin) if request.path().starts_with("/admin") => admin.http(request),
-            _ => realtime::http(&hub, budget.as_ref(), &metrics, request),
+            _ => realtime::http(&hub, budget.as_ref(), Some(&metrics), request),
         })
         .bind()
         .await
@@ -314,7 +328,7 @@ async fn relay(mut ws: WebSocket, broadcast: &Clients) -> zapsocket::Result<Opti
 
 /// The server's TLS identity from PEM files; with `client_ca`, client certificates
 /// signed by it are required (mutual TLS).
-fn tls_identity(
+pub(crate) fn tls_identity(
     cert: &std::path::Path,
     key: &std::path::Path,
     client_ca: Option<&std::path::Path>,
@@ -353,7 +367,7 @@ fn tls_identity(
 
 /// On SIGHUP, reads the certificate, key (and client CA) files again and serves the
 /// next handshakes with them; a file that does not load leaves the old ones in place.
-fn reload_on_sighup(identity: zapsocket::Identity, args: &ServeArgs) {
+pub(crate) fn reload_on_sighup(identity: zapsocket::Identity, args: &ServeArgs) {
     #[cfg(unix)]
     {
         let (Some(cert), Some(key)) = (args.tls_cert.clone(), args.tls_key.clone()) else { return };
@@ -381,7 +395,7 @@ fn reload_on_sighup(identity: zapsocket::Identity, args: &ServeArgs) {
 
 /// Waits for Ctrl-C (SIGINT) or SIGTERM. The handlers are installed when this is created,
 /// so a signal that comes right after startup is not lost.
-struct Shutdown {
+pub(crate) struct Shutdown {
     #[cfg(unix)]
     signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
 }
@@ -400,7 +414,7 @@ impl Shutdown {
     }
 
     /// Resolves with the name of the signal received.
-    async fn recv(self) -> &'static str {
+    pub(crate) async fn recv(self) -> &'static str {
         #[cfg(unix)]
         if let Some((mut interrupt, mut terminate)) = self.signals {
             return tokio::select! {

@@ -184,10 +184,31 @@ struct Handshake {
     lingering: bool,
 }
 
-/// An open connection: the protocol state machine and the handler's state.
+/// An open connection: the protocol state machine and the rest of the connection
+/// ([`Live`]), and the handler's state.
 pub(super) struct Open<S> {
-    ws: Connection,
+    live: Live,
     state: S,
+}
+
+impl<S> std::ops::Deref for Open<S> {
+    type Target = Live;
+
+    fn deref(&self) -> &Live {
+        &self.live
+    }
+}
+
+impl<S> std::ops::DerefMut for Open<S> {
+    fn deref_mut(&mut self) -> &mut Live {
+        &mut self.live
+    }
+}
+
+/// An open connection but for the handler's state: what a [`Socket`] works on, whatever
+/// state it is given ([`Socket::map`]).
+pub(super) struct Live {
+    ws: Connection,
     flags: u8,
     /// The subprotocol agreed on.
     protocol: Option<Box<str>>,
@@ -201,7 +222,7 @@ pub(super) struct Open<S> {
     link: Option<Arc<Link>>,
 }
 
-impl<S> Open<S> {
+impl Live {
     /// Puts it in `dirty` (the connections to write at the end of the pass), once.
     fn mark(&mut self, dirty: &mut Vec<usize>, key: usize) {
         if self.flags & DIRTY == 0 {
@@ -261,7 +282,7 @@ impl Cx {
         }
     }
 
-    fn mark<S>(&mut self, open: &mut Open<S>, key: usize) {
+    fn mark(&mut self, open: &mut Live, key: usize) {
         open.mark(&mut self.dirty, key);
     }
 
@@ -514,7 +535,7 @@ impl<H: Handler> Worker<H> {
                     break;
                 }
             };
-            handler.message(&mut Socket { open: &mut *open, key, stream: &*stream, cx: &mut *cx }, message);
+            handler.message(&mut Socket::of(open, key, stream, cx), message);
         }
         if !open.ws.outbound().is_empty() || open.ws.is_closed() || open.flags & TERMINATE != 0 {
             cx.mark(open, key);

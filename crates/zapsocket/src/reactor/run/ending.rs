@@ -137,7 +137,7 @@ impl<H: Handler> Worker<H> {
 
     /// A connection is over: it leaves its topics and the count, and the handler hears.
     fn closed(&mut self, key: usize, open: Open<H::State>) {
-        let Open { ws, state, topics, ending, link, .. } = open;
+        let Open { live: Live { ws, topics, ending, link, .. }, state } = open;
         if let Some(link) = link {
             link.ended();
         }
@@ -154,7 +154,7 @@ impl<H: Handler> Worker<H> {
     }
 }
 
-impl<S> Open<S> {
+impl Live {
     /// Ends the connection once what is queued (the close frame for a violation) is
     /// written.
     pub(super) fn end_after_write(&mut self, code: CloseCode, reason: String) {

@@ -277,7 +277,7 @@ impl<H: Handler> Worker<H> {
             }
             Op::Wake => {
                 link.posted_ops.fetch_and(!WAKE_POSTED, Ordering::AcqRel);
-                handler.wake(&mut Socket { open: &mut *open, key, stream: &*stream, cx: &mut *cx });
+                handler.wake(&mut Socket::of(open, key, stream, cx));
             }
         }
         if !open.ws.outbound().is_empty() || open.ws.is_closed() || open.flags & TERMINATE != 0 {

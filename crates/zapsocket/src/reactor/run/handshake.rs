@@ -91,9 +91,8 @@ impl<H: Handler> Worker<H> {
         // Starts the heartbeat's clock.
         let _ = ws.handle_timeout(self.cx.now);
         ws.feed(leftover);
-        let open = Open {
+        let live = Live {
             ws,
-            state: admitted.state,
             flags: ACTIVE,
             protocol: admitted.protocol.map(String::into_boxed_str),
             topics: Vec::new(),
@@ -101,11 +100,12 @@ impl<H: Handler> Worker<H> {
             link: None,
             ending: None,
         };
+        let open = Open { live, state: admitted.state };
         conn.phase = Phase::Open(Box::new(open));
         let Worker { conns, handler, cx, .. } = self;
         if let Some(Conn { stream, phase: Phase::Open(open), .. }) = conns.get_mut(key) {
             cx.mark(open, key);
-            handler.open(&mut Socket { open: &mut **open, key, stream: &*stream, cx: &mut *cx });
+            handler.open(&mut Socket::of(open, key, stream, cx));
         }
         if !self.cx.published.is_empty() {
             deliver_published(&mut self.conns, &mut self.cx);

@@ -4,10 +4,18 @@ use super::*;
 
 /// A connection as its callbacks see it: send, close, subscribe, publish, its state.
 pub struct Socket<'a, S> {
-    pub(super) open: &'a mut Open<S>,
-    pub(super) key: usize,
-    pub(super) stream: &'a TcpStream,
-    pub(super) cx: &'a mut Cx,
+    open: &'a mut Live,
+    state: &'a mut S,
+    key: usize,
+    stream: &'a TcpStream,
+    cx: &'a mut Cx,
+}
+
+impl<'a, S> Socket<'a, S> {
+    pub(super) fn of(open: &'a mut Open<S>, key: usize, stream: &'a TcpStream, cx: &'a mut Cx) -> Self {
+        let Open { live, state } = open;
+        Socket { open: live, state, key, stream, cx }
+    }
 }
 
 impl<S> std::fmt::Debug for Socket<'_, S> {
@@ -19,7 +27,30 @@ impl<S> std::fmt::Debug for Socket<'_, S> {
 impl<S> Socket<'_, S> {
     /// What [`Handler::upgrade`] made for this connection.
     pub fn state(&mut self) -> &mut S {
-        &mut self.open.state
+        self.state
+    }
+
+    /// The same connection with a part of its state as the state: how a handler hands
+    /// its connections to another handler (one for each path, say), whose callbacks take
+    /// a `Socket` of their own state. `None` when `part` finds none.
+    ///
+    /// ```
+    /// use zapsocket::reactor::Socket;
+    /// # struct Chat;
+    /// enum Conn {
+    ///     Echo,
+    ///     Chat(Chat),
+    /// }
+    /// fn chat<'s>(ws: &'s mut Socket<'_, Conn>) -> Option<Socket<'s, Chat>> {
+    ///     ws.map(|conn| match conn {
+    ///         Conn::Chat(chat) => Some(chat),
+    ///         Conn::Echo => None,
+    ///     })
+    /// }
+    /// ```
+    pub fn map<T>(&mut self, part: impl FnOnce(&mut S) -> Option<&mut T>) -> Option<Socket<'_, T>> {
+        let state = part(&mut *self.state)?;
+        Some(Socket { open: &mut *self.open, state, key: self.key, stream: self.stream, cx: &mut *self.cx })
     }
 
     /// Queues a message (written at the end of the loop's pass, with whatever else is

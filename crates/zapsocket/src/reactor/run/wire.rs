@@ -78,8 +78,9 @@ impl<H: Handler> Worker<H> {
                 }
             }
         }
-        if let Some(link) = &open.link {
-            link.saw_queue(open.ws.outbound());
+        let live: &mut Live = open;
+        if let Some(link) = &live.link {
+            link.saw_queue(live.ws.outbound());
         }
         if open.flags & PAUSED != 0 && open.ws.outbound().cost() <= max / 2 {
             open.flags &= !PAUSED;
@@ -88,7 +89,7 @@ impl<H: Handler> Worker<H> {
             }
             let Worker { conns, handler, cx, .. } = self;
             if let Some(Conn { stream, phase: Phase::Open(open), .. }) = conns.get_mut(key) {
-                handler.drain(&mut Socket { open: &mut **open, key, stream: &*stream, cx: &mut *cx });
+                handler.drain(&mut Socket::of(open, key, stream, cx));
                 if !open.ws.outbound().is_empty() {
                     cx.mark(open, key);
                 }
