@@ -9,6 +9,7 @@
 #   scripts/idle-memory.sh                  # N=10000, HOLD_SHORT=4, HOLD_LONG=25
 #   N=2000 HOLD_LONG=12 scripts/idle-memory.sh
 #   ZAP_BIN=/path/to/zap scripts/idle-memory.sh   # another build (no cargo build), side by side
+#   SERVE_ARGS=--reactor scripts/idle-memory.sh    # zap serve on the reactor
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-10000}
@@ -33,7 +34,8 @@ measure() {
     PORT=$((PORT + 1))
     local log
     log=$(mktemp)
-    taskset -c 1 "$ZAP" serve --port "$port" >"$log" 2>&1 &
+    # shellcheck disable=SC2086 # SERVE_ARGS is a list of words
+    taskset -c 1 "$ZAP" serve --port "$port" ${SERVE_ARGS:-} >"$log" 2>&1 &
     local server=$!
     for _ in $(seq 100); do grep -q "listening on" "$log" && break; sleep 0.1; done
     local before after fds

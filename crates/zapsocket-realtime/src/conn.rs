@@ -137,7 +137,7 @@ pub(crate) async fn run(core: Arc<Core>, ws: WebSocket) {
     let binary = ws.protocol() == Some(crate::SUBPROTOCOL_V2);
     let (sender, mut rx) = ws.split();
     let state = Arc::new(SocketState::new(Sender::Task(sender), binary));
-    let mut ctx = Ctx { core: core.clone(), state, ack: None };
+    let mut ctx = Ctx { core: core.clone(), state, ack: None, request: None };
     // The steps of a connection's start and end, and the rare requests, are boxed: a
     // future is as large as its largest branch, and this one lives as long as the session.
     if !Box::pin(arrive(&ctx)).await {
@@ -291,12 +291,12 @@ async fn token_or_end(wait: Option<Duration>, sender: &Sender) -> bool {
 /// offsets on, and writes its session through to the history.
 async fn register(core: &Core, state: &Arc<SocketState>) {
     core.registry.add_socket(state);
-    for room in [crate::ALL_ROOM, state.room.as_str()] {
+    for room in [crate::ALL_ROOM, &*state.room] {
         if let Err(error) = core.broker.subscribe(room).await {
             tracing::debug!(%room, %error, "not subscribed");
         }
     }
-    let rooms = [crate::ALL_ROOM, state.room.as_str()];
+    let rooms = [crate::ALL_ROOM, &*state.room];
     match core.history.last_offsets(&rooms).await {
         Ok(offsets) => rooms.iter().zip(offsets).for_each(|(room, offset)| state.set_joined_at(room, offset)),
         Err(error) => tracing::debug!(%error, "offsets unknown"),

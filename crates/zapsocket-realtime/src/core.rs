@@ -62,6 +62,9 @@ pub(crate) struct Ctx {
     pub(crate) core: Arc<Core>,
     pub(crate) state: Arc<SocketState>,
     pub(crate) ack: Option<u64>,
+    /// The upgrade request, where the socket's connection does not keep it: the
+    /// connect middlewares on the reactor ([`crate::HubHandler::keep_requests`]).
+    pub(crate) request: Option<Arc<zapsocket::Request>>,
 }
 
 /// A handler or procedure with its input type erased: reads `data` (JSON, and the byte

@@ -62,6 +62,7 @@ use crate::state::SocketState;
 pub struct HubHandler {
     core: Arc<Core>,
     runtime: Runtime,
+    keep_requests: bool,
 }
 
 impl std::fmt::Debug for HubHandler {
@@ -72,7 +73,16 @@ impl std::fmt::Debug for HubHandler {
 
 impl HubHandler {
     pub(crate) fn new(core: Arc<Core>, runtime: Runtime) -> Self {
-        HubHandler { core, runtime }
+        HubHandler { core, runtime, keep_requests: false }
+    }
+
+    /// Keeps each socket's upgrade request for its whole life, so that
+    /// [`Socket::request`](crate::Socket::request) answers in every handler, not only in
+    /// the connect middlewares. Default: not kept (it is the largest part of an idle
+    /// session: a few hundred bytes, a KiB and more with a browser's cookies).
+    pub fn keep_requests(mut self, keep: bool) -> Self {
+        self.keep_requests = keep;
+        self
     }
 }
 
@@ -87,8 +97,9 @@ pub struct Session {
     busy: Option<oneshot::Receiver<Done>>,
     /// Messages read that wait their turn; made at the first.
     queue: Option<Box<Queue>>,
-    rate: Option<TokenBucket>,
-    violations: Option<TokenBucket>,
+    /// Its message rate and violations, made when first needed (a bucket made then is
+    /// as full as one made at the start would be by then).
+    limits: Option<Box<Limits>>,
     /// The handlers that wait, running on the runtime; made at the first.
     running: Option<Arc<Mutex<Running>>>,
 }
@@ -97,6 +108,26 @@ impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let id = self.state.as_ref().map(|state| state.sid.clone());
         f.debug_struct("Session").field("id", &id).field("phase", &self.phase).finish()
+    }
+}
+
+/// A session's token buckets ([`HubConfig::max_message_rate`](crate::HubConfig) and
+/// `max_violations`).
+struct Limits {
+    rate: Option<TokenBucket>,
+    violations: Option<TokenBucket>,
+}
+
+impl Session {
+    fn limits(&mut self, core: &Core) -> &mut Limits {
+        self.limits.get_or_insert_with(|| {
+            let now = Instant::now();
+            let config = &core.config;
+            Box::new(Limits {
+                rate: config.max_message_rate.map(|limit| TokenBucket::full(limit, now)),
+                violations: config.max_violations.map(|limit| TokenBucket::full(limit, now)),
+            })
+        })
     }
 }
 
@@ -242,7 +273,7 @@ fn lock(running: &Mutex<Running>) -> std::sync::MutexGuard<'_, Running> {
 
 impl HubHandler {
     fn ctx(&self, state: &Arc<SocketState>) -> Ctx {
-        Ctx { core: self.core.clone(), state: state.clone(), ack: None }
+        Ctx { core: self.core.clone(), state: state.clone(), ack: None, request: None }
     }
 
     /// Runs `work` on the runtime before the next message; it wakes the connection
@@ -283,7 +314,8 @@ impl HubHandler {
                 },
             };
             let data = matches!(next, Message::Text(_) | Message::Binary(_));
-            if let Some(bucket) = session.rate.as_mut().filter(|_| data)
+            let paced = data && self.core.config.max_message_rate.is_some();
+            if let Some(bucket) = paced.then(|| session.limits(&self.core).rate.as_mut()).flatten()
                 && !bucket.take(Instant::now())
             {
                 self.core.counters.rate_limited.fetch_add(1, Relaxed);
@@ -342,7 +374,8 @@ impl HubHandler {
                 });
             }
             Received::Violation => {
-                if session.violations.as_mut().is_some_and(|bucket| !bucket.take(Instant::now())) {
+                let violations = &mut session.limits(&self.core).violations;
+                if violations.as_mut().is_some_and(|bucket| !bucket.take(Instant::now())) {
                     // After the error reply, through the same handle.
                     session.phase = Phase::Violated;
                     session.queue = None;
@@ -379,16 +412,13 @@ impl Handler for HubHandler {
     type State = Session;
 
     fn upgrade(&mut self, request: &Request) -> Result<Session, HttpResponse> {
-        let now = Instant::now();
-        let config = &self.core.config;
         Ok(Session {
             request: Some(Arc::new(request.clone())),
             state: None,
             phase: Phase::Connecting,
             busy: None,
             queue: None,
-            rate: config.max_message_rate.map(|limit| TokenBucket::full(limit, now)),
-            violations: config.max_violations.map(|limit| TokenBucket::full(limit, now)),
+            limits: None,
             running: None,
         })
     }
@@ -397,9 +427,11 @@ impl Handler for HubHandler {
         let binary = ws.protocol() == Some(crate::SUBPROTOCOL_V2);
         let handle = ws.handle();
         let Some(request) = ws.state().request.take() else { return };
-        let state = Arc::new(SocketState::new(Sender::Loop { handle, request }, binary));
+        let kept = self.keep_requests.then(|| request.clone());
+        let state = Arc::new(SocketState::new(Sender::Loop { handle, request: kept }, binary));
         ws.state().state = Some(state.clone());
-        let ctx = self.ctx(&state);
+        // The connect middlewares see the request either way.
+        let ctx = Ctx { request: Some(request), ..self.ctx(&state) };
         self.wait_for(ws, async move { Done::Arrived(conn::arrive(&ctx).await) });
     }
 
@@ -451,7 +483,7 @@ impl Handler for HubHandler {
         let runtime = self.runtime.clone();
         let core = self.core.clone();
         self.runtime.spawn(async move {
-            let mut ctx = Ctx { core, state, ack: None };
+            let mut ctx = Ctx { core, state, ack: None, request: None };
             // What was running when it ended (its start, a `$join`...) finishes first.
             if let Some(busy) = busy {
                 match busy.await {
@@ -476,5 +508,20 @@ impl Handler for HubHandler {
             }
             conn::depart(&ctx, code, reason).await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// What an idle session keeps besides the connection (docs/BENCHMARKS.md): a guard,
+    /// so that a field added is a decision. The session is inline in the reactor's
+    /// connection (432 bytes with it fit jemalloc's 512 class); the socket's state is
+    /// an `Arc` (16 bytes more: 448, a class of its own).
+    #[test]
+    fn idle_session_sizes() {
+        let (session, state) = (size_of::<super::Session>(), size_of::<crate::state::SocketState>());
+        eprintln!("Session {session} B, SocketState {state} B");
+        assert!(session <= 64, "Session is {session} bytes");
+        assert!(state <= 432, "SocketState is {state} bytes");
     }
 }

@@ -324,7 +324,7 @@ impl Hub {
     /// The socket with this session id, if it is connected to this node.
     pub fn socket(&self, id: &str) -> Option<Socket> {
         let state = self.core.registry.socket(id)?;
-        Some(Socket { state, core: self.core.clone(), ack: None, timeout: None })
+        Some(Socket { state, core: self.core.clone(), ack: None, timeout: None, request: None })
     }
 
     /// Every member of `room` on every node, whatever its size.

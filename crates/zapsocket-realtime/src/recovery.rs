@@ -176,9 +176,7 @@ impl Core {
         self.registry.add_socket(socket);
         // Every room counts, even when subscribing fails: undoing unsubscribes them all.
         let mut failed = None;
-        for room in
-            [crate::ALL_ROOM, socket.room.as_str()].into_iter().chain(rooms.iter().map(String::as_str))
-        {
+        for room in [crate::ALL_ROOM, &*socket.room].into_iter().chain(rooms.iter().map(String::as_str)) {
             if let Err(error) = self.broker.subscribe(room).await {
                 failed.get_or_insert(error);
             }
@@ -199,9 +197,7 @@ impl Core {
     ) {
         let rooms = socket.take_rooms();
         self.registry.remove_socket(socket, &rooms);
-        for room in
-            [crate::ALL_ROOM, socket.room.as_str()].into_iter().chain(rooms.iter().map(String::as_str))
-        {
+        for room in [crate::ALL_ROOM, &*socket.room].into_iter().chain(rooms.iter().map(String::as_str)) {
             self.broker.unsubscribe(room);
         }
         socket.release_held(|_| false);
@@ -223,7 +219,7 @@ impl Core {
         record: &SessionRecord,
         offsets: &HashMap<String, u64>,
     ) -> Result<usize, ReplyError> {
-        let rooms: Vec<String> = [crate::ALL_ROOM.to_owned(), socket.room.clone()]
+        let rooms: Vec<String> = [crate::ALL_ROOM.to_owned(), socket.room.to_string()]
             .into_iter()
             .chain(record.rooms.iter().cloned())
             .collect();

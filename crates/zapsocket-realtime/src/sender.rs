@@ -12,8 +12,8 @@ use zapsocket::{CloseCode, EncodedFrame, Request, WebSocketSender};
 pub(crate) enum Sender {
     /// On the async server.
     Task(WebSocketSender),
-    /// On a reactor loop.
-    Loop { handle: Handle, request: Arc<Request> },
+    /// On a reactor loop; the request when it is kept.
+    Loop { handle: Handle, request: Option<Arc<Request>> },
 }
 
 impl Sender {
@@ -79,7 +79,7 @@ impl Sender {
     pub(crate) fn request(&self) -> Option<&Request> {
         match self {
             Sender::Task(sender) => sender.request(),
-            Sender::Loop { request, .. } => Some(request),
+            Sender::Loop { request, .. } => request.as_deref(),
         }
     }
 }

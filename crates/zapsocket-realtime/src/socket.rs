@@ -34,17 +34,19 @@ pub struct Socket {
     pub(crate) ack: Option<u64>,
     /// The timeout of `emit_with_ack`, when not the hub's.
     pub(crate) timeout: Option<Duration>,
+    /// The upgrade request, when the connection does not keep it (see [`Socket::request`]).
+    pub(crate) request: Option<Arc<zapsocket::Request>>,
 }
 
 impl From<Ctx> for Socket {
     fn from(ctx: Ctx) -> Self {
-        Socket { state: ctx.state, core: ctx.core, ack: ctx.ack, timeout: None }
+        Socket { state: ctx.state, core: ctx.core, ack: ctx.ack, timeout: None, request: ctx.request }
     }
 }
 
 impl From<&Socket> for RoomName {
     fn from(socket: &Socket) -> Self {
-        RoomName(socket.state.room.clone())
+        RoomName(socket.state.room.to_string())
     }
 }
 
@@ -60,8 +62,15 @@ impl Socket {
     }
 
     /// The upgrade request: headers, query parameters, cookies, peer address.
+    ///
+    /// On the async [`zapsocket::Server`], always. On the reactor
+    /// ([`Hub::reactor_handler`](crate::Hub::reactor_handler)), in the connect middlewares
+    /// (and what they keep of their `Socket`), and after them only with
+    /// [`HubHandler::keep_requests`](crate::HubHandler::keep_requests): a request head
+    /// (a browser's, with its cookies, is often 1 KiB) is most of an idle session there.
+    /// Keep what the handlers need in the socket's data at connect.
     pub fn request(&self) -> Option<&zapsocket::Request> {
-        self.state.sender.request()
+        self.request.as_deref().or_else(|| self.state.sender.request())
     }
 
     /// The public data: what other members see in presence (`MEMBER.data`). Default: null.

@@ -29,7 +29,7 @@ const BUFFERED_OVERHEAD: usize = 96;
 pub(crate) struct SocketState {
     pub(crate) sid: Arc<str>,
     /// `$s:SID`.
-    pub(crate) room: String,
+    pub(crate) room: Box<str>,
     pub(crate) sender: Sender,
     /// Its public data: mostly sent (presence, session records), and a one-key object
     /// as a `Value` is a 600-byte map node kept by every socket.
@@ -80,10 +80,16 @@ struct Inner {
     private: Private,
     /// The named rooms it joined.
     rooms: BTreeSet<String>,
-    /// Per room (with `$all` and its own), the room's last offset when it joined.
+    /// Per named room, the room's last offset when it joined.
     joined_at: HashMap<String, u64>,
+    /// The same for `$all` and its own room, which every socket has (0: unknown).
+    all_at: u64,
+    own_at: u64,
     pending: HashMap<u64, oneshot::Sender<Reply>>,
-    warned: HashSet<String>,
+    /// The unknown event names it was warned about; made at the first. Boxed: an empty
+    /// set is 48 bytes inline in every socket's state, a `None` is 8.
+    #[allow(clippy::box_collection)]
+    warned: Option<Box<HashSet<String>>>,
     held: Held,
 }
 
@@ -112,7 +118,7 @@ impl SocketState {
     pub(crate) fn with_sid(sid: Arc<str>, sender: Sender, binary: bool) -> Self {
         SocketState {
             binary,
-            room: format!("$s:{sid}"),
+            room: format!("$s:{sid}").into_boxed_str(),
             sid,
             sender,
             public: RwLock::new(Public::Text("null".into())),
@@ -190,7 +196,14 @@ impl SocketState {
     }
 
     pub(crate) fn set_joined_at(&self, room: &str, offset: u64) {
-        self.lock().joined_at.insert(room.to_owned(), offset);
+        let mut inner = self.lock();
+        if room == crate::ALL_ROOM {
+            inner.all_at = offset;
+        } else if room == &*self.room {
+            inner.own_at = offset;
+        } else {
+            inner.joined_at.insert(room.to_owned(), offset);
+        }
     }
 
     /// The session as the history keeps it.
@@ -201,7 +214,12 @@ impl SocketState {
             id: self.sid.to_string(),
             data,
             rooms: inner.rooms.iter().cloned().collect(),
-            joined_at: inner.joined_at.iter().map(|(r, o)| (r.clone(), *o)).collect(),
+            joined_at: [(crate::ALL_ROOM, inner.all_at), (&*self.room, inner.own_at)]
+                .into_iter()
+                .filter(|(_, offset)| *offset > 0)
+                .map(|(room, offset)| (room.to_owned(), offset))
+                .chain(inner.joined_at.iter().map(|(r, o)| (r.clone(), *o)))
+                .collect(),
         }
     }
 
@@ -210,7 +228,11 @@ impl SocketState {
         self.set_public(record.data.clone());
         let mut inner = self.lock();
         inner.rooms = record.rooms.iter().cloned().collect();
-        inner.joined_at = record.joined_at.iter().cloned().collect();
+        inner.joined_at.clear();
+        drop(inner);
+        for (room, offset) in &record.joined_at {
+            self.set_joined_at(room, *offset);
+        }
     }
 
     /// Registers a request to the client; fails past `max` pending.
@@ -247,11 +269,12 @@ impl SocketState {
     /// Whether an unknown event name should get its `$error` (once per name).
     pub(crate) fn warn_unknown(&self, name: &str) -> bool {
         let mut inner = self.lock();
-        if inner.warned.contains(name) {
+        let warned = inner.warned.get_or_insert_default();
+        if warned.contains(name) {
             return false;
         }
-        if inner.warned.len() < MAX_WARNED {
-            inner.warned.insert(name.to_owned());
+        if warned.len() < MAX_WARNED {
+            warned.insert(name.to_owned());
         }
         true
     }
