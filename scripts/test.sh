@@ -8,7 +8,8 @@
 #   fmt              cargo fmt --all --check
 #   layering         zapsocket-proto must not depend on tokio (cargo tree)
 #   clippy           cargo clippy --workspace --all-targets -- -D warnings
-#   test             cargo nextest run --workspace + cargo test --workspace --doc
+#   test             cargo nextest run --workspace, the realtime and Redis tests again with
+#                    the hub on the reactor (ZAP_HUB_HOST=reactor), cargo test --workspace --doc
 #                    (cargo test --workspace without nextest), with the interop env below
 #   fuzz             scripts/fuzz.sh --fresh all: every target of fuzz/ from its committed corpus
 #                    (fuzz/corpus) for a bounded time, on stable Rust (cargo fuzz build
@@ -136,11 +137,19 @@ step_test() {
   if [ "${ZAPSOCKET_NO_NEXTEST:-0}" != 1 ] && cargo nextest --version > /dev/null 2>&1; then
     "${limit[@]}" cargo nextest run --workspace --cargo-quiet --status-level slow --no-tests warn || rc=$?
     if [ "$rc" = 0 ]; then
+      say "   the realtime and Redis tests again, with the hub on the reactor (ZAP_HUB_HOST=reactor):"
+      ZAP_HUB_HOST=reactor "${limit[@]}" cargo nextest run -p zapsocket-realtime -p zapsocket-redis \
+        --cargo-quiet --status-level slow || rc=$?
+    fi
+    if [ "$rc" = 0 ]; then
       say "   doctests (nextest skips them):"
       "${limit[@]}" cargo test --workspace --doc -q || rc=$?
     fi
   else
     "${limit[@]}" cargo test --workspace -q || rc=$?
+    if [ "$rc" = 0 ]; then
+      ZAP_HUB_HOST=reactor "${limit[@]}" cargo test -p zapsocket-realtime -p zapsocket-redis -q || rc=$?
+    fi
   fi
   if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
     log "tests still running after ${ZAPSOCKET_TEST_TIMEOUT:-1800}s: stopped (ZAPSOCKET_TEST_TIMEOUT)"
