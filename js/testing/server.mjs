@@ -37,7 +37,9 @@ export async function startServer({ args = [], port = 0 } = {}) {
   const bin = await zapBinary();
   const server = { port, args, proc: null, log: '' };
   server.start = async () => {
-    const proc = spawn(bin, ['serve', '--host', '127.0.0.1', '--port', String(server.port), ...args], {
+    // $ZAP_SERVE_ARGS (say `--reactor`) is added to every server's arguments.
+    const extra = (process.env.ZAP_SERVE_ARGS || '').split(/\s+/).filter(Boolean);
+    const proc = spawn(bin, ['serve', '--host', '127.0.0.1', '--port', String(server.port), ...args, ...extra], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info', NO_COLOR: '1' },
     });
