@@ -8,6 +8,7 @@
 #
 #   scripts/bench-realtime.sh                 # ROUNDS=3, N=1000 (M=200) and N=10000 (M=50)
 #   ROUNDS=5 WINDOW=1 scripts/bench-realtime.sh
+#   SERVE_ARGS=--reactor scripts/bench-realtime.sh   # zap serve on the reactor
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
@@ -21,7 +22,8 @@ cargo build --release -q -p zapsocket-realtime --example room_bench
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 log=$(mktemp)
-taskset -c 1 "$TARGET/release/zap" serve --port "$PORT" --ping-interval 0 >"$log" 2>&1 &
+# shellcheck disable=SC2086 # SERVE_ARGS is a list of words
+taskset -c 1 "$TARGET/release/zap" serve --port "$PORT" --ping-interval 0 ${SERVE_ARGS:-} >"$log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true; rm -f "$log"' EXIT
 for _ in $(seq 100); do grep -q "listening on" "$log" && break; sleep 0.1; done

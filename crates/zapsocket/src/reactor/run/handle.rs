@@ -33,6 +33,8 @@ pub(crate) struct Link {
     /// handles posted (each frame counted as a chunk).
     cost: AtomicUsize,
     closed: AtomicBool,
+    /// Some task waits in `waiters` (so the loop takes their lock only then).
+    waited: AtomicBool,
     posted_ops: AtomicU8,
     /// Tasks waiting for room in the send queue ([`Handle::writable`]) or for the end
     /// ([`Handle::closed`]); each wakes and looks again.
@@ -50,6 +52,7 @@ impl Link {
             queued: AtomicUsize::new(0),
             cost: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            waited: AtomicBool::new(false),
             posted_ops: AtomicU8::new(0),
             waiters: Mutex::new(Vec::new()),
         }
@@ -79,6 +82,11 @@ impl Link {
     }
 
     fn wake_waiters(&self) {
+        // Against the waiter's store then look (`wait`): one of the two sees the other.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if !self.waited.swap(false, Ordering::SeqCst) {
+            return;
+        }
         let waiters = std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|e| e.into_inner()));
         waiters.into_iter().for_each(TaskWaker::wake);
     }
@@ -93,7 +101,9 @@ impl Link {
         if !waiters.iter().any(|w| w.will_wake(waker)) {
             waiters.push(waker.clone());
         }
+        self.waited.store(true, Ordering::SeqCst);
         drop(waiters);
+        std::sync::atomic::fence(Ordering::SeqCst);
         if done() { TaskPoll::Ready(()) } else { TaskPoll::Pending }
     }
 
