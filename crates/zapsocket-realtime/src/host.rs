@@ -341,16 +341,16 @@ impl HubHandler {
             self.handle_message(ws, &next);
         }
         let session = ws.state();
-        if let Some(message) = incoming {
+        // A session that is closing keeps nothing and goes on reading, for the client's
+        // close (what else comes is dropped).
+        let stopped = matches!(session.phase, Phase::Refused | Phase::Violated | Phase::Failed);
+        if let Some(message) = incoming.filter(|_| !stopped) {
             session.queue.get_or_insert_default().push_back(message);
         }
         let bytes = session.queue.as_ref().map_or(0, |queue| queue.bytes);
-        if bytes == 0 {
+        if bytes == 0 || stopped {
             session.queue = None;
         }
-        // A session that is closing goes on reading, for the client's close (what else
-        // comes is dropped).
-        let stopped = matches!(session.phase, Phase::Refused | Phase::Violated | Phase::Failed);
         if !stopped && bytes >= self.core.config.max_message {
             ws.pause();
         } else {

@@ -109,3 +109,52 @@ async fn handlers_that_wait_run_beside_the_loop_within_max_pending_acks() {
     // A request that does not wait is answered from the loop, at once.
     assert_eq!(exchange(&mut ws, r#"{"event":"now","data":4,"ack":4}"#).await["data"], 4);
 }
+
+/// While a session cannot handle messages (here its connect middleware waits), it keeps
+/// at most `max_message` bytes of them, then stops reading: the client's writes stall
+/// (TCP pushes back) instead of the server buffering them all. Nothing is lost: once the
+/// middleware lets it in, every message is answered, in order.
+#[tokio::test]
+async fn a_session_that_waits_keeps_at_most_max_message_then_stops_reading() {
+    let mut config = HubConfig::default();
+    config.max_message = 4096;
+    let hub = Hub::builder().config(config).build();
+    let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+    let opened = gate.clone();
+    hub.use_connect(move |_: Socket| {
+        let gate = opened.clone();
+        async move {
+            gate.notified().await;
+            Ok(())
+        }
+    });
+    hub.on("n", |_: Socket, n: u64| async move { Ok::<_, ReplyError>(n) });
+    let (_running, url) = serve(hub.reactor_handler(tokio::runtime::Handle::current()));
+    let mut ws = zapsocket::Client::builder().protocol(SUBPROTOCOL).connect(&url).await.unwrap();
+    let pad = "x".repeat(1000);
+    let mut sent = 0u64;
+    let stalled = loop {
+        let ack = sent + 1;
+        let message = format!(r#"{{"event":"n","data":{sent},"ack":{ack},"pad":"{pad}"}}"#);
+        match tokio::time::timeout(Duration::from_millis(500), ws.send(message)).await {
+            Ok(result) => {
+                result.unwrap();
+                sent += 1;
+                if sent == 64 * 1024 {
+                    break false;
+                }
+            }
+            Err(_) => break true,
+        }
+    };
+    assert!(stalled, "64 MiB taken while the session could not handle any of it");
+    assert!(sent > 4, "a few were taken: {sent}");
+    gate.notify_one();
+    assert_eq!(recv_json(&mut ws).await["event"], "$hello");
+    // Every message sent (and the one whose send was cut short, if it went), in order.
+    let mut answered = 0;
+    while answered < sent {
+        assert_eq!(recv_json(&mut ws).await, json!({"reply": answered + 1, "data": answered}));
+        answered += 1;
+    }
+}

@@ -13,9 +13,19 @@
 //! (docs/BENCHMARKS.md).
 //!
 //! Use it for the hot paths (echo, fan-out, game or market feeds) where a callback is
-//! enough, over `ws://` or `wss://` ([`ReactorBuilder::tls`]); use the async
-//! [`Server`](crate::Server) for what needs `await` in the handler, HTTP/2, or the
-//! realtime hub.
+//! enough, over `ws://` or `wss://` ([`ReactorBuilder::tls`]), and for the realtime hub
+//! (`zapsocket_realtime::Hub::reactor_handler`); use the async
+//! [`Server`](crate::Server) for what needs `await` in the handler, or HTTP/2.
+//!
+//! # Work elsewhere
+//!
+//! A callback must not wait; what must (a database, a computation) runs on another
+//! thread or a tokio task and comes back through the connection's [`Handle`]
+//! ([`Socket::handle`]): it sends, closes and asks the loop to call [`Handler::wake`] for
+//! the connection, from any thread, in order. [`Socket::pause`] stops handing the
+//! connection's messages to the handler meanwhile (and reading it), [`Socket::resume`]
+//! goes on. [`Socket::map`] gives another handler the connection with a part of the state
+//! as its own, to serve a handler per path from one reactor.
 //!
 //! ```no_run
 //! use zapsocket::reactor::{Handler, Reactor, Socket};
@@ -71,10 +81,14 @@
 //!   process-wide [`MemoryBudget`](crate::MemoryBudget) of the async server is not
 //!   applied here: a connection may hold up to one message in progress
 //!   (`max_message_size`).
-//! - Each loop's inbox (what other threads publish to it) holds at most
-//!   [`MAX_INBOX_BYTES`] (64 MiB, counting each message's frame plus
-//!   [`INBOX_OVERHEAD`] bytes); past it, a publish to that loop is dropped and counted
-//!   ([`Running::dropped_publishes`]).
+//! - Each loop's inbox (what other threads publish to it, and what [`Handle`]s send)
+//!   holds at most [`MAX_INBOX_BYTES`] (64 MiB, counting each message's frame plus
+//!   [`INBOX_OVERHEAD`] bytes); past it, a publish or a handle's send to that loop is
+//!   dropped and counted ([`Running::dropped_publishes`]; the handle's `send` returns
+//!   `false`). A handle's close, terminate and wake are posted at most once each until
+//!   the loop took them. A handle's send that finds the connection's send queue full
+//!   gets the slow-consumer policy, as a publish does; [`Handle::writable`] waits for
+//!   room instead.
 //! - The request head: [`HandshakeLimits`] (16 KiB, 64 headers); it must arrive within
 //!   [`ReactorBuilder::handshake_timeout`] (10 s) or gets 408.
 //! - Bytes that wait in the send queue for [`WebSocketConfig::write_timeout`] (30 s)
