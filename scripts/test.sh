@@ -20,7 +20,7 @@
 #   autobahn-client  scripts/autobahn.sh client quick  (the default client; skipped until the
 #                    example autobahn_client exists)
 #   js               node --test on js/test (when js/test exists), then again against
-#                    `zap serve --reactor` (ZAP_SERVE_ARGS), but for admin and h2
+#                    `zap serve --reactor` (ZAP_SERVE_ARGS), but for h2
 # --only / --skip take step names, comma separated or repeated; `autobahn` means every
 # autobahn step. --no-autobahn = --skip autobahn (and no Autobahn install).
 # The test step sees ZAPSOCKET_INTEROP=1, ZAPSOCKET_INTEROP_DIR, ZAPSOCKET_NODE,
@@ -194,10 +194,9 @@ step_js() {
   mapfile -t files < <(find js/test -type f \( -name '*.js' -o -name '*.mjs' -o -name '*.cjs' \) | sort)
   if [ "${#files[@]}" -eq 0 ]; then skip_step "js/test holds no test files"; return 0; fi
   node --test "${files[@]}"
-  # Again against `zap serve --reactor`, but for what it refuses (the admin page) or lacks
-  # (HTTP/2).
+  # Again against `zap serve --reactor`, but for what it lacks (HTTP/2).
   local reactor=()
-  mapfile -t reactor < <(printf '%s\n' "${files[@]}" | grep -vE '/(admin|h2)\.test\.')
+  mapfile -t reactor < <(printf '%s\n' "${files[@]}" | grep -vE '/h2\.test\.')
   say "   again against zap serve --reactor (${#reactor[@]} files):"
   ZAP_SERVE_ARGS=--reactor node --test "${reactor[@]}"
 }

@@ -107,8 +107,8 @@ pub(crate) struct ServeArgs {
     /// Serve on the reactor: one event loop per core owns its connections (the shape of
     /// uWebSockets), and realtime sessions are state machines on their loop instead of
     /// tasks: less memory per connection and less CPU per message. Not with
-    /// --memory-budget, --trusted-proxy, --max-connections-per-ip, --max-handshake-rate*,
-    /// --admin-token (refused), and no HTTP/2.
+    /// --memory-budget, --max-connections-per-ip, --max-handshake-rate* (refused), and no
+    /// HTTP/2.
     #[arg(long)]
     pub(crate) reactor: bool,
     /// With --reactor: the number of event loops. Default: one per core this process may

@@ -2,8 +2,8 @@
 //! ([`zapsocket::reactor`]): one event loop per core owns its connections, and each
 //! realtime session is a state machine on its loop ([`Hub::reactor_handler`]) instead of
 //! a task. Lighter per connection; what it does not have yet (the memory budget, per-IP
-//! and handshake rate limits, trusted proxies, HTTP/2, the WebSocket layer's metrics, the
-//! admin page) is refused at startup rather than ignored.
+//! and handshake rate limits, HTTP/2, the WebSocket layer's metrics) is refused at
+//! startup rather than ignored.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -30,6 +30,7 @@ enum Conn {
 struct Serve {
     hub: Hub,
     realtime: HubHandler,
+    admin: Option<Arc<crate::admin::Admin>>,
 }
 
 impl Serve {
@@ -53,7 +54,10 @@ impl Handler for Serve {
     }
 
     fn http(&mut self, request: &Request) -> Option<HttpResponse> {
-        realtime::http(&self.hub, None, None, request)
+        match &self.admin {
+            Some(admin) if request.path().starts_with("/admin") => admin.http(request),
+            _ => realtime::http(&self.hub, None, None, request),
+        }
     }
 
     fn open(&mut self, ws: &mut Socket<'_, Conn>) {
@@ -105,9 +109,6 @@ fn unsupported(args: &ServeArgs) -> Vec<&'static str> {
     if args.memory_budget != zapsocket::DEFAULT_MEMORY_BUDGET {
         refused.push("--memory-budget");
     }
-    if !args.trusted_proxies.is_empty() {
-        refused.push("--trusted-proxy");
-    }
     if args.max_connections_per_ip.is_some() {
         refused.push("--max-connections-per-ip");
     }
@@ -116,9 +117,6 @@ fn unsupported(args: &ServeArgs) -> Vec<&'static str> {
     }
     if args.max_handshake_rate_per_ip.is_some() {
         refused.push("--max-handshake-rate-per-ip");
-    }
-    if args.admin_token.is_some() {
-        refused.push("--admin-token");
     }
     refused
 }
@@ -163,6 +161,9 @@ pub(crate) async fn run(args: ServeArgs, hub: Hub, shutdown: crate::serve::Shutd
     for origin in &args.allowed_origins {
         builder = builder.allowed_origin(origin.as_str());
     }
+    for net in &args.trusted_proxies {
+        builder = builder.trusted_proxy(*net);
+    }
     if let Some(max) = args.max_connections {
         builder = builder.max_connections(max);
     }
@@ -181,8 +182,13 @@ pub(crate) async fn run(args: ServeArgs, hub: Hub, shutdown: crate::serve::Shutd
             }
         }
     }
+    let admin = match &args.admin_token {
+        Some(token) => Some(crate::admin::Admin::start(token.clone(), &hub).await),
+        None => None,
+    };
     let realtime = hub.reactor_handler(tokio::runtime::Handle::current());
-    let running = match builder.start(|_| Serve { hub: hub.clone(), realtime: realtime.clone() }) {
+    let serve = |_| Serve { hub: hub.clone(), realtime: realtime.clone(), admin: admin.clone() };
+    let running = match builder.start(serve) {
         Ok(running) => Arc::new(running),
         Err(e) => {
             eprintln!("error: cannot listen on {}:{}: {e}", args.host, args.port);

@@ -34,7 +34,7 @@ async fn recv_text(ws: &mut zapsocket::WebSocket) -> String {
 
 #[tokio::test]
 async fn the_chat_echo_relay_and_http_all_work_on_the_reactor() {
-    let serve = Serve::start(&["--reactor", "--threads", "2"]);
+    let serve = Serve::start(&["--reactor", "--threads", "2", "--admin-token", "secret"]);
     let (ada, mut ada_rx) = chatter(&serve, "ada").await;
     let (bob, mut bob_rx) = chatter(&serve, "bob").await;
     ada.join("lobby").await.expect("join");
@@ -75,15 +75,21 @@ async fn the_chat_echo_relay_and_http_all_work_on_the_reactor() {
     assert!(metrics.ends_with("\n# EOF\n"), "{metrics}");
     assert!(metrics.contains("\nzapsocket_connections 2\n"), "{metrics}");
     assert!(metrics.contains("\nzapsocket_rooms 1\n"), "{metrics}");
+
+    // The admin page, with its token only.
+    assert!(http_get(&serve.addr, "/admin").starts_with("HTTP/1.1 401"));
+    let data = http_get(&serve.addr, "/admin/data?token=secret");
+    assert!(data.starts_with("HTTP/1.1 200"), "{data:.300}");
+    assert!(data.contains("\"rooms\""), "{data:.600}");
 }
 
 #[test]
 fn options_it_does_not_support_are_refused_by_name() {
     for (option, value) in [
         ("--memory-budget", "1000000"),
-        ("--trusted-proxy", "127.0.0.1"),
+        ("--max-connections-per-ip", "10"),
         ("--max-handshake-rate", "10"),
-        ("--admin-token", "secret"),
+        ("--max-handshake-rate-per-ip", "10"),
     ] {
         let output = Command::new(ZAP)
             .args(["serve", "--port", "0", "--reactor", option, value])

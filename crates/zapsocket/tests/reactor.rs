@@ -716,3 +716,35 @@ async fn a_handle_waits_for_room_instead_of_meeting_the_slow_consumer_policy() {
     assert!(matches!(next(&mut events).await, Seen::Open(_)));
     assert!(events.try_recv().is_err(), "not closed: {:?}", events.try_recv());
 }
+
+/// Greets each connection with the client's address as the request gives it.
+struct WhoAmI;
+
+impl Handler for WhoAmI {
+    type State = String;
+
+    fn upgrade(&mut self, request: &Request) -> Result<String, HttpResponse> {
+        Ok(request.ip().to_string())
+    }
+
+    fn open(&mut self, ws: &mut Socket<'_, String>) {
+        let ip = ws.state().clone();
+        let _ = ws.send(ip);
+    }
+
+    fn message(&mut self, _ws: &mut Socket<'_, String>, _message: Message) {}
+}
+
+#[tokio::test]
+async fn the_client_address_comes_from_trusted_proxies_only() {
+    let forwarded = upgrade_request("/").replace("\r\n\r\n", "\r\nX-Forwarded-For: 203.0.113.7\r\n\r\n");
+    let trusting = Reactor::builder().port(0).threads(1).trusted_proxy("127.0.0.1".parse().unwrap());
+    let distrusting = Reactor::builder().port(0).threads(1).trusted_proxy("10.0.0.0/8".parse().unwrap());
+    for (builder, seen) in [(trusting, "203.0.113.7"), (distrusting, "127.0.0.1")] {
+        let running = builder.start(|_| WhoAmI).unwrap();
+        let (mut peer, head) = RawPeer::request(running.local_addr(), &forwarded).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        assert_eq!(peer.read_frame().await, (0x81, seen.as_bytes().to_vec()));
+        running.shutdown();
+    }
+}

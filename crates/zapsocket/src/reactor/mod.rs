@@ -229,6 +229,7 @@ pub(crate) struct Settings {
     pub(crate) handshake_timeout: Duration,
     pub(crate) shutdown_timeout: Duration,
     pub(crate) tls: Option<crate::tls::Identity>,
+    pub(crate) trusted_proxies: Vec<crate::IpNet>,
 }
 
 impl Default for ReactorBuilder {
@@ -249,6 +250,7 @@ impl Default for ReactorBuilder {
                 handshake_timeout: Duration::from_secs(10),
                 shutdown_timeout: Duration::from_secs(10),
                 tls: None,
+                trusted_proxies: Vec::new(),
             },
         }
     }
@@ -292,6 +294,16 @@ impl ReactorBuilder {
     /// 403. Requests without an `Origin` (not from a browser) are accepted.
     pub fn allowed_origin(mut self, origin: impl Into<String>) -> Self {
         self.settings.allowed_origins.push(origin.into());
+        self
+    }
+
+    /// Trusts the reverse proxies at this address or network (repeatable): for their
+    /// connections, [`Request::ip`] is the client's address they forwarded (`Forwarded`,
+    /// else `X-Forwarded-For`), as with
+    /// [`ServerBuilder::trusted_proxy`](crate::ServerBuilder::trusted_proxy). Default:
+    /// none (the headers are ignored: anyone can write them).
+    pub fn trusted_proxy(mut self, net: crate::IpNet) -> Self {
+        self.settings.trusted_proxies.push(net);
         self
     }
 

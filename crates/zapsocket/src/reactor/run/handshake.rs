@@ -74,7 +74,8 @@ impl<H: Handler> Worker<H> {
             .as_ref()
             .and_then(|tls| tls.peer_certificates())
             .map(|certs| certs.iter().map(|c| c.clone().into_owned()).collect::<Vec<_>>().into());
-        let request = Request::new(request, peer, &[]).with_peer_certificates(certificates);
+        let trusted = &self.cx.shared.settings.trusted_proxies;
+        let request = Request::new(request, peer, trusted).with_peer_certificates(certificates);
         let admitted = match admit(&request, &self.cx, &mut self.handler) {
             Ok(admitted) => admitted,
             Err(response) => {
