@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Waker};
 use std::time::Instant;
 
+use futures_util::FutureExt;
 use tokio::runtime::Handle as Runtime;
 use tokio::sync::oneshot;
 use zapsocket::reactor::{Handle, Handler, Socket};
@@ -495,14 +496,24 @@ impl Handler for HubHandler {
             }
             // What it had sent is handled, as the async server does once the
             // connection ended (without the message rate); replies go nowhere.
+            // A panic in the application's code there is logged; the session still departs.
             if let (Some(queue), Sender::Loop { handle, .. }) = (queue, &ctx.state.sender.clone()) {
                 let mut running = running;
                 for message in queue.messages {
                     let mut tasks = LoopTasks { runtime: &runtime, running: &mut running, handle };
-                    if let Received::Reserved { name, data, ack } = conn::receive(&ctx, &message, &mut tasks)
-                        && let Some(resumed) = conn::serve_reserved(&ctx, &name, data, ack).await
-                    {
-                        ctx.state = resumed;
+                    let received = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        conn::receive(&ctx, &message, &mut tasks)
+                    }));
+                    let Ok(received) = received else {
+                        tracing::error!("realtime: a handler panicked after its connection ended");
+                        continue;
+                    };
+                    if let Received::Reserved { name, data, ack } = received {
+                        let served =
+                            AssertUnwindSafe(conn::serve_reserved(&ctx, &name, data, ack)).catch_unwind();
+                        if let Ok(Some(resumed)) = served.await {
+                            ctx.state = resumed;
+                        }
                     }
                 }
             }

@@ -96,6 +96,10 @@ impl Handler for App {
             Some("handle") => {
                 let _ = self.handles.send(ws.handle());
             }
+            Some("hold") => ws.pause(), // and never resumed
+            // Blocks the loop (what a callback must not do): what is posted meanwhile
+            // waits in its inbox.
+            Some("nap") => std::thread::sleep(Duration::from_millis(300)),
             Some("leave") => {
                 assert!(ws.unsubscribe("room"));
                 assert!(!ws.is_subscribed("room"));
@@ -412,7 +416,8 @@ async fn a_subscriber_that_does_not_read_is_terminated_with_1008() {
 
 #[tokio::test]
 async fn the_heartbeat_drops_a_silent_peer_and_keeps_a_live_one() {
-    let config = WebSocketConfig::default().heartbeat(Duration::from_millis(100), Duration::from_millis(100));
+    // A pong timeout with room for a loaded machine (CI runs tests side by side).
+    let config = WebSocketConfig::default().heartbeat(Duration::from_millis(100), Duration::from_millis(300));
     let (running, mut events) = start(Reactor::builder().threads(1).config(config));
     let addr = running.local_addr();
     let mut live = Client::connect(&url(addr, "/")).await.unwrap();
@@ -747,4 +752,45 @@ async fn the_client_address_comes_from_trusted_proxies_only() {
         assert_eq!(peer.read_frame().await, (0x81, seen.as_bytes().to_vec()));
         running.shutdown();
     }
+}
+
+#[tokio::test]
+async fn a_paused_socket_whose_peer_leaves_ends_at_once() {
+    let (running, mut events) = start(Reactor::builder().threads(1));
+    let mut peer = RawPeer::connect(running.local_addr(), "/").await;
+    assert!(matches!(next(&mut events).await, Seen::Open(_)));
+    peer.send_frame(0x81, b"hold").await;
+    peer.send_frame(0x81, b"never read").await;
+    zapsocket::time::sleep(Duration::from_millis(50)).await;
+    drop(peer);
+    let closed = Seen::Closed(1006, "the peer closed the connection while it was paused".into());
+    assert_eq!(next(&mut events).await, closed);
+    assert_eq!(running.connections(), 0);
+}
+
+/// One large frame sent through the handles of many connections of a loop counts once
+/// in the loop's inbox (its bytes are shared), not once per connection.
+#[tokio::test]
+async fn one_frame_to_many_handles_counts_once_in_the_inbox() {
+    let (running, _events, mut handles) = start_with_handles(Reactor::builder().threads(1));
+    let mut peers = Vec::new();
+    let mut links = Vec::new();
+    for _ in 0..80 {
+        let mut peer = RawPeer::connect(running.local_addr(), "/").await;
+        peer.send_frame(0x81, b"handle").await;
+        links.push(zapsocket::time::timeout(Duration::from_secs(5), handles.recv()).await.unwrap().unwrap());
+        peers.push(peer);
+    }
+    // 80 MiB if each send counted the frame: past the 64 MiB inbox. Posted while the
+    // loop naps, so that all of it is in the inbox at once.
+    peers[0].send_frame(0x81, b"nap").await;
+    zapsocket::time::sleep(Duration::from_millis(50)).await;
+    let frame = zapsocket::encode(Message::Binary(Bytes::from(vec![7u8; 1 << 20])));
+    assert!(links.iter().all(|handle| handle.send_encoded(&frame)), "a send was dropped");
+    for peer in &mut peers {
+        let (b0, payload) =
+            zapsocket::time::timeout(Duration::from_secs(10), peer.read_frame()).await.unwrap();
+        assert!(b0 == 0x82 && payload.len() == 1 << 20, "{b0:#x} {}", payload.len());
+    }
+    assert_eq!(running.dropped_publishes(), 0);
 }

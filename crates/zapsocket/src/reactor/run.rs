@@ -127,6 +127,14 @@ impl Loop {
         let remote = &worker.cx.shared.remotes[index];
         remote.stop();
         let open = worker.conns.iter().filter(|(_, c)| matches!(c.phase, Phase::Open(_))).count();
+        for (_, conn) in worker.conns.iter() {
+            if let Phase::Open(open) = &conn.phase
+                && let Some(link) = &open.link
+            {
+                // Its handles' waits end; their sends do nothing.
+                link.ended();
+            }
+        }
         worker.cx.shared.connections.fetch_sub(open, Ordering::AcqRel);
         if let Err(panic) = outcome {
             tracing::error!(
@@ -336,6 +344,7 @@ impl<H: Handler> Worker<H> {
                         let key = token - FIRST;
                         if event.is_read_closed() || event.is_error() {
                             // The end (or an error) came with the data: read up to it.
+                            self.peer_ended(key);
                             self.readable(key, true);
                         } else if event.is_readable() {
                             self.readable(key, false);
@@ -422,7 +431,7 @@ impl<H: Handler> Worker<H> {
                     deliver(&mut self.conns, &mut self.cx, &target, &frame, except);
                 }
                 Command::Shutdown => self.begin_shutdown(),
-                Command::Socket { link, op } => self.handle_op(&link, op),
+                Command::Socket { link, op, .. } => self.handle_op(&link, op),
             }
         }
         self.cx.inbox = inbox;
@@ -435,6 +444,18 @@ impl<H: Handler> Worker<H> {
             Some(Phase::Handshake(_)) => self.read_handshake(key),
             Some(Phase::Open(_)) => self.read_open(key, to_end),
             None => {}
+        }
+    }
+
+    /// The peer closed (or the socket failed): a connection its handler paused is not
+    /// read, so this is the only news of it; it ends now (what the peer sent after the
+    /// pause is not read).
+    fn peer_ended(&mut self, key: usize) {
+        if let Some(Conn { phase: Phase::Open(open), .. }) = self.conns.get_mut(key)
+            && open.flags & HELD != 0
+        {
+            open.end(CloseCode::ABNORMAL, "the peer closed the connection while it was paused");
+            self.cx.mark(open, key);
         }
     }
 

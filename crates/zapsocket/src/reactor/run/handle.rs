@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::AtomicU8;
+use std::sync::atomic::{AtomicU8, AtomicU64};
 use std::task::{Context, Poll as TaskPoll, Waker as TaskWaker};
 
 use super::*;
@@ -38,7 +38,9 @@ pub(crate) struct Link {
     posted_ops: AtomicU8,
     /// Tasks waiting for room in the send queue ([`Handle::writable`]) or for the end
     /// ([`Handle::closed`]); each wakes and looks again.
-    waiters: Mutex<Vec<TaskWaker>>,
+    waiters: Mutex<Vec<(u64, TaskWaker)>>,
+    /// The id of the next wait (a wait's entry in `waiters` is its own).
+    next_wait: AtomicU64,
 }
 
 impl Link {
@@ -55,6 +57,7 @@ impl Link {
             waited: AtomicBool::new(false),
             posted_ops: AtomicU8::new(0),
             waiters: Mutex::new(Vec::new()),
+            next_wait: AtomicU64::new(0),
         }
     }
 
@@ -88,18 +91,20 @@ impl Link {
             return;
         }
         let waiters = std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|e| e.into_inner()));
-        waiters.into_iter().for_each(TaskWaker::wake);
+        waiters.into_iter().for_each(|(_, waker)| waker.wake());
     }
 
-    /// Ready when `done`; else registers `waker` and looks again (the loop may have
-    /// changed things between the look and the registration).
-    fn wait(&self, waker: &TaskWaker, done: impl Fn() -> bool) -> TaskPoll<()> {
+    /// Ready when `done`; else registers `waker` as wait `id`'s (in place of the one it
+    /// left before) and looks again (the loop may have changed things between the look
+    /// and the registration).
+    fn wait(&self, id: u64, waker: &TaskWaker, done: impl Fn() -> bool) -> TaskPoll<()> {
         if done() {
             return TaskPoll::Ready(());
         }
         let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-        if !waiters.iter().any(|w| w.will_wake(waker)) {
-            waiters.push(waker.clone());
+        match waiters.iter_mut().find(|(mine, _)| *mine == id) {
+            Some((_, left)) => left.clone_from(waker),
+            None => waiters.push((id, waker.clone())),
         }
         self.waited.store(true, Ordering::SeqCst);
         drop(waiters);
@@ -108,8 +113,16 @@ impl Link {
     }
 
     fn post(self: &Arc<Self>, op: Op) -> bool {
-        let link = self.clone();
-        self.shared.remotes[self.index].post(Command::Socket { link, op })
+        self.shared.remotes[self.index].post_op(self.clone(), op)
+    }
+
+    /// Frames posted were queued or dropped: they no longer count as on their way.
+    fn unpost(&self, len: usize) {
+        self.posted.fetch_sub(len, Ordering::AcqRel);
+        self.posted_frames.fetch_sub(1, Ordering::AcqRel);
+        if self.has_room() {
+            self.wake_waiters();
+        }
     }
 }
 
@@ -120,16 +133,6 @@ pub(crate) enum Op {
     Close(CloseCode, Box<str>),
     Terminate,
     Wake,
-}
-
-impl Op {
-    pub(super) fn cost(&self) -> usize {
-        match self {
-            Op::Send(frame) => crate::reactor::inbox_cost(frame),
-            // At most one of each per connection is in an inbox (`Link::posted_ops`).
-            Op::Close(..) | Op::Terminate | Op::Wake => 0,
-        }
-    }
 }
 
 /// One connection, from any thread: send to it, close it, or have its loop call
@@ -165,8 +168,7 @@ impl Handle {
         if self.0.post(Op::Send(frame.clone())) {
             return true;
         }
-        self.0.posted.fetch_sub(len, Ordering::AcqRel);
-        self.0.posted_frames.fetch_sub(1, Ordering::AcqRel);
+        self.0.unpost(len);
         self.0.shared.dropped.fetch_add(1, Ordering::Relaxed);
         false
     }
@@ -212,12 +214,12 @@ impl Handle {
     /// the connection ended): for a sender with much to send (a replay, a file) that
     /// should wait for the peer rather than meet the slow-consumer policy.
     pub fn writable(&self) -> impl Future<Output = ()> + Send + '_ {
-        Wait { link: &self.0, until: Until::Room }
+        Wait::new(&self.0, Until::Room)
     }
 
     /// Waits until the connection ended.
     pub fn closed(&self) -> impl Future<Output = ()> + Send + '_ {
-        Wait { link: &self.0, until: Until::Closed }
+        Wait::new(&self.0, Until::Closed)
     }
 }
 
@@ -229,28 +231,60 @@ enum Until {
 struct Wait<'a> {
     link: &'a Link,
     until: Until,
+    /// Its entry in the link's `waiters`.
+    id: u64,
+    /// It left a waker there, taken back when it is dropped first (a `select!` that
+    /// chose another branch), so that waits that end otherwise leave nothing behind.
+    registered: bool,
+}
+
+impl<'a> Wait<'a> {
+    fn new(link: &'a Link, until: Until) -> Self {
+        Wait { link, until, id: link.next_wait.fetch_add(1, Ordering::Relaxed), registered: false }
+    }
+}
+
+impl Drop for Wait<'_> {
+    fn drop(&mut self) {
+        if self.registered {
+            let mut waiters = self.link.waiters.lock().unwrap_or_else(|e| e.into_inner());
+            waiters.retain(|(id, _)| *id != self.id);
+        }
+    }
 }
 
 impl Future for Wait<'_> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> TaskPoll<()> {
-        let link = self.link;
+        let this = self.get_mut();
+        let link = this.link;
         let closed = || link.closed.load(Ordering::Acquire);
-        match self.until {
-            Until::Closed => link.wait(cx.waker(), closed),
-            Until::Room => link.wait(cx.waker(), || closed() || link.has_room()),
-        }
+        let polled = match this.until {
+            Until::Closed => link.wait(this.id, cx.waker(), closed),
+            Until::Room => link.wait(this.id, cx.waker(), || closed() || link.has_room()),
+        };
+        this.registered |= polled.is_pending();
+        polled
     }
 }
 
 impl<H: Handler> Worker<H> {
     /// Does what a handle posted, if its connection is still the one it was made for.
     pub(super) fn handle_op(&mut self, link: &Arc<Link>, op: Op) {
-        if let Op::Send(frame) = &op {
-            link.posted.fetch_sub(frame.len(), Ordering::AcqRel);
-            link.posted_frames.fetch_sub(1, Ordering::AcqRel);
+        let sent = match &op {
+            Op::Send(frame) => Some(frame.len()),
+            _ => None,
+        };
+        self.apply_op(link, op);
+        // After the frame is in the queue's count (`saw_queue`), so that no one sees
+        // room that is not there.
+        if let Some(len) = sent {
+            link.unpost(len);
         }
+    }
+
+    fn apply_op(&mut self, link: &Arc<Link>, op: Op) {
         let Worker { conns, handler, cx, .. } = self;
         let key = link.key;
         let Some(Conn { stream, phase: Phase::Open(open), .. }) = conns.get_mut(key) else { return };

@@ -10,8 +10,9 @@ pub(crate) enum Command {
     Publish { target: Target, frame: EncodedFrame, except: Option<usize> },
     /// Stop accepting and close every connection with 1001.
     Shutdown,
-    /// What a [`Handle`](super::Handle) asks of its connection.
-    Socket { link: Arc<Link>, op: Op },
+    /// What a [`Handle`](super::Handle) asks of its connection; `cost` is what it counts
+    /// for in the inbox, decided when it was posted ([`Remote::post_op`]).
+    Socket { link: Arc<Link>, op: Op, cost: usize },
 }
 
 /// Who gets a published frame.
@@ -26,7 +27,7 @@ impl Command {
         match self {
             Command::Publish { frame, .. } => crate::reactor::inbox_cost(frame),
             Command::Shutdown => 0,
-            Command::Socket { op, .. } => op.cost(),
+            Command::Socket { cost, .. } => *cost,
         }
     }
 }
@@ -42,6 +43,9 @@ pub(crate) struct Remote {
     inbox: Mutex<Vec<Command>>,
     /// Bytes in the inbox, as [`Command::cost`] counts them.
     queued: AtomicUsize,
+    /// The shared bytes of the last frame a handle posted: the same frame posted again
+    /// right after (a room's members on this loop) counts its entry, not its bytes again.
+    last_frame: AtomicUsize,
     /// A wake is on its way (so a burst of posts wakes the loop once).
     woken: AtomicBool,
     /// The loop stopped: nothing is posted any more.
@@ -54,6 +58,7 @@ impl Remote {
         Remote {
             inbox: Mutex::new(Vec::new()),
             queued: AtomicUsize::new(0),
+            last_frame: AtomicUsize::new(0),
             woken: AtomicBool::new(false),
             dead: AtomicBool::new(false),
             waker,
@@ -82,6 +87,23 @@ impl Remote {
             let _ = self.waker.wake();
         }
         true
+    }
+
+    /// Posts what a handle asks; false when it is a send and the inbox is full.
+    pub(super) fn post_op(&self, link: Arc<Link>, op: Op) -> bool {
+        let cost = match &op {
+            Op::Send(frame) => {
+                let shared = frame.as_bytes().as_ptr() as usize;
+                if self.last_frame.swap(shared, Ordering::Relaxed) == shared {
+                    crate::reactor::INBOX_OVERHEAD
+                } else {
+                    crate::reactor::inbox_cost(frame)
+                }
+            }
+            // At most one of each per connection is in an inbox (`Link::posted_ops`).
+            Op::Close(..) | Op::Terminate | Op::Wake => 0,
+        };
+        self.post(Command::Socket { link, op, cost })
     }
 
     /// This thread is this inbox's loop.

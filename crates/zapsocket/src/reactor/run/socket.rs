@@ -182,7 +182,8 @@ impl<S> Socket<'_, S> {
 
     /// Stops reading this connection (`ws`'s `pause`): no message after this one is
     /// handed to the handler (those already read wait, decoded in order later), what the
-    /// peer sends waits in the kernel's buffers, then TCP pushes back. For a handler that must finish something
+    /// peer sends waits in the kernel's buffers, then TCP pushes back. A peer that closes
+    /// the connection meanwhile ends it at once (1006 to [`Handler::close`]). For a handler that must finish something
     /// (on another thread, say) before the next message. The heartbeat does not count
     /// the time held against the peer.
     pub fn pause(&mut self) {
