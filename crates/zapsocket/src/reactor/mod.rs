@@ -85,8 +85,10 @@
 //!   holds at most [`MAX_INBOX_BYTES`] (64 MiB, counting each message's frame plus
 //!   [`INBOX_OVERHEAD`] bytes); past it, a publish or a handle's send to that loop is
 //!   dropped and counted ([`Running::dropped_publishes`]; the handle's `send` returns
-//!   `false`). A handle's close, terminate and wake are posted at most once each until
-//!   the loop took them. A handle's send that finds the connection's send queue full
+//!   `false`). One frame sent through the handles of several connections of a loop in a
+//!   row (a room's members) counts its bytes once, then [`INBOX_OVERHEAD`] for each. A
+//!   handle's close, terminate and wake are posted at most once each until the loop took
+//!   them. A handle's send that finds the connection's send queue full
 //!   gets the slow-consumer policy, as a publish does; [`Handle::writable`] waits for
 //!   room instead.
 //! - The request head: [`HandshakeLimits`] (16 KiB, 64 headers); it must arrive within

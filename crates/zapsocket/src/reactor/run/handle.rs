@@ -63,8 +63,17 @@ impl Link {
 
     /// The loop saw the send queue: a task waiting for room hears when there is some.
     pub(super) fn saw_queue(&self, queue: &zapsocket_proto::Outbound) {
+        self.note_queue(queue);
+        self.wake_if_room();
+    }
+
+    /// [`Link::saw_queue`] without the wake (one follows).
+    fn note_queue(&self, queue: &zapsocket_proto::Outbound) {
         self.queued.store(queue.len(), Ordering::Release);
         self.cost.store(queue.cost(), Ordering::Release);
+    }
+
+    fn wake_if_room(&self) {
         if self.has_room() {
             self.wake_waiters();
         }
@@ -116,13 +125,10 @@ impl Link {
         self.shared.remotes[self.index].post_op(self.clone(), op)
     }
 
-    /// Frames posted were queued or dropped: they no longer count as on their way.
+    /// A frame posted was queued or dropped: it no longer counts as on its way.
     fn unpost(&self, len: usize) {
         self.posted.fetch_sub(len, Ordering::AcqRel);
         self.posted_frames.fetch_sub(1, Ordering::AcqRel);
-        if self.has_room() {
-            self.wake_waiters();
-        }
     }
 }
 
@@ -169,6 +175,7 @@ impl Handle {
             return true;
         }
         self.0.unpost(len);
+        self.0.wake_if_room();
         self.0.shared.dropped.fetch_add(1, Ordering::Relaxed);
         false
     }
@@ -281,6 +288,7 @@ impl<H: Handler> Worker<H> {
         // room that is not there.
         if let Some(len) = sent {
             link.unpost(len);
+            link.wake_if_room();
         }
     }
 
@@ -307,7 +315,7 @@ impl<H: Handler> Worker<H> {
                 } else if open.ws.send_encoded(&frame).is_err() {
                     return;
                 }
-                link.saw_queue(open.ws.outbound());
+                link.note_queue(open.ws.outbound());
             }
             Op::Close(code, reason) => {
                 link.posted_ops.fetch_and(!CLOSE_POSTED, Ordering::AcqRel);
