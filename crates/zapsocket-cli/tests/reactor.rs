@@ -5,26 +5,9 @@
 use std::process::Command;
 
 use serde_json::{Value, json};
-use tokio::sync::mpsc as channel;
-use zapsocket_realtime::client::Client;
 
 mod common;
-use common::{PATIENCE, Serve, ZAP, http_get};
-
-async fn chatter(serve: &Serve, name: &str) -> (Client, channel::UnboundedReceiver<Value>) {
-    let url = format!("ws://{}/ws?name={name}", serve.addr);
-    let client =
-        tokio::time::timeout(PATIENCE, Client::connect(&url)).await.expect("in time").expect("connect");
-    let (tx, rx) = channel::unbounded_channel();
-    client.on("chat", move |msg: Value| {
-        let _ = tx.send(msg);
-    });
-    (client, rx)
-}
-
-async fn next(rx: &mut channel::UnboundedReceiver<Value>) -> Value {
-    tokio::time::timeout(PATIENCE, rx.recv()).await.expect("a chat in time").expect("open")
-}
+use common::{PATIENCE, Serve, ZAP, chatter, http_get, next};
 
 async fn recv_text(ws: &mut zapsocket::WebSocket) -> String {
     let message =

@@ -3,27 +3,9 @@
 //! echoing for WebSocket upgrades.
 
 use serde_json::{Value, json};
-use tokio::sync::mpsc as channel;
-use zapsocket_realtime::client::Client;
 
 mod common;
-use common::{PATIENCE, Serve, http_get};
-
-/// A client on `/ws` named `name`, with a channel of the `chat` events it receives.
-async fn chatter(serve: &Serve, name: &str) -> (Client, channel::UnboundedReceiver<Value>) {
-    let url = format!("ws://{}/ws?name={name}", serve.addr);
-    let client =
-        tokio::time::timeout(PATIENCE, Client::connect(&url)).await.expect("in time").expect("connect");
-    let (tx, rx) = channel::unbounded_channel();
-    client.on("chat", move |msg: Value| {
-        let _ = tx.send(msg);
-    });
-    (client, rx)
-}
-
-async fn next(rx: &mut channel::UnboundedReceiver<Value>) -> Value {
-    tokio::time::timeout(PATIENCE, rx.recv()).await.expect("a chat in time").expect("open")
-}
+use common::{PATIENCE, Serve, chatter, http_get, next};
 
 #[tokio::test]
 async fn chat_on_ws_reaches_the_room_with_names_and_metrics_count_it() {

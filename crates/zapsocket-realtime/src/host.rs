@@ -1,7 +1,7 @@
 //! The hub on the reactor ([`zapsocket::reactor`]): a session is a state machine on its
 //! connection's loop, not a task.
 //!
-//! The loop hands each message to [`conn::receive`] in place. A handler's future is
+//! The loop hands each message to [`session::receive`] in place. A handler's future is
 //! polled once there; only one that waits is spawned on the tokio runtime (with its
 //! state). What must finish before the next message is handled (the connect
 //! middlewares and the socket's registration, the protocol's own requests such as
@@ -33,10 +33,10 @@ use tokio::sync::oneshot;
 use zapsocket::reactor::{Handle, Handler, Socket};
 use zapsocket::{CloseCode, HttpResponse, Message, Request, TokenBucket};
 
-use crate::conn::{self, Received, Tasks};
 use crate::core::{Core, Ctx};
 use crate::handler::BoxFuture;
 use crate::sender::Sender;
+use crate::session::{self, Received, Tasks};
 use crate::state::SocketState;
 
 /// Serves a [`Hub`](crate::Hub) on a [`zapsocket::reactor`] server: one per loop (it is
@@ -144,11 +144,7 @@ struct Queue {
 
 impl Queue {
     fn cost(message: &Message) -> usize {
-        let len = match message {
-            Message::Text(text) => text.len(),
-            Message::Binary(data) | Message::Ping(data) | Message::Pong(data) => data.len(),
-        };
-        len + QUEUED_OVERHEAD
+        message.len() + QUEUED_OVERHEAD
     }
 
     fn push_back(&mut self, message: Message) {
@@ -202,7 +198,7 @@ struct Running {
     waited: bool,
 }
 
-/// [`Tasks`] for [`conn::receive`]: polls a handler's future once in place, and spawns
+/// [`Tasks`] for [`session::receive`]: polls a handler's future once in place, and spawns
 /// it only if it waits.
 struct LoopTasks<'a> {
     runtime: &'a Runtime,
@@ -361,17 +357,18 @@ impl HubHandler {
 
     /// Handles a message in place (its rate's token taken).
     fn handle_message(&self, ws: &mut Socket<'_, Session>, message: &Message) {
-        let handle = ws.handle();
         let session = ws.state();
         let Some(state) = session.state.clone() else { return };
+        // The connection's own, kept by its socket (every socket here is on a loop).
+        let Some(handle) = state.sender.handle() else { return };
         let ctx = self.ctx(&state);
-        let mut tasks = LoopTasks { runtime: &self.runtime, running: &mut session.running, handle: &handle };
-        match conn::receive(&ctx, message, &mut tasks) {
+        let mut tasks = LoopTasks { runtime: &self.runtime, running: &mut session.running, handle };
+        match session::receive(&ctx, message, &mut tasks) {
             Received::Handled => {}
             Received::Reserved { name, data, ack } => {
                 let (name, data) = (name.into_owned(), data.to_owned());
                 self.wait_for(ws, async move {
-                    Done::Reserved(conn::serve_reserved(&ctx, &name, &data, ack).await)
+                    Done::Reserved(session::serve_reserved(&ctx, &name, &data, ack).await)
                 });
             }
             Received::Violation => {
@@ -380,8 +377,8 @@ impl HubHandler {
                     // After the error reply, through the same handle.
                     session.phase = Phase::Violated;
                     session.queue = None;
-                    conn::count_violation_close(&ctx);
-                    handle.close(CloseCode::POLICY_VIOLATION, conn::TOO_MANY_VIOLATIONS);
+                    session::count_violation_close(&ctx);
+                    handle.close(CloseCode::POLICY_VIOLATION, session::TOO_MANY_VIOLATIONS);
                 }
             }
         }
@@ -433,7 +430,7 @@ impl Handler for HubHandler {
         ws.state().state = Some(state.clone());
         // The connect middlewares see the request either way.
         let ctx = Ctx { request: Some(request), ..self.ctx(&state) };
-        self.wait_for(ws, async move { Done::Arrived(conn::arrive(&ctx).await) });
+        self.wait_for(ws, async move { Done::Arrived(session::arrive(&ctx).await) });
     }
 
     fn message(&mut self, ws: &mut Socket<'_, Session>, message: Message) {
@@ -474,11 +471,11 @@ impl Handler for HubHandler {
             return;
         }
         let (code, reason) = match code {
-            CloseCode::ABNORMAL => (None, conn::NO_CLOSE_FRAME.to_owned()),
+            CloseCode::ABNORMAL => (None, session::NO_CLOSE_FRAME.to_owned()),
             code => (Some(code.0), reason.to_owned()),
         };
         let (code, reason) = match phase {
-            Phase::Violated => (Some(CloseCode::POLICY_VIOLATION.0), conn::TOO_MANY_VIOLATIONS.to_owned()),
+            Phase::Violated => (Some(CloseCode::POLICY_VIOLATION.0), session::TOO_MANY_VIOLATIONS.to_owned()),
             _ => (code, reason),
         };
         let runtime = self.runtime.clone();
@@ -497,12 +494,13 @@ impl Handler for HubHandler {
             // What it had sent is handled, as the async server does once the
             // connection ended (without the message rate); replies go nowhere.
             // A panic in the application's code there is logged; the session still departs.
-            if let (Some(queue), Sender::Loop { handle, .. }) = (queue, &ctx.state.sender.clone()) {
+            let sender = ctx.state.sender.clone();
+            if let (Some(queue), Some(handle)) = (queue, sender.handle()) {
                 let mut running = running;
                 for message in queue.messages {
                     let mut tasks = LoopTasks { runtime: &runtime, running: &mut running, handle };
                     let received = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                        conn::receive(&ctx, &message, &mut tasks)
+                        session::receive(&ctx, &message, &mut tasks)
                     }));
                     let Ok(received) = received else {
                         tracing::error!("realtime: a handler panicked after its connection ended");
@@ -510,14 +508,14 @@ impl Handler for HubHandler {
                     };
                     if let Received::Reserved { name, data, ack } = received {
                         let served =
-                            AssertUnwindSafe(conn::serve_reserved(&ctx, &name, data, ack)).catch_unwind();
+                            AssertUnwindSafe(session::serve_reserved(&ctx, &name, data, ack)).catch_unwind();
                         if let Ok(Some(resumed)) = served.await {
                             ctx.state = resumed;
                         }
                     }
                 }
             }
-            conn::depart(&ctx, code, reason).await;
+            session::depart(&ctx, code, reason).await;
         });
     }
 }

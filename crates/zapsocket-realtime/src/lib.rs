@@ -110,6 +110,7 @@ mod publish;
 mod recovery;
 mod registry;
 mod sender;
+mod session;
 mod socket;
 mod state;
 mod typescript;

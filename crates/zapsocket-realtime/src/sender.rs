@@ -76,6 +76,14 @@ impl Sender {
         }
     }
 
+    /// The reactor connection's handle, on a loop.
+    pub(crate) fn handle(&self) -> Option<&Handle> {
+        match self {
+            Sender::Task(_) => None,
+            Sender::Loop { handle, .. } => Some(handle),
+        }
+    }
+
     pub(crate) fn request(&self) -> Option<&Request> {
         match self {
             Sender::Task(sender) => sender.request(),

@@ -10,24 +10,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{exchange, raw, recv_json};
+use common::{exchange, raw, recv_json, serve_reactor};
 use serde_json::{Value, json};
-use zapsocket::reactor::{Reactor, Running};
-use zapsocket_realtime::{Hub, HubConfig, HubHandler, ReplyError, SUBPROTOCOL, SUBPROTOCOL_V2, Socket};
-
-/// Serves `handler` on a reactor of two loops; returns its URL.
-fn serve(handler: HubHandler) -> (Running, String) {
-    let running = Reactor::builder()
-        .host("127.0.0.1")
-        .port(0)
-        .threads(2)
-        .subprotocol(SUBPROTOCOL_V2)
-        .subprotocol(SUBPROTOCOL)
-        .start(move |_| handler.clone())
-        .unwrap();
-    let url = format!("ws://{}/", running.local_addr());
-    (running, url)
-}
+use zapsocket_realtime::{Hub, HubConfig, ReplyError, SUBPROTOCOL, Socket};
 
 /// A hub whose connect middleware and `whoami` handler report the `name` query
 /// parameter as they see it.
@@ -49,12 +34,13 @@ fn hub() -> Hub {
 async fn the_request_is_seen_at_connect_and_after_it_only_when_kept() {
     let hub = hub();
     let ask = r#"{"event":"whoami","data":null,"ack":1}"#;
-    let (_dropped, url) = serve(hub.reactor_handler(tokio::runtime::Handle::current()));
+    let (_dropped, url) = serve_reactor(hub.reactor_handler(tokio::runtime::Handle::current()));
     let (mut ws, _) = raw(&format!("{url}?name=ada")).await;
     let reply = exchange(&mut ws, ask).await;
     assert_eq!(reply["data"], json!({ "request": null, "data": { "name": "ada" } }));
 
-    let (_kept, url) = serve(hub.reactor_handler(tokio::runtime::Handle::current()).keep_requests(true));
+    let (_kept, url) =
+        serve_reactor(hub.reactor_handler(tokio::runtime::Handle::current()).keep_requests(true));
     let (mut ws, _) = raw(&format!("{url}?name=bob")).await;
     let reply = exchange(&mut ws, ask).await;
     assert_eq!(reply["data"], json!({ "request": "bob", "data": { "name": "bob" } }));
@@ -66,7 +52,8 @@ async fn a_panicking_handler_ends_its_connection_with_1011_and_the_loop_goes_on(
     hub.on("boom", |_: Socket, _: Value| -> std::future::Ready<Result<(), ReplyError>> {
         panic!("the test asked for it")
     });
-    let (running, url) = serve(hub.reactor_handler(tokio::runtime::Handle::current()).keep_requests(true));
+    let (running, url) =
+        serve_reactor(hub.reactor_handler(tokio::runtime::Handle::current()).keep_requests(true));
     let (mut ws, _) = raw(&url).await;
     ws.send(r#"{"event":"boom","data":null}"#).await.unwrap();
     let end = tokio::time::timeout(Duration::from_secs(5), ws.recv()).await.unwrap();
@@ -94,7 +81,7 @@ async fn handlers_that_wait_run_beside_the_loop_within_max_pending_acks() {
         Ok::<_, ReplyError>(ms)
     });
     hub.on("now", |_: Socket, n: u64| async move { Ok::<_, ReplyError>(n) });
-    let (_running, url) = serve(hub.reactor_handler(tokio::runtime::Handle::current()));
+    let (_running, url) = serve_reactor(hub.reactor_handler(tokio::runtime::Handle::current()));
     let (mut ws, _) = raw(&url).await;
     let started = std::time::Instant::now();
     // Two handlers that wait fill the socket's allowance: the third message is not
@@ -129,7 +116,7 @@ async fn a_session_that_waits_keeps_at_most_max_message_then_stops_reading() {
         }
     });
     hub.on("n", |_: Socket, n: u64| async move { Ok::<_, ReplyError>(n) });
-    let (_running, url) = serve(hub.reactor_handler(tokio::runtime::Handle::current()));
+    let (_running, url) = serve_reactor(hub.reactor_handler(tokio::runtime::Handle::current()));
     let mut ws = zapsocket::Client::builder().protocol(SUBPROTOCOL).connect(&url).await.unwrap();
     let pad = "x".repeat(1000);
     let mut sent = 0u64;

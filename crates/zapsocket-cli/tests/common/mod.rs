@@ -124,3 +124,26 @@ pub fn python_with(module: &str) -> Option<(std::path::PathBuf, std::path::PathB
     }
     python.map(|python| (python, dir.join("python")))
 }
+
+/// A realtime client on `serve`'s `/ws` named `name`, with a channel of the `chat`
+/// events it receives.
+pub async fn chatter(
+    serve: &Serve,
+    name: &str,
+) -> (zapsocket_realtime::client::Client, tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>) {
+    let url = format!("ws://{}/ws?name={name}", serve.addr);
+    let client = tokio::time::timeout(PATIENCE, zapsocket_realtime::client::Client::connect(&url))
+        .await
+        .expect("in time")
+        .expect("connect");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    client.on("chat", move |msg: serde_json::Value| {
+        let _ = tx.send(msg);
+    });
+    (client, rx)
+}
+
+/// The next `chat` event of a [`chatter`].
+pub async fn next(rx: &mut tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>) -> serde_json::Value {
+    tokio::time::timeout(PATIENCE, rx.recv()).await.expect("a chat in time").expect("open")
+}

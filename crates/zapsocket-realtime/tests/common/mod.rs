@@ -10,6 +10,21 @@ use zapsocket::{Message, WebSocket};
 use zapsocket_realtime::client::Client;
 use zapsocket_realtime::{Hub, SUBPROTOCOL, SUBPROTOCOL_V2};
 
+/// Serves `handler` on a reactor of two loops on 127.0.0.1, any port, speaking both
+/// protocol versions; returns it and `ws://127.0.0.1:PORT/`.
+pub fn serve_reactor(handler: zapsocket_realtime::HubHandler) -> (zapsocket::reactor::Running, String) {
+    let running = zapsocket::reactor::Reactor::builder()
+        .host("127.0.0.1")
+        .port(0)
+        .threads(2)
+        .subprotocol(SUBPROTOCOL_V2)
+        .subprotocol(SUBPROTOCOL)
+        .start(move |_| handler.clone())
+        .unwrap();
+    let url = format!("ws://{}/", running.local_addr());
+    (running, url)
+}
+
 /// Whether [`serve`] runs hubs on the reactor (`ZAP_HUB_HOST=reactor`).
 pub fn on_reactor() -> bool {
     std::env::var("ZAP_HUB_HOST").as_deref() == Ok("reactor")
@@ -23,16 +38,7 @@ pub fn on_reactor() -> bool {
 /// tests both ways.
 pub async fn serve(hub: &Hub) -> String {
     if on_reactor() {
-        let handler = hub.reactor_handler(tokio::runtime::Handle::current());
-        let running = zapsocket::reactor::Reactor::builder()
-            .host("127.0.0.1")
-            .port(0)
-            .threads(2)
-            .subprotocol(SUBPROTOCOL_V2)
-            .subprotocol(SUBPROTOCOL)
-            .start(move |_| handler.clone())
-            .unwrap();
-        let url = format!("ws://{}/", running.local_addr());
+        let (running, url) = serve_reactor(hub.reactor_handler(tokio::runtime::Handle::current()));
         // Stopped when the test's runtime ends (its tasks are gone with it).
         tokio::spawn(async move {
             struct Stop(zapsocket::reactor::Running);
