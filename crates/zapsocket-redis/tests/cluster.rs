@@ -109,6 +109,11 @@ async fn volatile_emits_reach_the_members_on_every_node_unrecorded_and_in_order(
     let mut eve = Recorder::named(&b.url, "eve").await; // not in the room
     ada.client.join("game").await.unwrap();
     bob.client.join("game").await.unwrap();
+    // Bob's `$joined` reaches ada through Redis: a tick emitted while it is still in ada's
+    // send queue would be dropped, as a volatile emit should be.
+    assert_eq!(ada.next_named("$joined").await["member"]["data"]["name"], "bob");
+    let ada_socket = a.hub.socket(&ada.client.session()).expect("ada is on node a");
+    eventually(5, "ada's send queue is empty", async || ada_socket.buffered_amount() == 0).await;
     for i in 0..20 {
         a.hub.to("game").volatile().emit("tick", &i).unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(2)).await; // each finds an empty queue
