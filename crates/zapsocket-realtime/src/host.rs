@@ -532,5 +532,8 @@ mod tests {
         eprintln!("Session {session} B, SocketState {state} B");
         assert!(session <= 64, "Session is {session} bytes");
         assert!(state <= 432, "SocketState is {state} bytes");
+        // A room's delivery reads these: with the `Arc`'s counts, in the first 64 bytes.
+        let hot = std::mem::offset_of!(crate::state::SocketState, binary);
+        assert!(16 + hot < 64, "binary at {hot}");
     }
 }

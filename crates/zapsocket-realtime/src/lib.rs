@@ -45,7 +45,8 @@
 //!                          └─ reply ─▶ the pending emit_with_ack
 //!  handler ─▶ Operator (rooms − except) ─▶ publish: one Publication ─▶ Broker::publish
 //!  Broker (offsets, order, every node with members) ─▶ deliver: one frame per node,
-//!          the same bytes queued on each local recipient (zapsocket send_encoded)
+//!          the same bytes queued on each local recipient (zapsocket send_encoded; on
+//!          the reactor, one Fanout per loop)
 //! ```
 //!
 //! The parts, in reading order (no module imports one that comes after it):

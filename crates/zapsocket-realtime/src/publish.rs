@@ -16,6 +16,7 @@ use crate::envelope;
 use crate::error::ReplyError;
 use crate::protocol::Resync;
 use crate::registry::Rooms;
+use crate::sender::Deliveries;
 use crate::state::{HeldMessage, SocketState};
 
 /// An adapter error as clients see it.
@@ -62,11 +63,13 @@ impl Core {
     /// their send queue is empty; the others do not get it (counted).
     pub(crate) fn deliver_volatile(&self, publication: &Publication) {
         let (frames, len) = Frames::new(publication.volatile_envelope());
+        let mut out = Deliveries::default();
         let (queued, dropped) = self.fan_out(publication.rooms(), publication.except(), None, |socket| {
-            socket.deliver_volatile(frames.get(socket.binary))
+            socket.deliver_volatile(frames.get(socket.binary), &mut out)
         });
-        self.counters.sent(queued, len, 0);
-        self.counters.volatile_dropped.fetch_add(dropped, Relaxed);
+        let refused = out.post();
+        self.counters.sent(queued - refused, len, 0);
+        self.counters.volatile_dropped.fetch_add(dropped + refused, Relaxed);
     }
 
     /// Publishes a protocol event (`$joined`, `$left`); a failure is only logged (the
@@ -84,15 +87,17 @@ impl Core {
         let rooms = d.publication.rooms();
         let (frames, len) = Frames::new(d.publication.envelope(d.epoch, d.offsets));
         let max_held = self.config.max_resume_buffer;
+        let mut out = Deliveries::default();
         let (queued, dropped) = self.fan_out(rooms, d.publication.except(), d.fresh, |socket| {
             let frame = frames.get(socket.binary);
             let held = || HeldMessage {
                 offsets: rooms.iter().cloned().zip(d.offsets.iter().copied()).collect(),
                 frame: frame.clone(),
             };
-            socket.deliver(frame, &held, max_held)
+            socket.deliver(frame, &held, max_held, &mut out)
         });
-        self.counters.sent(queued, len, dropped);
+        let refused = out.post();
+        self.counters.sent(queued - refused, len, dropped + refused);
     }
 
     /// Calls `deliver` for each of this node's members of `rooms`, each once, leaving

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use zapsocket::reactor::Handle;
+use zapsocket::reactor::{Fanout, Handle};
 use zapsocket::{CloseCode, EncodedFrame, Request, WebSocketSender};
 
 /// A socket's connection, as the hub's parts send to it.
@@ -89,5 +89,40 @@ impl Sender {
             Sender::Task(sender) => sender.request(),
             Sender::Loop { request, .. } => request.as_deref(),
         }
+    }
+}
+
+/// A message's deliveries to many sockets: queued at once on the async server's
+/// connections; gathered for the reactor's, then posted once per loop and frame
+/// ([`Fanout`]) by [`Deliveries::post`].
+#[derive(Default)]
+pub(crate) struct Deliveries {
+    /// One per frame (a message has one, or a binary and a text one).
+    fanouts: Vec<Fanout>,
+}
+
+impl Deliveries {
+    /// Queues (or gathers) `frame` for `sender`'s connection; false when it is gone.
+    pub(crate) fn send(&mut self, sender: &Sender, frame: &EncodedFrame) -> bool {
+        match sender {
+            Sender::Task(sender) => sender.send_encoded(frame).unwrap_or(false),
+            Sender::Loop { handle, .. } => {
+                let same = |f: &Fanout| f.frame().as_bytes().as_ptr() == frame.as_bytes().as_ptr();
+                let at = match self.fanouts.iter().position(same) {
+                    Some(at) => at,
+                    None => {
+                        self.fanouts.push(Fanout::new(frame));
+                        self.fanouts.len() - 1
+                    }
+                };
+                self.fanouts[at].add(handle)
+            }
+        }
+    }
+
+    /// Posts what was gathered; returns how many of the deliveries were refused (a loop's
+    /// inbox was full).
+    pub(crate) fn post(self) -> u64 {
+        self.fanouts.into_iter().map(|fanout| fanout.post() as u64).sum()
     }
 }

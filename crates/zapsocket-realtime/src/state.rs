@@ -16,7 +16,7 @@ use crate::broker::SessionRecord;
 use crate::error::{ErrorCode, ReplyError};
 use crate::handler::Reply;
 use crate::protocol::Member;
-use crate::sender::Sender;
+use crate::sender::{Deliveries, Sender};
 
 /// How many unknown event names a socket is warned about once each; past it, each
 /// unknown event gets its `$error` (the set stays bounded, nothing is silent).
@@ -26,18 +26,19 @@ const MAX_WARNED: usize = 64;
 const BUFFERED_OVERHEAD: usize = 96;
 
 /// One connected socket.
+#[repr(C)] // What a room's delivery reads first: with the `Arc`'s counts, one cache line.
 pub(crate) struct SocketState {
     pub(crate) sid: Arc<str>,
-    /// `$s:SID`.
-    pub(crate) room: Box<str>,
     pub(crate) sender: Sender,
-    /// Its public data: mostly sent (presence, session records), and a one-key object
-    /// as a `Value` is a 600-byte map node kept by every socket.
-    public: RwLock<Public>,
     /// Set while a replay runs: room messages then wait in `Inner::held`.
     holding: AtomicBool,
     /// It speaks version 2 (`zap.v2`): byte arrays go to it in binary frames.
     pub(crate) binary: bool,
+    /// `$s:SID`.
+    pub(crate) room: Box<str>,
+    /// Its public data: mostly sent (presence, session records), and a one-key object
+    /// as a `Value` is a 600-byte map node kept by every socket.
+    public: RwLock<Public>,
     inner: Mutex<Inner>,
     next_ack: AtomicU64,
     /// Held by room operations (join, leave, the final leave at disconnect), so that one
@@ -281,7 +282,13 @@ impl SocketState {
 
     /// Queues a room message, or holds it while a replay runs. Returns whether it was
     /// queued (or held).
-    pub(crate) fn deliver(&self, frame: &EncodedFrame, held: &dyn Fn() -> HeldMessage, max: usize) -> bool {
+    pub(crate) fn deliver(
+        &self,
+        frame: &EncodedFrame,
+        held: &dyn Fn() -> HeldMessage,
+        max: usize,
+        out: &mut Deliveries,
+    ) -> bool {
         if self.holding.load(Ordering::Acquire) {
             let mut inner = self.lock();
             if self.holding.load(Ordering::Acquire) {
@@ -289,16 +296,16 @@ impl SocketState {
                 return true;
             }
         }
-        self.sender.send_encoded(frame)
+        out.send(&self.sender, frame)
     }
 
     /// Queues a volatile message when nothing waits in the send queue and no replay
     /// runs; returns whether it did.
-    pub(crate) fn deliver_volatile(&self, frame: &EncodedFrame) -> bool {
+    pub(crate) fn deliver_volatile(&self, frame: &EncodedFrame, out: &mut Deliveries) -> bool {
         if self.holding.load(Ordering::Acquire) || self.sender.buffered_amount() > 0 {
             return false;
         }
-        self.sender.send_encoded(frame)
+        out.send(&self.sender, frame)
     }
 
     /// From now on room messages are held (a replay starts).

@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
-use zapsocket::reactor::{Handle, Handler, Reactor, ReactorBuilder, Running, Sent, Socket};
+use zapsocket::reactor::{Fanout, Handle, Handler, Reactor, ReactorBuilder, Running, Sent, Socket};
 use zapsocket::{
-    Client, CloseCode, DeflateConfig, HttpResponse, Message, ReadyState, Request, WebSocketConfig,
+    Client, CloseCode, DeflateConfig, HttpResponse, Message, ReadyState, Request, SlowConsumer,
+    WebSocketConfig,
 };
 
 use common::proxy::test_pki;
@@ -793,4 +794,108 @@ async fn one_frame_to_many_handles_counts_once_in_the_inbox() {
         assert!(b0 == 0x82 && payload.len() == 1 << 20, "{b0:#x} {}", payload.len());
     }
     assert_eq!(running.dropped_publishes(), 0);
+}
+
+/// Connects `n` raw peers and takes each one's handle.
+async fn peers_with_handles(
+    running: &Running,
+    handles: &mut UnboundedReceiver<Handle>,
+    n: usize,
+) -> (Vec<RawPeer>, Vec<Handle>) {
+    let (mut peers, mut links) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let mut peer = RawPeer::connect(running.local_addr(), "/").await;
+        peer.send_frame(0x81, b"handle").await;
+        links.push(zapsocket::time::timeout(Duration::from_secs(5), handles.recv()).await.unwrap().unwrap());
+        peers.push(peer);
+    }
+    (peers, links)
+}
+
+async fn read_text(peer: &mut RawPeer) -> String {
+    let (b0, payload) = zapsocket::time::timeout(Duration::from_secs(10), peer.read_frame()).await.unwrap();
+    assert_eq!(b0, 0x81);
+    String::from_utf8(payload).unwrap()
+}
+
+/// A fan-out reaches connections on every loop, once each, in order with what their
+/// handles sent before and after it; a connection that ended is left out.
+#[tokio::test]
+async fn a_fanout_reaches_each_connection_once_in_order_on_every_loop() {
+    let (running, _events, mut handles) = start_with_handles(Reactor::builder().threads(2));
+    let (mut peers, links) = peers_with_handles(&running, &mut handles, 20).await;
+    let (mut gone, gone_handle) = {
+        let (mut peers, mut links) = peers_with_handles(&running, &mut handles, 1).await;
+        (peers.pop().unwrap(), links.pop().unwrap())
+    };
+    gone.send_frame(0x88, &1000u16.to_be_bytes()).await;
+    assert_eq!(gone.read_frame().await.0, 0x88);
+    for _ in 0..100 {
+        if gone_handle.is_closed() {
+            break;
+        }
+        zapsocket::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(gone_handle.is_closed());
+    let frame = zapsocket::encode(Message::Text("to all".into()));
+    for round in 0..3 {
+        let mut fanout = Fanout::new(&frame);
+        for handle in &links {
+            assert!(handle.send(format!("before {round}")));
+            assert!(fanout.add(handle));
+            assert!(handle.buffered_amount() >= frame.len(), "counted when added");
+        }
+        assert!(!fanout.add(&gone_handle), "an ended connection is left out");
+        assert_eq!(fanout.post(), 0);
+        for handle in &links {
+            assert!(handle.send(format!("after {round}")));
+        }
+    }
+    for peer in &mut peers {
+        for round in 0..3 {
+            assert_eq!(read_text(peer).await, format!("before {round}"));
+            assert_eq!(read_text(peer).await, "to all");
+            assert_eq!(read_text(peer).await, format!("after {round}"));
+        }
+    }
+    assert_eq!(running.dropped_publishes(), 0);
+}
+
+/// A fan-out that finds its loop's inbox full is refused whole: counted, returned by
+/// `post`, and no longer in the connections' buffered amounts.
+#[tokio::test]
+async fn a_fanout_past_a_full_inbox_is_refused_and_counted() {
+    let config =
+        WebSocketConfig::default().max_send_queue(256 << 20).slow_consumer(SlowConsumer::DropMessage);
+    let (running, _events, mut handles) = start_with_handles(Reactor::builder().threads(1).config(config));
+    let (mut peers, links) = peers_with_handles(&running, &mut handles, 2).await;
+    let frame = zapsocket::encode(Message::Text("x".repeat(1 << 20).into()));
+    // While the loop naps, 70 MiB is posted to its 64 MiB inbox.
+    peers[0].send_frame(0x81, b"nap").await;
+    zapsocket::time::sleep(Duration::from_millis(50)).await;
+    let mut refused = 0;
+    for _ in 0..70 {
+        let mut fanout = Fanout::new(&frame);
+        assert!(links.iter().all(|handle| fanout.add(handle)));
+        refused += fanout.post();
+    }
+    assert!(refused > 0 && refused % 2 == 0, "refused {refused}");
+    assert_eq!(running.dropped_publishes(), refused as u64);
+    let accepted = 70 - refused / 2;
+    for handle in &links {
+        assert!(handle.send("end"));
+    }
+    for peer in &mut peers {
+        for _ in 0..accepted {
+            assert_eq!(read_text(peer).await.len(), 1 << 20);
+        }
+        assert_eq!(read_text(peer).await, "end", "nothing else came");
+    }
+    for _ in 0..100 {
+        if links.iter().all(|handle| handle.buffered_amount() == 0) {
+            break;
+        }
+        zapsocket::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(links.iter().all(|handle| handle.buffered_amount() == 0), "a refused frame still counted");
 }

@@ -68,6 +68,10 @@
 //! (one frame, shared by reference by every recipient's send queue). Each loop keeps
 //! its own subscriber lists; a message for the other loops goes through their inboxes.
 //!
+//! A set of connections that is not a topic (a room another layer keeps, as the realtime
+//! hub does) gets one frame through a [`Fanout`]: one inbox entry per loop, however
+//! many of its connections are in it, rather than a [`Handle::send_encoded`] each.
+//!
 //! # Limits
 //!
 //! - A connection's send queue counts as full past [`WebSocketConfig::max_send_queue`]
@@ -86,7 +90,9 @@
 //!   [`INBOX_OVERHEAD`] bytes); past it, a publish or a handle's send to that loop is
 //!   dropped and counted ([`Running::dropped_publishes`]; the handle's `send` returns
 //!   `false`). One frame sent through the handles of several connections of a loop in a
-//!   row (a room's members) counts its bytes once, then [`INBOX_OVERHEAD`] for each. A
+//!   row (a room's members) counts its bytes once, then [`INBOX_OVERHEAD`] for each; a
+//!   [`Fanout`] counts its frame and [`INBOX_OVERHEAD`] once per loop, plus 16 bytes
+//!   per connection (its key and link), and is refused whole when it does not fit. A
 //!   handle's close, terminate and wake are posted at most once each until the loop took
 //!   them. A handle's send that finds the connection's send queue full
 //!   gets the slow-consumer policy, as a publish does; [`Handle::writable`] waits for
@@ -120,7 +126,7 @@ use crate::request::Request;
 use crate::server::HttpResponse;
 use zapsocket_proto::deflate::DeflateConfig;
 
-pub use run::{Handle, Socket};
+pub use run::{Fanout, Handle, Socket};
 
 /// The most bytes a loop's inbox holds: messages other threads published to it and it
 /// did not take yet (each counted as its frame plus [`INBOX_OVERHEAD`]).

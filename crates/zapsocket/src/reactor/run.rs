@@ -47,8 +47,8 @@ use crate::message::Message;
 use crate::request::Request;
 use crate::shared::ReadyState;
 
-pub use handle::Handle;
 use handle::Link;
+pub use handle::{Fanout, Handle};
 pub(crate) use inbox::{Command, Remote, Target};
 pub use socket::Socket;
 use topics::{Topics, deliver, deliver_published};
@@ -432,6 +432,7 @@ impl<H: Handler> Worker<H> {
                 }
                 Command::Shutdown => self.begin_shutdown(),
                 Command::Socket { link, op, .. } => self.handle_op(&link, op),
+                Command::Fanout { frame, links, .. } => self.handle_fanout(&frame, &links),
             }
         }
         self.cx.inbox = inbox;
@@ -581,5 +582,14 @@ mod tests {
         // 32 in release: mio's stream carries a registration check in debug builds.
         assert!(conn <= 40, "Conn is {conn} bytes");
         assert!(open <= 432, "Open is {open} bytes");
+    }
+
+    /// A link's fields that a send and a fan-out touch are, with the `Arc`'s two counts,
+    /// in its first 64 bytes (its allocation, 128 bytes, is aligned to them).
+    #[test]
+    fn a_links_hot_fields_share_a_cache_line() {
+        let shared = std::mem::offset_of!(handle::Link, shared);
+        assert!(16 + shared + size_of::<Arc<Shared>>() <= 64, "shared at {shared}");
+        assert!(size_of::<handle::Link>() + 16 <= 128, "{} bytes", size_of::<handle::Link>());
     }
 }

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, AtomicU64};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64};
 use std::task::{Context, Poll as TaskPoll, Waker as TaskWaker};
 
 use super::*;
@@ -18,24 +18,30 @@ const TERMINATE_POSTED: u8 = 4;
 
 /// What a connection and its handles share. Made at the first [`Socket::handle`]: a
 /// connection that never hands one out keeps no more than a `None`.
+///
+/// `repr(C)`, the fields a send and the loop touch first: with the `Arc`'s counts they
+/// fill one cache line (a fan-out to 10,000 members touches 10,000 links).
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Link {
-    shared: Arc<Shared>,
-    index: usize,
-    key: usize,
     /// Frame bytes posted by handles that the loop has not queued yet.
     posted: AtomicUsize,
-    /// How many frames those are.
-    posted_frames: AtomicUsize,
     /// The connection's send queue in bytes, as the loop last saw it.
     queued: AtomicUsize,
     /// The same as the queue's limit counts it (with each frame's overhead), plus what
     /// handles posted (each frame counted as a chunk).
     cost: AtomicUsize,
+    /// How many frames `posted` is.
+    posted_frames: AtomicU32,
+    /// The connection's key in its loop's slab (`u32::MAX` past it: never found).
+    key: u32,
+    /// Its loop's index.
+    index: u32,
     closed: AtomicBool,
     /// Some task waits in `waiters` (so the loop takes their lock only then).
     waited: AtomicBool,
     posted_ops: AtomicU8,
+    pub(super) shared: Arc<Shared>,
     /// Tasks waiting for room in the send queue ([`Handle::writable`]) or for the end
     /// ([`Handle::closed`]); each wakes and looks again.
     waiters: Mutex<Vec<(u64, TaskWaker)>>,
@@ -46,19 +52,27 @@ pub(crate) struct Link {
 impl Link {
     pub(super) fn new(shared: Arc<Shared>, index: usize, key: usize) -> Self {
         Link {
-            shared,
-            index,
-            key,
             posted: AtomicUsize::new(0),
-            posted_frames: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),
             cost: AtomicUsize::new(0),
+            posted_frames: AtomicU32::new(0),
+            key: u32::try_from(key).unwrap_or(u32::MAX),
+            index: u32::try_from(index).unwrap_or(u32::MAX),
             closed: AtomicBool::new(false),
             waited: AtomicBool::new(false),
             posted_ops: AtomicU8::new(0),
+            shared,
             waiters: Mutex::new(Vec::new()),
             next_wait: AtomicU64::new(0),
         }
+    }
+
+    fn key(&self) -> usize {
+        self.key as usize
+    }
+
+    fn remote(&self) -> &Remote {
+        &self.shared.remotes[self.index as usize]
     }
 
     /// The loop saw the send queue: a task waiting for room hears when there is some.
@@ -82,7 +96,7 @@ impl Link {
     /// Whether the send queue, with what is on its way, is under its limit.
     fn has_room(&self) -> bool {
         let posted = self.posted.load(Ordering::Acquire);
-        let frames = self.posted_frames.load(Ordering::Acquire);
+        let frames = self.posted_frames.load(Ordering::Acquire) as usize;
         self.cost.load(Ordering::Acquire) + posted + frames * zapsocket_proto::CHUNK_OVERHEAD
             < self.shared.settings.config.max_send_queue
     }
@@ -96,7 +110,13 @@ impl Link {
     fn wake_waiters(&self) {
         // Against the waiter's store then look (`wait`): one of the two sees the other.
         std::sync::atomic::fence(Ordering::SeqCst);
-        if !self.waited.swap(false, Ordering::SeqCst) {
+        self.wake_fenced();
+    }
+
+    /// [`Link::wake_waiters`] after the fence (one fence serves a whole fan-out).
+    fn wake_fenced(&self) {
+        // A load first: nobody waits, most of the time.
+        if !self.waited.load(Ordering::SeqCst) || !self.waited.swap(false, Ordering::SeqCst) {
             return;
         }
         let waiters = std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|e| e.into_inner()));
@@ -122,7 +142,7 @@ impl Link {
     }
 
     fn post(self: &Arc<Self>, op: Op) -> bool {
-        self.shared.remotes[self.index].post_op(self.clone(), op)
+        self.remote().post_op(self.clone(), op)
     }
 
     /// A frame posted was queued or dropped: it no longer counts as on its way.
@@ -230,6 +250,93 @@ impl Handle {
     }
 }
 
+/// A connection in a fan-out: its key in its loop's slab, and its link.
+pub(crate) type Member = (usize, Arc<Link>);
+
+/// One frame for many connections, posted to each of their loops once: a room's
+/// fan-out, in place of a [`Handle::send_encoded`] per member (one inbox entry, lock and
+/// wake per loop rather than per connection).
+///
+/// [`Fanout::add`] counts the frame in each connection's
+/// [`buffered_amount`](Handle::buffered_amount) at once; [`Fanout::post`] hands the
+/// connections to their loops (dropping the fan-out posts what it holds). What it holds
+/// counts against a loop's inbox as the frame, [`INBOX_OVERHEAD`](crate::reactor::INBOX_OVERHEAD)
+/// and 16 bytes per connection. Each connection gets the frame as from
+/// [`Handle::send_encoded`], in the order of the handles' other posts before and after
+/// the fan-out's post.
+#[derive(Debug)]
+pub struct Fanout {
+    frame: EncodedFrame,
+    /// The connections, by loop (a loop's inbox is its reactor's `remotes[index]`).
+    groups: Vec<Vec<Member>>,
+}
+
+impl Fanout {
+    /// A fan-out of `frame` (encoded once, [`crate::encode`]).
+    pub fn new(frame: &EncodedFrame) -> Self {
+        Fanout { frame: frame.clone(), groups: Vec::new() }
+    }
+
+    /// The frame it sends.
+    pub fn frame(&self) -> &EncodedFrame {
+        &self.frame
+    }
+
+    /// Adds `handle`'s connection; false when it ended.
+    pub fn add(&mut self, handle: &Handle) -> bool {
+        let link = &handle.0;
+        if link.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        link.posted.fetch_add(self.frame.len(), Ordering::AcqRel);
+        link.posted_frames.fetch_add(1, Ordering::AcqRel);
+        let same_loop = |group: &Vec<Member>| {
+            group.first().is_some_and(|(_, first)| {
+                first.index == link.index && Arc::ptr_eq(&first.shared, &link.shared)
+            })
+        };
+        // Most fan-outs have one or two loops; the last one used is the likeliest.
+        match self.groups.iter_mut().rev().find(|group| same_loop(group)) {
+            Some(group) => group.push((link.key(), link.clone())),
+            None => self.groups.push(vec![(link.key(), link.clone())]),
+        }
+        true
+    }
+
+    /// Posts to each loop; returns how many connections did not get it because their
+    /// loop's inbox was full ([`MAX_INBOX_BYTES`](crate::reactor::MAX_INBOX_BYTES)),
+    /// each counted in [`Running::dropped_publishes`](crate::reactor::Running::dropped_publishes).
+    pub fn post(mut self) -> usize {
+        self.post_groups()
+    }
+
+    fn post_groups(&mut self) -> usize {
+        let mut refused = 0;
+        for links in std::mem::take(&mut self.groups) {
+            let Some((_, first)) = links.first() else { continue };
+            let first = first.clone();
+            let (shared, remote) = (&first.shared, first.remote());
+            let cost = crate::reactor::inbox_cost(&self.frame) + links.len() * size_of::<Member>();
+            let command = Command::Fanout { frame: self.frame.clone(), links, cost };
+            if let Err(Command::Fanout { links, .. }) = remote.try_post(command) {
+                for (_, link) in &links {
+                    link.unpost(self.frame.len());
+                    link.wake_if_room();
+                }
+                shared.dropped.fetch_add(links.len() as u64, Ordering::Relaxed);
+                refused += links.len();
+            }
+        }
+        refused
+    }
+}
+
+impl Drop for Fanout {
+    fn drop(&mut self) {
+        self.post_groups();
+    }
+}
+
 enum Until {
     Room,
     Closed,
@@ -292,9 +399,36 @@ impl<H: Handler> Worker<H> {
         }
     }
 
+    /// Queues a fan-out's frame for each of its connections still there (as
+    /// [`Worker::handle_op`] a send), then wakes those waiting for room behind one fence.
+    pub(super) fn handle_fanout(&mut self, frame: &EncodedFrame, links: &[Member]) {
+        let Worker { conns, cx, .. } = self;
+        // The key travels beside the link: the connection is looked up without waiting
+        // for the link's cache line.
+        for (key, link) in links {
+            if let Some(Conn { phase: Phase::Open(open), .. }) = conns.get_mut(*key)
+                && open.link.as_ref().is_some_and(|mine| Arc::ptr_eq(mine, link))
+                && send_posted(open, link, frame, cx)
+            {
+                cx.mark(open, *key);
+            }
+        }
+        // Apart from the sends: a locked instruction waits for the stores before it, so
+        // one per send would stop the sends' cache misses from overlapping.
+        for (_, link) in links {
+            link.unpost(frame.len());
+        }
+        std::sync::atomic::fence(Ordering::SeqCst);
+        for (_, link) in links.iter().filter(|(_, link)| link.waited.load(Ordering::SeqCst)) {
+            if link.has_room() {
+                link.wake_fenced();
+            }
+        }
+    }
+
     fn apply_op(&mut self, link: &Arc<Link>, op: Op) {
         let Worker { conns, handler, cx, .. } = self;
-        let key = link.key;
+        let key = link.key();
         let Some(Conn { stream, phase: Phase::Open(open), .. }) = conns.get_mut(key) else { return };
         if !open.link.as_ref().is_some_and(|mine| Arc::ptr_eq(mine, link)) {
             return;
@@ -302,20 +436,9 @@ impl<H: Handler> Worker<H> {
         let open: &mut Open<H::State> = open;
         match op {
             Op::Send(frame) => {
-                let config = &cx.shared.settings.config;
-                if open.flags & TERMINATE != 0 || open.ws.state() != State::Open {
+                if !send_posted(open, link, &frame, cx) {
                     return;
                 }
-                if open.ws.outbound().cost() >= config.max_send_queue {
-                    if matches!(config.slow_consumer, SlowConsumer::DropMessage) {
-                        cx.shared.dropped.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        open.end(CloseCode::POLICY_VIOLATION, "send queue full");
-                    }
-                } else if open.ws.send_encoded(&frame).is_err() {
-                    return;
-                }
-                link.note_queue(open.ws.outbound());
             }
             Op::Close(code, reason) => {
                 link.posted_ops.fetch_and(!CLOSE_POSTED, Ordering::AcqRel);
@@ -339,4 +462,24 @@ impl<H: Handler> Worker<H> {
             deliver_published(conns, cx);
         }
     }
+}
+
+/// Queues a frame a handle posted (the slow-consumer policy applies); false when the
+/// connection is ending and nothing changed.
+fn send_posted(open: &mut Live, link: &Link, frame: &EncodedFrame, cx: &Cx) -> bool {
+    let config = &cx.shared.settings.config;
+    if open.flags & TERMINATE != 0 || open.ws.state() != State::Open {
+        return false;
+    }
+    if open.ws.outbound().cost() >= config.max_send_queue {
+        if matches!(config.slow_consumer, SlowConsumer::DropMessage) {
+            cx.shared.dropped.fetch_add(1, Ordering::Relaxed);
+        } else {
+            open.end(CloseCode::POLICY_VIOLATION, "send queue full");
+        }
+    } else if open.ws.send_encoded(frame).is_err() {
+        return false;
+    }
+    link.note_queue(open.ws.outbound());
+    true
 }

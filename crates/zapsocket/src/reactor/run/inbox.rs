@@ -1,6 +1,6 @@
 //! What other threads post to a loop: its inbox, bounded in bytes, and its waker.
 
-use super::handle::{Link, Op};
+use super::handle::{Link, Member, Op};
 use super::*;
 
 /// What another thread asks of a loop.
@@ -13,6 +13,8 @@ pub(crate) enum Command {
     /// What a [`Handle`](super::Handle) asks of its connection; `cost` is what it counts
     /// for in the inbox, decided when it was posted ([`Remote::post_op`]).
     Socket { link: Arc<Link>, op: Op, cost: usize },
+    /// A frame for several of its connections ([`Fanout`](super::handle::Fanout)).
+    Fanout { frame: EncodedFrame, links: Vec<Member>, cost: usize },
 }
 
 /// Who gets a published frame.
@@ -27,7 +29,7 @@ impl Command {
         match self {
             Command::Publish { frame, .. } => crate::reactor::inbox_cost(frame),
             Command::Shutdown => 0,
-            Command::Socket { cost, .. } => *cost,
+            Command::Socket { cost, .. } | Command::Fanout { cost, .. } => *cost,
         }
     }
 }
@@ -74,19 +76,27 @@ impl Remote {
     /// the loop's own thread (a callback), it is taken at the end of the pass without a
     /// wake.
     pub(crate) fn post(&self, command: Command) -> bool {
+        self.try_post(command).is_ok()
+    }
+
+    /// [`Remote::post`], handing back what was refused.
+    pub(crate) fn try_post(&self, command: Command) -> Result<(), Command> {
         if self.dead.load(Ordering::Acquire) {
-            return matches!(command, Command::Shutdown);
+            return match command {
+                Command::Shutdown => Ok(()),
+                refused => Err(refused),
+            };
         }
         let cost = command.cost();
         if cost > 0 && self.queued.fetch_add(cost, Ordering::AcqRel) + cost > MAX_INBOX_BYTES {
             self.queued.fetch_sub(cost, Ordering::AcqRel);
-            return false;
+            return Err(command);
         }
         self.inbox.lock().unwrap_or_else(|e| e.into_inner()).push(command);
         if !self.woken.swap(true, Ordering::AcqRel) && !self.is_current() {
             let _ = self.waker.wake();
         }
-        true
+        Ok(())
     }
 
     /// Posts what a handle asks; false when it is a send and the inbox is full.
