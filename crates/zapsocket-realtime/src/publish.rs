@@ -63,13 +63,12 @@ impl Core {
     /// their send queue is empty; the others do not get it (counted).
     pub(crate) fn deliver_volatile(&self, publication: &Publication) {
         let (frames, len) = Frames::new(publication.volatile_envelope());
-        let mut out = Deliveries::default();
-        let (queued, dropped) = self.fan_out(publication.rooms(), publication.except(), None, |socket| {
-            socket.deliver_volatile(frames.get(socket.binary), &mut out)
-        });
-        let refused = out.post();
-        self.counters.sent(queued - refused, len, 0);
-        self.counters.volatile_dropped.fetch_add(dropped + refused, Relaxed);
+        let (queued, dropped) =
+            self.fan_out(publication.rooms(), publication.except(), None, |socket, out| {
+                socket.deliver_volatile(frames.get(socket.binary), out)
+            });
+        self.counters.sent(queued, len, 0);
+        self.counters.volatile_dropped.fetch_add(dropped, Relaxed);
     }
 
     /// Publishes a protocol event (`$joined`, `$left`); a failure is only logged (the
@@ -87,34 +86,39 @@ impl Core {
         let rooms = d.publication.rooms();
         let (frames, len) = Frames::new(d.publication.envelope(d.epoch, d.offsets));
         let max_held = self.config.max_resume_buffer;
-        let mut out = Deliveries::default();
-        let (queued, dropped) = self.fan_out(rooms, d.publication.except(), d.fresh, |socket| {
+        let (queued, dropped) = self.fan_out(rooms, d.publication.except(), d.fresh, |socket, out| {
             let frame = frames.get(socket.binary);
             let held = || HeldMessage {
                 offsets: rooms.iter().cloned().zip(d.offsets.iter().copied()).collect(),
                 frame: frame.clone(),
             };
-            socket.deliver(frame, &held, max_held, &mut out)
+            socket.deliver(frame, &held, max_held, out)
         });
-        let refused = out.post();
-        self.counters.sent(queued - refused, len, dropped + refused);
+        self.counters.sent(queued, len, dropped);
     }
 
     /// Calls `deliver` for each of this node's members of `rooms`, each once, leaving
     /// out the members of `except` and of the rooms that `fresh` marks as delivered
-    /// already; returns how many it queued and dropped (`deliver` says which).
+    /// already; returns how many it queued and dropped (`deliver` says which, and a
+    /// loop's full inbox may refuse some of what it gathered).
+    ///
+    /// What `deliver` gathers is posted before the registry's lock is released: a
+    /// socket leaving a room (which takes the lock to write) then has its answer queued
+    /// after the room's messages it was still sent, as on `Server`, where each is queued
+    /// during the walk.
     fn fan_out(
         &self,
         rooms: &[String],
         except: &[String],
         fresh: Option<&[bool]>,
-        mut deliver: impl FnMut(&SocketState) -> bool,
+        mut deliver: impl FnMut(&SocketState, &mut Deliveries) -> bool,
     ) -> (u64, u64) {
         let registry = self.registry.read();
         let Some(skip) = Skip::new(except, rooms, fresh) else { return (0, 0) };
         let mut seen: HashSet<*const SocketState> = HashSet::new();
         let dedupe = rooms.len() > 1;
         let (mut queued, mut dropped) = (0u64, 0u64);
+        let mut out = Deliveries::default();
         for (i, room) in rooms.iter().enumerate() {
             if fresh.is_some_and(|fresh| !fresh.get(i).copied().unwrap_or(true)) {
                 continue;
@@ -123,14 +127,17 @@ impl Core {
                 if skip.skips(&registry, socket) || (dedupe && !seen.insert(Arc::as_ptr(socket))) {
                     return;
                 }
-                if deliver(socket) {
+                if deliver(socket, &mut out) {
                     queued += 1;
                 } else {
                     dropped += 1;
                 }
             });
         }
-        (queued, dropped)
+        // Counted as queued when gathered: at most `queued`.
+        let refused = out.post();
+        drop(registry);
+        (queued - refused, dropped + refused)
     }
 
     /// Tells the members of `rooms` that messages of those rooms were lost for them
