@@ -145,6 +145,25 @@ impl Link {
         self.remote().post_op(self.clone(), op)
     }
 
+    /// Counts a frame of `len` bytes as on its way to the loop; false (and nothing
+    /// counted) when the connection ended.
+    fn will_post(&self, len: usize) -> bool {
+        if self.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        self.posted.fetch_add(len, Ordering::AcqRel);
+        self.posted_frames.fetch_add(1, Ordering::AcqRel);
+        true
+    }
+
+    /// A frame counted by [`Link::will_post`] was refused by a full inbox: it no longer
+    /// counts, and the refusal is counted.
+    fn refused(&self, len: usize) {
+        self.unpost(len);
+        self.wake_if_room();
+        self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A frame posted was queued or dropped: it no longer counts as on its way.
     fn unpost(&self, len: usize) {
         self.posted.fetch_sub(len, Ordering::AcqRel);
@@ -185,18 +204,13 @@ impl Handle {
     /// Queues a frame encoded once for many ([`crate::encode`]); false when the
     /// connection ended or the loop's inbox is full.
     pub fn send_encoded(&self, frame: &EncodedFrame) -> bool {
-        if self.is_closed() {
+        if !self.0.will_post(frame.len()) {
             return false;
         }
-        let len = frame.len();
-        self.0.posted.fetch_add(len, Ordering::AcqRel);
-        self.0.posted_frames.fetch_add(1, Ordering::AcqRel);
         if self.0.post(Op::Send(frame.clone())) {
             return true;
         }
-        self.0.unpost(len);
-        self.0.wake_if_room();
-        self.0.shared.dropped.fetch_add(1, Ordering::Relaxed);
+        self.0.refused(frame.len());
         false
     }
 
@@ -285,11 +299,9 @@ impl Fanout {
     /// Adds `handle`'s connection; false when it ended.
     pub fn add(&mut self, handle: &Handle) -> bool {
         let link = &handle.0;
-        if link.closed.load(Ordering::Acquire) {
+        if !link.will_post(self.frame.len()) {
             return false;
         }
-        link.posted.fetch_add(self.frame.len(), Ordering::AcqRel);
-        link.posted_frames.fetch_add(1, Ordering::AcqRel);
         let same_loop = |group: &Vec<Member>| {
             group.first().is_some_and(|(_, first)| {
                 first.index == link.index && Arc::ptr_eq(&first.shared, &link.shared)
@@ -315,15 +327,10 @@ impl Fanout {
         for links in std::mem::take(&mut self.groups) {
             let Some((_, first)) = links.first() else { continue };
             let first = first.clone();
-            let (shared, remote) = (&first.shared, first.remote());
             let cost = crate::reactor::inbox_cost(&self.frame) + links.len() * size_of::<Member>();
             let command = Command::Fanout { frame: self.frame.clone(), links, cost };
-            if let Err(Command::Fanout { links, .. }) = remote.try_post(command) {
-                for (_, link) in &links {
-                    link.unpost(self.frame.len());
-                    link.wake_if_room();
-                }
-                shared.dropped.fetch_add(links.len() as u64, Ordering::Relaxed);
+            if let Err(Command::Fanout { links, .. }) = first.remote().try_post(command) {
+                links.iter().for_each(|(_, link)| link.refused(self.frame.len()));
                 refused += links.len();
             }
         }
